@@ -1,0 +1,1 @@
+"""One small module per outside system (Ray processes, Docker, scapy, NVML, psutil)."""

@@ -1,0 +1,1 @@
+"""The pure core of lanray-tui: no Textual, no Rich. The CLI and the TUI both call it."""
