@@ -1,0 +1,44 @@
+"""Ray's dashboard HTTP API (state API, cluster status), with the cluster token.
+
+Plain urllib: the agent and the CLI never import ``ray`` just to ask who is in the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from ..core.errors import LanrayError
+from ..core.models import NodeInfo
+
+
+class DashboardError(LanrayError):
+    """The dashboard could not be asked, with the reason in one line."""
+
+
+def get_json(url: str, token: str, timeout: float = 5.0) -> Any:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise DashboardError(f"the Ray dashboard refused the token (HTTP {exc.code})") from None
+        raise DashboardError(f"the Ray dashboard answered HTTP {exc.code} for {url}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DashboardError(f"cannot reach the Ray dashboard at {url}: {reason}") from None
+    except ValueError:
+        raise DashboardError(f"the Ray dashboard sent something that is not JSON ({url})") from None
+
+
+def list_nodes(base_url: str, token: str, timeout: float = 5.0) -> list[NodeInfo]:
+    """Every node Ray knows, dead ones included."""
+    doc = get_json(f"{base_url}/api/v0/nodes?limit=1000&detail=false", token, timeout)
+    try:
+        rows = doc["data"]["result"]["result"]
+    except (KeyError, TypeError):
+        raise DashboardError("the Ray dashboard's node list has an unexpected shape") from None
+    return [NodeInfo.from_ray(r) for r in rows]

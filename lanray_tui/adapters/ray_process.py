@@ -1,0 +1,111 @@
+"""Ray as a child process: the ``ray start --block`` command line, its environment, and stop.
+
+Token authentication is always on: every Ray process gets ``RAY_AUTH_MODE=token`` and
+``RAY_AUTH_TOKEN`` through its environment (never on the command line, where ``ps`` shows it).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import system
+
+STARTED_MARKER = "Ray runtime started"
+
+
+def ray_executable() -> str:
+    """The ``ray`` script next to this Python, so the pinned Ray is the one that runs."""
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else "ray"
+
+
+def ray_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ray")
+    except PackageNotFoundError:
+        return "not installed"
+
+
+@dataclass
+class RaySpec:
+    """What to start: a head (``head=True``) or a worker joining ``address``."""
+
+    head: bool
+    node_ip: str
+    temp_dir: Path
+    ports: Mapping[str, int]
+    address: str = ""
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    memory_bytes: int | None = None
+    include_dashboard: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        p = self.ports
+        argv = [ray_executable(), "start", "--block", "--disable-usage-stats"]
+        argv += ["--node-ip-address", self.node_ip, "--temp-dir", str(self.temp_dir)]
+        if self.head:
+            argv += ["--head", "--port", str(p["gcs_port"])]
+            argv += ["--include-dashboard", "true" if self.include_dashboard else "false"]
+            argv += ["--dashboard-host", self.node_ip, "--dashboard-port", str(p["dashboard_port"])]
+            argv += ["--ray-client-server-port", str(p["client_server_port"])]
+        else:
+            argv += ["--address", self.address]
+        argv += ["--node-manager-port", str(p["node_manager_port"])]
+        argv += ["--object-manager-port", str(p["object_manager_port"])]
+        argv += ["--dashboard-agent-listen-port", str(p["dashboard_agent_listen_port"])]
+        argv += ["--dashboard-agent-grpc-port", str(p["dashboard_agent_grpc_port"])]
+        argv += ["--runtime-env-agent-port", str(p["runtime_env_agent_port"])]
+        argv += ["--metrics-export-port", str(p["metrics_export_port"])]
+        argv += ["--min-worker-port", str(p["min_worker_port"])]
+        argv += ["--max-worker-port", str(p["max_worker_port"])]
+        if self.num_cpus is not None:
+            argv += ["--num-cpus", str(self.num_cpus)]
+        if self.num_gpus is not None:
+            argv += ["--num-gpus", str(self.num_gpus)]
+        if self.memory_bytes is not None:
+            argv += ["--memory", str(self.memory_bytes)]
+        if self.labels:
+            argv += ["--labels", ",".join(f"{k}={v}" for k, v in self.labels.items())]
+        return argv
+
+
+def auth_env(token: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment every Ray process and client of this cluster needs."""
+    env = dict(os.environ if base is None else base)
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN"] = token
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
+
+
+def start(spec: RaySpec, token: str, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``ray start --block`` in its own session, its output appended to ``log_path``."""
+    spec.temp_dir.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            spec.argv(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=auth_env(token),
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> int | None:
+    """Stop Ray and every process it started; returns the exit code of ``ray start``."""
+    system.terminate_tree(proc.pid, grace_s)
+    try:
+        return proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return None

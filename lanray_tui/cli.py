@@ -1,0 +1,335 @@
+"""The ``lanray-tui`` command: the TUI with no arguments, a headless subcommand otherwise.
+
+Every error ends as one line on stderr and a non-zero exit, never a traceback (set
+``LANRAY_DEBUG=1`` to see one). Heavy modules are imported inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from .core.errors import LanrayError
+
+PROG = "lanray-tui"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_lend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cpus", type=int, metavar="N", help="CPUs to lend (default: config)")
+    p.add_argument("--gpus", type=int, metavar="N", help="GPUs to lend (default: config)")
+    p.add_argument("--memory-gb", type=float, metavar="GB", help="memory to lend, in GiB")
+    p.add_argument(
+        "--node-ip", metavar="IP", help="address to give Ray (default: found from the routes)"
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog=PROG,
+        description="Turn the machines on one LAN into one Ray cluster. "
+        "With no command, opens the full-screen TUI.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="config file to apply last")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    p = sub.add_parser("host", help="host a cluster: start a Ray head on this machine")
+    p.add_argument("--headless", action="store_true", help="no TUI: print progress and the address")
+    p.add_argument(
+        "--detach", action="store_true", help="return once ready; the agent keeps running"
+    )
+    p.add_argument("--name", metavar="NAME", help="cluster name (default: config)")
+    _add_lend(p)
+
+    p = sub.add_parser("join", help="join a cluster: start a Ray worker on this machine")
+    p.add_argument("address", metavar="ADDRESS", help="the host's address, e.g. 10.0.0.5[:6379]")
+    p.add_argument("--token", metavar="TOKEN", help="the cluster token (from 'lanray-tui token')")
+    p.add_argument("--headless", action="store_true", help="no TUI: print progress")
+    p.add_argument(
+        "--detach", action="store_true", help="return once joined; the agent keeps running"
+    )
+    _add_lend(p)
+
+    p = sub.add_parser("status", help="the cluster's nodes and this machine's agent")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    sub.add_parser("token", help="print the cluster token (host only)")
+    sub.add_parser("leave", help="stop this node's Ray and agent (on the host: the cluster)")
+
+    p = sub.add_parser("lab", help="a virtual LAN of nodes on this machine (root)")
+    lab = p.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=Parser, required=True)
+    q = lab.add_parser("up", help="create N nodes on one bridge")
+    q.add_argument("--nodes", type=int, default=2, metavar="N")
+    q.add_argument("--name", default="lab", metavar="NAME")
+    q = lab.add_parser("exec", help="run a command on a node")
+    q.add_argument("--name", default="lab", metavar="NAME")
+    q.add_argument("node", metavar="NODE")
+    q.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    q = lab.add_parser("link", help="plug (up) or pull (down) a node's cable")
+    q.add_argument("--name", default="lab", metavar="NAME")
+    q.add_argument("node", metavar="NODE")
+    q.add_argument("updown", choices=["up", "down"], metavar="up|down")
+    q = lab.add_parser("down", help="remove the lab and everything in it")
+    q.add_argument("--name", default="lab", metavar="NAME")
+    lab.add_parser("list", help="list the labs that are up")
+
+    p = sub.add_parser("agent")  # internal: the agent in the foreground (also for systemd)
+    p.add_argument("--role", choices=["host", "worker"], required=True)
+    p.add_argument("--name", metavar="NAME")
+    _add_lend(p)
+    return parser
+
+
+# ----- commands ---------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from .core import config
+
+    return config.load(args.config)
+
+
+def _lend_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for attr, key in (
+        ("cpus", "lend__cpus"),
+        ("gpus", "lend__gpus"),
+        ("memory_gb", "lend__memory_gb"),
+    ):
+        if getattr(args, attr, None) is not None:
+            out[key] = getattr(args, attr)
+    if getattr(args, "node_ip", None):
+        out["ray__node_ip"] = args.node_ip
+    return out
+
+
+def _lend_argv(args: argparse.Namespace) -> list[str]:
+    """The lend options again, for the agent process (it applies them like the CLI does)."""
+    out: list[str] = []
+    for attr in ("cpus", "gpus", "memory_gb", "node_ip", "name"):
+        value = getattr(args, attr, None)
+        if value is not None:
+            out += [f"--{attr.replace('_', '-')}", str(value)]
+    return out
+
+
+def _config_with_overrides(args: argparse.Namespace) -> Any:
+    cfg = _config(args)
+    overrides = _lend_overrides(args)
+    if getattr(args, "name", None):
+        overrides["cluster_name"] = args.name
+    return cfg.with_overrides(**overrides) if overrides else cfg
+
+
+def _start(args: argparse.Namespace, role: str) -> int:
+    from .core import lifecycle
+
+    cfg = _config_with_overrides(args)
+    paths = cfg.paths()
+    lifecycle.refuse_if_running(paths)
+    if role == "worker":
+        from .core import netinfo
+        from .core.credentials import Credentials
+
+        if not args.token:
+            raise LanrayError("join needs --token TOKEN (pairing with a code is not available yet)")
+        host, _, port = args.address.partition(":")
+        try:
+            gcs_port = int(port) if port else cfg["ray.gcs_port"]
+        except ValueError:
+            raise LanrayError(f"bad address '{args.address}': the port is not a number") from None
+        head_ip = netinfo.resolve_ipv4(host)
+        creds = Credentials(
+            cluster_id="",
+            cluster_name="",
+            token=args.token,
+            cluster_key="",
+            head_address=head_ip,
+            gcs_port=gcs_port,
+            dashboard_port=cfg["ray.dashboard_port"],
+        )
+        lifecycle.store_join_credentials(paths, creds)
+    pid = lifecycle.spawn_agent(paths, role, args.config, _lend_argv(args))
+    say = (lambda s: print(f"  {s}", flush=True)) if args.headless or not args.detach else None
+    info = lifecycle.wait_ready(paths, pid, float(cfg["ray.start_timeout_s"]) + 15, say)
+    if role == "host":
+        print(f"cluster '{info.cluster_name}' is up: head at {info.head_address}", flush=True)
+        print(f"dashboard (token required): {info.dashboard_url}", flush=True)
+    else:
+        print(f"joined {info.head_address} as {info.node_ip}", flush=True)
+    if args.detach:
+        print(f"agent pid {info.pid} keeps running; stop it with '{PROG} leave'", flush=True)
+        return 0
+    return _watch(paths, info.pid)
+
+
+def _watch(paths: Any, pid: int) -> int:
+    """Foreground view of the agent: prints state changes until Ctrl-C or the agent ends."""
+    import time
+
+    from .adapters import system
+    from .core import lifecycle
+
+    print(
+        f"agent pid {pid} runs on; Ctrl-C stops watching, '{PROG} leave' stops the node", flush=True
+    )
+    last = "ready"
+    try:
+        while system.pid_alive(pid):
+            info = lifecycle.running_agent(paths)
+            if info is not None and info.state != last:
+                print(f"  {info.state}{': ' + info.detail if info.detail else ''}", flush=True)
+                last = info.state
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("stopped watching; the node keeps running", flush=True)
+        return 0
+    print("the agent has stopped", flush=True)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .core import lifecycle
+
+    paths = _config(args).paths()
+    result = lifecycle.client(paths).call("status", timeout=15.0)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    agent = result["agent"]
+    print(
+        f"cluster '{agent['cluster_name']}'  head {agent['head_address']}  "
+        f"this node: {agent['role']} {agent['node_ip']} "
+        f"(agent pid {agent['pid']}, {agent['state']})"
+    )
+    rows = [("NAME", "IP", "ROLE", "STATE", "CPUS", "GPUS", "MEMORY")]
+    for n in result["nodes"]:
+        rows.append(
+            (
+                n["name"],
+                n["ip"],
+                n["role"],
+                n["state"],
+                f"{n['cpus']:g}",
+                f"{n['gpus']:g}",
+                f"{n['memory_gb']:.1f} GiB",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .core import lifecycle
+
+    print(lifecycle.client(_config(args).paths()).call("token"))
+    return 0
+
+
+def _leave(args: argparse.Namespace) -> int:
+    from .core import lifecycle
+
+    pid = lifecycle.leave(_config(args).paths())
+    print(f"left the cluster; agent pid {pid} and its Ray have stopped")
+    return 0
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from .core import lab
+
+    if args.lab_command == "up":
+        made = lab.up(args.name, args.nodes)
+        print(f"lab '{made.name}' is up on {made.subnet}:")
+        for n in made.nodes:
+            print(f"  {n.name}  {n.address}")
+        named = f"--name {made.name} " if made.name != "lab" else ""
+        print(f"run a command on a node: {PROG} lab exec {named}n1 -- CMD")
+        return 0
+    if args.lab_command == "exec":
+        argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if not argv:
+            raise LanrayError("lab exec needs a command after '--'")
+        cmd = lab.exec_argv(lab.load(args.name), args.node, argv)
+        sys.stdout.flush()
+        os.execv(cmd[0], cmd)
+    if args.lab_command == "link":
+        lab.link(lab.load(args.name), args.node, args.updown == "up")
+        print(f"{args.node}: cable {'plugged in' if args.updown == 'up' else 'pulled'}")
+        return 0
+    if args.lab_command == "down":
+        removed = lab.down(args.name)
+        print(
+            f"lab '{args.name}' is down ({len(removed)} things removed)"
+            if removed
+            else f"lab '{args.name}' was not up"
+        )
+        return 0
+    for name in lab.list_labs():
+        print(name)
+    return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    import logging
+
+    from .core.agent import Agent
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    return Agent(_config_with_overrides(args), args.role).run()
+
+
+def _tui(args: argparse.Namespace) -> int:
+    raise LanrayError("the full-screen TUI is not available yet; use the headless commands")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command in ("host", "join"):
+            if not args.headless and not args.detach and sys.stdin.isatty():
+                return _tui(args)
+            return _start(args, "host" if args.command == "host" else "worker")
+        handlers = {
+            "status": _status,
+            "token": _token,
+            "leave": _leave,
+            "lab": _lab,
+            "agent": _agent,
+        }
+        if args.command is None:
+            return _tui(args)
+        return handlers[args.command](args)
+    except LanrayError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("LANRAY_DEBUG"):
+            raise
+        print(
+            f"{PROG}: internal error: {type(exc).__name__}: {exc} (LANRAY_DEBUG=1 shows more)",
+            file=sys.stderr,
+        )
+        return 70

@@ -1,0 +1,333 @@
+"""The node agent: one long-lived process per machine that owns its part of the cluster.
+
+It starts and supervises Ray (``ray start --block`` as a child, so it knows when Ray dies),
+holds the cluster secret, and serves the control API on a Unix socket. It runs on after the
+CLI or the TUI that started it exits, and after an SSH session drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..adapters import ray_dashboard, ray_process
+from . import credentials, netinfo
+from .config import Config
+from .control import MAX_LINE, encode
+from .credentials import Credentials
+from .errors import LanrayError
+from .models import AgentInfo, NodeInfo
+from .paths import Paths, ensure_private_dir
+
+log = logging.getLogger("lanray.agent")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+READY_POLL_S = 0.1
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
+
+
+def tail(path: Path, lines: int = 3, start: int = 0) -> str:
+    """The last non-empty lines of ``path`` after byte ``start``, joined into one line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " | ".join(kept[-lines:])
+
+
+class AgentLock:
+    """An exclusive lock so that one HOME runs one agent, whatever races the CLI had."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+
+    def acquire(self) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(self.fd, 32).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise LanrayError(f"an agent already runs on this node (pid {other})") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+
+
+class Agent:
+    """One node's agent. ``role`` is ``host`` (Ray head) or ``worker`` (joins a head)."""
+
+    def __init__(self, cfg: Config, role: str, paths: Paths | None = None) -> None:
+        if role not in ("host", "worker"):
+            raise LanrayError(f"unknown role '{role}'")
+        self.cfg = cfg
+        self.role = role
+        self.paths = paths or cfg.paths()
+        self.state = "starting"
+        self.detail = ""
+        self.node_ip = ""
+        self.ray: subprocess.Popen[bytes] | None = None
+        self.creds: Credentials = self._load_credentials()
+        self._stopping = asyncio.Event()
+        self._ever_ready = False
+        self.handlers: dict[str, Handler] = {
+            "info": self._op_info,
+            "status": self._op_status,
+            "token": self._op_token,
+            "leave": self._op_leave,
+        }
+
+    # ----- set-up -------------------------------------------------------------------------
+
+    def _load_credentials(self) -> Credentials:
+        stored = credentials.load(self.paths.credentials)
+        if self.role == "worker":
+            if stored is None or not stored.head_address:
+                raise LanrayError("no cluster to join: run 'lanray-tui join ADDRESS --token ...'")
+            return stored
+        if stored is None:
+            stored = Credentials.new(self.cfg["cluster_name"])
+        return stored
+
+    def _ray_spec(self) -> ray_process.RaySpec:
+        cfg = self.cfg
+        ports = {
+            k[4:]: v
+            for k, v in cfg.as_dict().items()
+            if k.startswith("ray.") and k.endswith("_port")
+        }
+        mem = cfg["lend.memory_gb"]
+        return ray_process.RaySpec(
+            head=self.role == "host",
+            node_ip=self.node_ip,
+            temp_dir=self.paths.ray_temp_dir,
+            ports=ports,
+            address=self.creds.gcs_address,
+            num_cpus=cfg["lend.cpus"],
+            num_gpus=cfg["lend.gpus"],
+            memory_bytes=int(mem * 1024**3) if mem is not None else None,
+            include_dashboard=bool(cfg["ray.include_dashboard"]),
+            labels={"lanray-name": _label_value(socket.gethostname())},
+        )
+
+    def _prepare(self) -> None:
+        if self.role == "host":
+            self.node_ip = self.cfg["ray.node_ip"] or netinfo.ip_for_host()
+            self.creds = self.creds.replace(
+                head_address=self.node_ip,
+                gcs_port=self.cfg["ray.gcs_port"],
+                dashboard_port=self.cfg["ray.dashboard_port"],
+                cluster_name=self.cfg["cluster_name"],
+            )
+            credentials.save(self.paths.credentials, self.creds)
+        else:
+            self.node_ip = self.cfg["ray.node_ip"] or netinfo.ip_for_head(self.creds.head_address)
+
+    # ----- the main loop ------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until ``leave``, SIGTERM or a failed first start; returns the exit code."""
+        for d in (self.paths.runtime_dir, self.paths.state_dir, self.paths.data_dir):
+            ensure_private_dir(d)
+        lock = AgentLock(self.paths.runtime_dir / "agent.lock")
+        lock.acquire()
+        self._prepare()
+        return asyncio.run(self._main())
+
+    async def _main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        # SIGHUP: the terminal or SSH session went away; the agent stays.
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        sock_path = self.paths.socket
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()  # stale: we hold the lock, so no live agent owns it
+        old_umask = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(
+                self._serve, path=str(sock_path), limit=MAX_LINE
+            )
+        finally:
+            os.umask(old_umask)
+        os.chmod(sock_path, 0o600)
+        log.info("agent %s pid %d role %s on %s", __version__, os.getpid(), self.role, self.node_ip)
+        supervisor = asyncio.create_task(self._supervise())
+        await self._stopping.wait()
+        self.state = "stopping"
+        server.close()
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        await asyncio.to_thread(self._stop_ray)
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()
+        log.info("agent stopped (%s)", self.detail or "leave")
+        return 1 if self.state == "failed" else 0
+
+    def _stop_ray(self) -> None:
+        if self.ray is not None and self.ray.poll() is None:
+            log.info("stopping Ray (pid %d)", self.ray.pid)
+            ray_process.stop(self.ray)
+
+    async def _supervise(self) -> None:
+        restarts = 0
+        while not self._stopping.is_set():
+            log_start = self.paths.ray_log.stat().st_size if self.paths.ray_log.exists() else 0
+            self.ray = ray_process.start(self._ray_spec(), self.creds.token, self.paths.ray_log)
+            log.info(
+                "started Ray (pid %d): %s",
+                self.ray.pid,
+                "head" if self.role == "host" else "worker",
+            )
+            ready = await self._wait_ready(log_start)
+            if ready:
+                self._ever_ready = True
+                restarts = 0
+                self.state, self.detail = "ready", ""
+                log.info("Ray is ready")
+                rc = await asyncio.to_thread(self.ray.wait)
+                if self._stopping.is_set():
+                    return
+                why = tail(self.paths.ray_log, 1, log_start)
+                self.detail = f"Ray exited with code {rc}" + (f": {why}" if why else "")
+            elif self._stopping.is_set():
+                return
+            if not self._ever_ready:
+                # A first start that fails is a set-up problem: report it and go.
+                await asyncio.to_thread(self._stop_ray)
+                self.state = "failed"
+                log.error("Ray did not start: %s", self.detail)
+                self._stopping.set()
+                return
+            await asyncio.to_thread(self._stop_ray)
+            delay = RESTART_BACKOFF_S[min(restarts, len(RESTART_BACKOFF_S) - 1)]
+            restarts += 1
+            self.state = "restarting"
+            log.warning("%s; restarting Ray in %.0f s", self.detail, delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _wait_ready(self, log_start: int) -> bool:
+        """Wait for Ray to say it started, then for the head to list this node ALIVE."""
+        assert self.ray is not None
+        deadline = time.monotonic() + float(self.cfg["ray.start_timeout_s"])
+        started = False
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            if self.ray.poll() is not None:
+                why = tail(self.paths.ray_log, 3, log_start) or "no output"
+                self.detail = f"Ray exited with code {self.ray.returncode}: {why}"
+                return False
+            if not started:
+                started = _log_has(self.paths.ray_log, log_start, ray_process.STARTED_MARKER)
+            if started:
+                with contextlib.suppress(LanrayError):
+                    nodes = await asyncio.to_thread(self._nodes, 2.0)
+                    if any(self._is_me(n) for n in nodes):
+                        return True
+            await asyncio.sleep(READY_POLL_S)
+        if not self._stopping.is_set():
+            self.detail = f"Ray was not ready after {self.cfg['ray.start_timeout_s']} s"
+        return False
+
+    def _is_me(self, n: NodeInfo) -> bool:
+        return (
+            n.state == "ALIVE"
+            and n.ip == self.node_ip
+            and (n.role == "head") == (self.role == "host")
+        )
+
+    def _nodes(self, timeout: float = 5.0) -> list[NodeInfo]:
+        return ray_dashboard.list_nodes(self.creds.dashboard_url, self.creds.token, timeout)
+
+    # ----- the control API ----------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            if not line:
+                return
+            try:
+                req = json.loads(line)
+                op = req["op"]
+                handler = self.handlers[op]
+            except (ValueError, KeyError, TypeError):
+                writer.write(encode({"ok": False, "error": "bad request"}))
+                return
+            try:
+                result = await handler(req)
+                writer.write(encode({"ok": True, "result": result}))
+            except LanrayError as exc:
+                writer.write(encode({"ok": False, "error": str(exc)}))
+            except Exception as exc:  # one bad request must not take the agent down
+                log.exception("control op %s failed", op)
+                writer.write(encode({"ok": False, "error": f"{op} failed: {exc}"}))
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+
+    def info(self) -> AgentInfo:
+        return AgentInfo(
+            pid=os.getpid(),
+            version=__version__,
+            role=self.role,
+            state=self.state,
+            detail=self.detail,
+            cluster_name=self.creds.cluster_name,
+            cluster_id=self.creds.cluster_id,
+            head_address=self.creds.gcs_address,
+            node_ip=self.node_ip,
+            dashboard_url=self.creds.dashboard_url,
+            ray_version=ray_process.ray_version(),
+        )
+
+    async def _op_info(self, req: dict[str, Any]) -> Any:
+        return self.info().to_json()
+
+    async def _op_status(self, req: dict[str, Any]) -> Any:
+        nodes = await asyncio.to_thread(self._nodes)
+        return {"nodes": [n.to_json() for n in nodes], "agent": self.info().to_json()}
+
+    async def _op_token(self, req: dict[str, Any]) -> Any:
+        if self.role != "host":
+            raise LanrayError("only the host prints the cluster token")
+        return self.creds.token
+
+    async def _op_leave(self, req: dict[str, Any]) -> Any:
+        self.detail = "leave"
+        self._stopping.set()
+        return {"pid": os.getpid()}
+
+
+def _log_has(path: Path, start: int, marker: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            return marker.encode() in f.read()
+    except OSError:
+        return False
+
+
+def _label_value(name: str) -> str:
+    """A host name as a Ray label value (letters, digits, '-', '_', '.'; at most 63)."""
+    clean = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:63].strip("-_.")
+    return clean or "node"

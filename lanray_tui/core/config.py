@@ -1,0 +1,229 @@
+"""Configuration: configs/default.yaml, then the user's XDG file, then ``--config FILE``.
+
+Every key must be known, of the right type and in range; otherwise loading stops with a
+:class:`ConfigError` whose one line names the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .paths import Paths
+
+DEFAULT_FILE = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one key accepts."""
+
+    types: tuple[type, ...]
+    check: Callable[[Any], str | None] | None = None  # returns the reason it is wrong
+    nullable: bool = False
+
+
+def _port(v: int) -> str | None:
+    return None if 1 <= v <= 65535 else "must be a port number from 1 to 65535"
+
+
+def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
+    def check(v: float) -> str | None:
+        if isinstance(v, float) and not math.isfinite(v):
+            return "must be a finite number"
+        return None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}"
+
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(v: str) -> str | None:
+        return None if v in choices else "must be one of: " + ", ".join(choices)
+
+    return check
+
+
+def _name(v: str) -> str | None:
+    if not 1 <= len(v) <= 64:
+        return "must be 1 to 64 characters"
+    if not all(c.isalnum() or c in "-_." for c in v):
+        return "may hold only letters, digits, '-', '_' and '.'"
+    return None
+
+
+def _ipv4_or_empty(v: str) -> str | None:
+    if v == "":
+        return None
+    parts = v.split(".")
+    if len(parts) == 4 and all(p.isdigit() and int(p) <= 255 for p in parts):
+        return None
+    return "must be an IPv4 address or empty"
+
+
+INT, NUM, STR, BOOL = (int,), (int, float), (str,), (bool,)
+PORT = Rule(INT, _port)
+
+SCHEMA: dict[str, Rule] = {
+    "cluster_name": Rule(STR, _name),
+    "discovery.port": PORT,
+    "discovery.beacon_interval_s": Rule(NUM, _between(0.1, 60)),
+    "pairing.port": PORT,
+    "pairing.code_ttl_s": Rule(INT, _between(10, 86400)),
+    "pairing.code_uses": Rule(INT, _between(1, 1000)),
+    "ray.node_ip": Rule(STR, _ipv4_or_empty),
+    "ray.gcs_port": PORT,
+    "ray.dashboard_port": PORT,
+    "ray.client_server_port": PORT,
+    "ray.node_manager_port": PORT,
+    "ray.object_manager_port": PORT,
+    "ray.dashboard_agent_listen_port": PORT,
+    "ray.dashboard_agent_grpc_port": PORT,
+    "ray.runtime_env_agent_port": PORT,
+    "ray.metrics_export_port": PORT,
+    "ray.min_worker_port": PORT,
+    "ray.max_worker_port": PORT,
+    "ray.include_dashboard": Rule(BOOL),
+    "ray.start_timeout_s": Rule(NUM, _between(5, 3600)),
+    "lend.cpus": Rule(INT, _between(0, 4096), nullable=True),
+    "lend.gpus": Rule(INT, _between(0, 256), nullable=True),
+    "lend.memory_gb": Rule(NUM, _between(0.1, 65536), nullable=True),
+    "runtime.kind": Rule(STR, _one_of("native", "docker")),
+    "runtime.image": Rule(STR),
+    "runtime.docker_network": Rule(STR),
+    "paths.data_dir": Rule(STR),
+    "paths.state_dir": Rule(STR),
+    "jobs.max_running_jobs": Rule(INT, _between(1, 64)),
+}
+
+
+def _flatten(doc: Mapping[str, Any], file: str, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        dotted = f"{prefix}{key}"
+        if not isinstance(key, str):
+            raise ConfigError(f"{file}: key {key!r} is not a name")
+        is_section = any(k.startswith(dotted + ".") for k in SCHEMA)
+        if is_section:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{file}: '{dotted}' must be a section (a mapping of keys)")
+            flat.update(_flatten(value, file, dotted + "."))
+        elif dotted in SCHEMA:
+            flat[dotted] = value
+        else:
+            raise ConfigError(f"{file}: unknown key '{dotted}'")
+    return flat
+
+
+def _check(key: str, value: Any, file: str) -> None:
+    rule = SCHEMA[key]
+    if value is None:
+        if rule.nullable:
+            return
+        raise ConfigError(f"{file}: '{key}' must not be empty")
+    # bool is an int in Python; a config that says `port: true` is still wrong.
+    if isinstance(value, bool) and bool not in rule.types:
+        ok = False
+    else:
+        ok = isinstance(value, rule.types)
+    if not ok:
+        want = " or ".join(t.__name__ for t in rule.types).replace("int or float", "number")
+        raise ConfigError(f"{file}: '{key}' must be {want}, not {type(value).__name__} ({value!r})")
+    if rule.check is not None:
+        reason = rule.check(value)
+        if reason:
+            raise ConfigError(f"{file}: '{key}' {reason} (got {value!r})")
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Read and validate one YAML file into flat dotted keys."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read it ({exc})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{file}: the top level must be a mapping of settings")
+    flat = _flatten(doc, file)
+    for key, value in flat.items():
+        _check(key, value, file)
+    return flat
+
+
+class Config:
+    """Validated settings, read as ``cfg["ray.gcs_port"]`` or ``cfg.get(...)``.
+
+    ``sources`` lists the files that were merged, lowest priority first.
+    """
+
+    def __init__(self, values: dict[str, Any], sources: list[Path]) -> None:
+        self._values = values
+        self.sources = sources
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def with_overrides(self, **dotted: Any) -> Config:
+        """A copy with some keys replaced (keys use '__' for '.'), validated like a file."""
+        values = dict(self._values)
+        for raw, value in dotted.items():
+            key = raw.replace("__", ".")
+            if key not in SCHEMA:
+                raise ConfigError(f"command line: unknown setting '{key}'")
+            _check(key, value, "command line")
+            values[key] = value
+        _check_cross(values, "command line")
+        return Config(values, self.sources)
+
+    def paths(self) -> Paths:
+        """This node's directories, with ``paths.*`` settings applied."""
+        base = Paths.from_env()
+        data, state = self["paths.data_dir"], self["paths.state_dir"]
+        return dataclasses.replace(
+            base,
+            data_dir=Path(data).expanduser() if data else base.data_dir,
+            state_dir=Path(state).expanduser() if state else base.state_dir,
+        )
+
+
+def _check_cross(values: Mapping[str, Any], file: str) -> None:
+    if values["ray.min_worker_port"] > values["ray.max_worker_port"]:
+        raise ConfigError(f"{file}: 'ray.min_worker_port' must not be above 'ray.max_worker_port'")
+
+
+def load(explicit: Path | None = None, paths: Paths | None = None) -> Config:
+    """Merge the default file, the user's XDG config (if present) and ``explicit``."""
+    paths = paths or Paths.from_env()
+    files = [DEFAULT_FILE]
+    if paths.user_config.exists():
+        files.append(paths.user_config)
+    if explicit is not None:
+        files.append(explicit)
+    values: dict[str, Any] = {}
+    for file in files:
+        values.update(read_file(file))
+    missing = sorted(set(SCHEMA) - set(values))
+    if missing:
+        raise ConfigError(f"{DEFAULT_FILE}: default for '{missing[0]}' is missing")
+    _check_cross(values, str(files[-1]))
+    return Config(values, files)

@@ -1,0 +1,64 @@
+"""Plain data that crosses the control socket and feeds both faces (CLI and TUI)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One Ray node as the head sees it."""
+
+    node_id: str
+    ip: str
+    name: str
+    role: str  # "head" | "worker"
+    state: str  # "ALIVE" | "DEAD"
+    cpus: float
+    gpus: float
+    memory_gb: float
+
+    @classmethod
+    def from_ray(cls, row: dict[str, Any]) -> NodeInfo:
+        res = row.get("resources_total") or {}
+        labels = row.get("labels") or {}
+        return cls(
+            node_id=str(row.get("node_id", "")),
+            ip=str(row.get("node_ip", "")),
+            name=str(labels.get("lanray-name") or row.get("node_name") or row.get("node_ip", "")),
+            role="head" if row.get("is_head_node") else "worker",
+            state=str(row.get("state", "")),
+            cpus=float(res.get("CPU", 0.0)),
+            gpus=float(res.get("GPU", 0.0)),
+            memory_gb=round(float(res.get("memory", 0.0)) / GIB, 2),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """This machine's agent, as ``status`` reports it."""
+
+    pid: int
+    version: str
+    role: str  # "host" | "worker"
+    state: str  # "starting" | "ready" | "restarting" | "failed" | "stopping"
+    detail: str
+    cluster_name: str
+    cluster_id: str
+    head_address: str
+    node_ip: str
+    dashboard_url: str
+    ray_version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> AgentInfo:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lanray_tui import __version__
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lanray_tui", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_version_and_help() -> None:
+    p = run("--version")
+    assert p.returncode == 0 and __version__ in p.stdout
+    p = run("--help")
+    assert p.returncode == 0
+    for cmd in ("host", "join", "status", "token", "leave", "lab"):
+        assert cmd in p.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("frobnicate",),
+        ("status", "--jsn"),
+        ("join",),
+        ("host", "--cpus", "many"),
+        ("lab", "link", "n1", "sideways"),
+    ],
+)
+def test_bad_arguments_are_one_line(args: tuple[str, ...]) -> None:
+    p = run(*args)
+    assert p.returncode == 2
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("cmd", ["status", "token", "leave"])
+def test_no_agent_is_one_line(cmd: str) -> None:
+    p = run(cmd)
+    assert p.returncode == 1
+    assert (
+        p.stderr.strip().splitlines() == [p.stderr.strip()]
+        and "no lanray-tui agent runs on this node" in p.stderr
+    )
+
+
+def test_join_without_token_says_so() -> None:
+    p = run("join", "127.0.0.1", "--headless")
+    assert p.returncode == 1 and "--token" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_bad_lend_value_from_cli() -> None:
+    p = run("host", "--headless", "--cpus", "-2")
+    assert p.returncode == 2 and "lend.cpus" in p.stderr
