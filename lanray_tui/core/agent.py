@@ -34,6 +34,8 @@ from .paths import Paths, ensure_private_dir
 log = logging.getLogger("lanray.agent")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+StreamHandler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[None]]
+LOG_SOURCES = ("ray", "agent")
 
 READY_POLL_S = 0.1
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
@@ -92,6 +94,7 @@ class Agent:
             "token": self._op_token,
             "leave": self._op_leave,
         }
+        self.streams: dict[str, StreamHandler] = {"logs": self._stream_logs}
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -266,6 +269,9 @@ class Agent:
             try:
                 req = json.loads(line)
                 op = req["op"]
+                if op in self.streams:
+                    await self.streams[op](req, writer)
+                    return
                 handler = self.handlers[op]
             except (ValueError, KeyError, TypeError):
                 writer.write(encode({"ok": False, "error": "bad request"}))
@@ -311,6 +317,42 @@ class Agent:
         if self.role != "host":
             raise LanrayError("only the host prints the cluster token")
         return self.creds.token
+
+    async def _stream_logs(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        """Stream a log of this node: ``{"ok": true, "result": {"line": ...}}`` per line.
+
+        ``source`` is ``ray`` (what Ray printed) or ``agent``; ``lines`` says how many old
+        lines to send first; with ``follow`` new lines keep coming until the client goes.
+        """
+        source = req.get("source", "ray")
+        if source not in LOG_SOURCES:
+            writer.write(encode({"ok": False, "error": f"no log source '{source}'"}))
+            return
+        path = self.paths.ray_log if source == "ray" else self.paths.agent_log
+        backlog = int(req.get("lines", 200))
+        follow = bool(req.get("follow", False))
+        pos = 0
+        with contextlib.suppress(OSError):
+            data = path.read_bytes()
+            pos = len(data)
+            for raw in data.splitlines()[-backlog:] if backlog > 0 else []:
+                writer.write(encode({"ok": True, "result": {"line": raw.decode(errors="replace")}}))
+        await writer.drain()
+        partial = b""
+        while follow and not self._stopping.is_set():
+            await asyncio.sleep(0.2)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+            except OSError:
+                continue
+            pos += len(chunk)
+            *lines, partial = (partial + chunk).split(b"\n")
+            for raw in lines:
+                writer.write(encode({"ok": True, "result": {"line": raw.decode(errors="replace")}}))
+            await writer.drain()  # raises ConnectionError when the client went away
+        writer.write(encode({"end": True}))
 
     async def _op_leave(self, req: dict[str, Any]) -> Any:
         self.detail = "leave"
