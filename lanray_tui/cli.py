@@ -55,8 +55,14 @@ def build_parser() -> Parser:
     _add_lend(p)
 
     p = sub.add_parser("join", help="join a cluster: start a Ray worker on this machine")
-    p.add_argument("address", metavar="ADDRESS", help="the host's address, e.g. 10.0.0.5[:6379]")
-    p.add_argument("--token", metavar="TOKEN", help="the cluster token (from 'lanray-tui token')")
+    p.add_argument(
+        "address",
+        nargs="?",
+        metavar="ADDRESS|NAME",
+        help="the host's address (10.0.0.5[:6379]) or name; default: the one host on the LAN",
+    )
+    p.add_argument("--code", metavar="CODE", help="the join code shown on the host")
+    p.add_argument("--token", metavar="TOKEN", help="the cluster token (for scripts)")
     p.add_argument("--headless", action="store_true", help="no TUI: print progress")
     p.add_argument(
         "--detach", action="store_true", help="return once joined; the agent keeps running"
@@ -67,6 +73,11 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("token", help="print the cluster token (host only)")
+    sub.add_parser("code", help="print a current join code (host only)")
+    p = sub.add_parser("scan", help="list the hosts on the LAN")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="seconds to listen")
+    p.add_argument("--no-arp", action="store_true", help="skip the ARP sweep")
     sub.add_parser("leave", help="stop this node's Ray and agent (on the host: the cluster)")
 
     p = sub.add_parser("lab", help="a virtual LAN of nodes on this machine (root)")
@@ -139,41 +150,88 @@ def _start(args: argparse.Namespace, role: str) -> int:
 
     cfg = _config_with_overrides(args)
     paths = cfg.paths()
-    lifecycle.refuse_if_running(paths)
-    if role == "worker":
-        from .core import netinfo
-        from .core.credentials import Credentials
-
-        if not args.token:
-            raise LanrayError("join needs --token TOKEN (pairing with a code is not available yet)")
-        host, _, port = args.address.partition(":")
-        try:
-            gcs_port = int(port) if port else cfg["ray.gcs_port"]
-        except ValueError:
-            raise LanrayError(f"bad address '{args.address}': the port is not a number") from None
-        head_ip = netinfo.resolve_ipv4(host)
-        creds = Credentials(
-            cluster_id="",
-            cluster_name="",
-            token=args.token,
-            cluster_key="",
-            head_address=head_ip,
-            gcs_port=gcs_port,
-            dashboard_port=cfg["ray.dashboard_port"],
-        )
-        lifecycle.store_join_credentials(paths, creds)
-    pid = lifecycle.spawn_agent(paths, role, args.config, _lend_argv(args))
-    say = (lambda s: print(f"  {s}", flush=True)) if args.headless or not args.detach else None
-    info = lifecycle.wait_ready(paths, pid, float(cfg["ray.start_timeout_s"]) + 15, say)
+    extra = _lend_argv(args)
+    say = (lambda s: print(f"  {s}", flush=True)) if not args.detach else None
     if role == "host":
+        lifecycle.refuse_if_running(paths)
+        pid = lifecycle.spawn_agent(paths, "host", args.config, extra)
+        info = lifecycle.wait_ready(paths, pid, float(cfg["ray.start_timeout_s"]) + 15, say)
         print(f"cluster '{info.cluster_name}' is up: head at {info.head_address}", flush=True)
         print(f"dashboard (token required): {info.dashboard_url}", flush=True)
+        try:
+            code = lifecycle.client(paths).call("code")["code"]
+            print(f"join code: {code}   (on another machine: {PROG} join --code {code})")
+        except LanrayError as exc:
+            print(f"join code: not available ({exc})")
+    elif args.token:
+        if not args.address:
+            raise LanrayError("join --token needs the host's ADDRESS")
+        info = lifecycle.join_with_token(cfg, args.address, args.token, say, args.config, extra)
+    elif args.code:
+        info = lifecycle.join_with_code(cfg, args.address, args.code, say, args.config, extra)
     else:
+        info = lifecycle.join_again(cfg, args.address, say, args.config, extra)
+    if role == "worker":
         print(f"joined {info.head_address} as {info.node_ip}", flush=True)
     if args.detach:
         print(f"agent pid {info.pid} keeps running; stop it with '{PROG} leave'", flush=True)
         return 0
     return _watch(paths, info.pid)
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from .core import discovery
+
+    result = discovery.scan(_config(args), timeout=args.timeout, use_arp=not args.no_arp)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "hosts": [h.to_json() for h in result.hosts],
+                    "notes": result.notes,
+                    "dropped_packets": result.dropped,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for note in result.notes:
+        print(f"note: {note}")
+    if not result.hosts:
+        print("no hosts found")
+        return 0
+    rows = [("CLUSTER", "HOST", "ADDRESS", "RAY", "PYTHON", "NODES", "IFACE", "CHECK", "JOIN?")]
+    for h in result.hosts:
+        rows.append(
+            (
+                h.cluster_name,
+                h.host_name,
+                h.address,
+                h.ray_version,
+                h.python_version,
+                str(h.node_count),
+                h.interface,
+                h.verified,
+                "yes" if h.compatible else "no: " + h.why_not,
+            )
+        )
+    _table(rows)
+    return 0
+
+
+def _code(args: argparse.Namespace) -> int:
+    from .core import lifecycle
+
+    got = lifecycle.client(_config(args).paths()).call("code")
+    left = int(got["expires_in"])
+    print(f"valid for {left // 60} min {left % 60} s; join code: {got['code']}")
+    return 0
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _watch(paths: Any, pid: int) -> int:
@@ -228,9 +286,7 @@ def _status(args: argparse.Namespace) -> int:
                 f"{n['memory_gb']:.1f} GiB",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    _table(rows)
     return 0
 
 
@@ -314,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "token": _token,
             "leave": _leave,
             "lab": _lab,
+            "scan": _scan,
+            "code": _code,
             "agent": _agent,
         }
         if args.command is None:

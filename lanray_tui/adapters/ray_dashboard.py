@@ -42,3 +42,16 @@ def list_nodes(base_url: str, token: str, timeout: float = 5.0) -> list[NodeInfo
     except (KeyError, TypeError):
         raise DashboardError("the Ray dashboard's node list has an unexpected shape") from None
     return [NodeInfo.from_ray(r) for r in rows]
+
+
+def resource_usage(
+    base_url: str, token: str, timeout: float = 5.0
+) -> dict[str, tuple[float, float]]:
+    """Cluster-wide ``{resource: (used, total)}`` from the autoscaler's report (may be empty
+    for a few seconds after the head starts)."""
+    doc = get_json(f"{base_url}/api/cluster_status", token, timeout)
+    try:
+        usage = doc["data"]["clusterStatus"]["loadMetricsReport"]["usage"] or {}
+        return {k: (float(v[0]), float(v[1])) for k, v in usage.items()}
+    except (KeyError, TypeError, ValueError, IndexError):
+        return {}

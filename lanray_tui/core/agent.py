@@ -23,11 +23,14 @@ from typing import Any
 
 from .. import __version__
 from ..adapters import ray_dashboard, ray_process
-from . import credentials, netinfo
+from . import credentials, discovery, netinfo
+from .announcer import Announcer, PairingService
+from .beacon import Beacon, fingerprint
 from .config import Config
 from .control import MAX_LINE, encode
 from .credentials import Credentials
 from .errors import LanrayError
+from .joincode import CodeBook
 from .models import AgentInfo, NodeInfo
 from .paths import Paths, ensure_private_dir
 
@@ -93,7 +96,16 @@ class Agent:
             "status": self._op_status,
             "token": self._op_token,
             "leave": self._op_leave,
+            "code": self._op_code,
         }
+        self.codes = CodeBook(
+            ttl_s=cfg["pairing.code_ttl_s"],
+            max_uses=cfg["pairing.code_uses"],
+            max_failures=cfg["pairing.max_failures"],
+        )
+        self.summary: dict[str, float] = {"node_count": 0, "free_cpus": 0.0, "free_gpus": 0.0}
+        self.announcer: Announcer | None = None
+        self.pairing: PairingService | None = None
         self.streams: dict[str, StreamHandler] = {"logs": self._stream_logs}
 
     # ----- set-up -------------------------------------------------------------------------
@@ -172,9 +184,14 @@ class Agent:
         os.chmod(sock_path, 0o600)
         log.info("agent %s pid %d role %s on %s", __version__, os.getpid(), self.role, self.node_ip)
         supervisor = asyncio.create_task(self._supervise())
+        if self.role == "host":
+            await self._start_discovery()
         await self._stopping.wait()
         self.state = "stopping"
         server.close()
+        for service in (self.announcer, self.pairing):
+            if service is not None:
+                service.close()
         supervisor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
@@ -183,6 +200,81 @@ class Agent:
             sock_path.unlink()
         log.info("agent stopped (%s)", self.detail or "leave")
         return 1 if self.state == "failed" else 0
+
+    async def _start_discovery(self) -> None:
+        """Beacons and the pairing service: a host is found and joined without typing an IP."""
+        cfg = self.cfg
+        try:
+            self.pairing = PairingService(self.codes, self._credentials_for_joiner)
+            await self.pairing.start(self.node_ip, cfg["pairing.port"])
+            self.announcer = Announcer(
+                cfg["discovery.port"],
+                self._beacon,
+                bytes.fromhex(self.creds.cluster_key),
+                cfg["discovery.broadcast"],
+                cfg["discovery.beacon_interval_s"],
+            )
+            await self.announcer.start()
+        except OSError as exc:
+            # Degrade: the cluster still works by address and token.
+            log.error("discovery or pairing is not available: %s", exc)
+            self.detail = f"discovery not available: {exc}"
+        self._summary_task = asyncio.create_task(self._refresh_summary())
+
+    def _beacon(self) -> Beacon:
+        cfg = self.cfg
+        return Beacon(
+            cluster_id=self.creds.cluster_id,
+            cluster_name=self.creds.cluster_name,
+            host_name=discovery.own_hostname(),
+            head_address=self.node_ip,
+            gcs_port=cfg["ray.gcs_port"],
+            dashboard_port=cfg["ray.dashboard_port"],
+            pairing_port=cfg["pairing.port"],
+            ray_version=ray_process.ray_version(),
+            python_version=discovery.python_version(),
+            runtime=cfg["runtime.kind"],
+            node_count=int(self.summary["node_count"]),
+            free_cpus=self.summary["free_cpus"],
+            free_gpus=self.summary["free_gpus"],
+            timestamp=time.time(),
+            fingerprint=self.fingerprint,
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(bytes.fromhex(self.creds.cluster_key) + b"lanray fingerprint")
+
+    def _credentials_for_joiner(self, hello: dict[str, Any]) -> dict[str, Any]:
+        c = self.creds
+        return {
+            "cluster_id": c.cluster_id,
+            "cluster_name": c.cluster_name,
+            "token": c.token,
+            "cluster_key": c.cluster_key,
+            "head_address": c.head_address,
+            "gcs_port": c.gcs_port,
+            "dashboard_port": c.dashboard_port,
+        }
+
+    async def _refresh_summary(self) -> None:
+        """Node count and free resources for beacons, every few seconds (never overlapping)."""
+        while not self._stopping.is_set():
+            if self.state == "ready":
+                with contextlib.suppress(LanrayError):
+                    self.summary = await asyncio.to_thread(self._summarize)
+            await asyncio.sleep(2.0)
+
+    def _summarize(self) -> dict[str, float]:
+        alive = [n for n in self._nodes() if n.state == "ALIVE"]
+        usage = ray_dashboard.resource_usage(self.creds.dashboard_url, self.creds.token)
+        cpu_used = usage.get("CPU", (0.0, 0.0))[0]
+        gpu_used = usage.get("GPU", (0.0, 0.0))[0]
+        return {
+            "node_count": len(alive),
+            "free_cpus": max(0.0, sum(n.cpus for n in alive) - cpu_used),
+            "free_gpus": max(0.0, sum(n.gpus for n in alive) - gpu_used),
+        }
 
     def _stop_ray(self) -> None:
         if self.ray is not None and self.ray.poll() is None:
@@ -353,6 +445,17 @@ class Agent:
                 writer.write(encode({"ok": True, "result": {"line": raw.decode(errors="replace")}}))
             await writer.drain()  # raises ConnectionError when the client went away
         writer.write(encode({"end": True}))
+
+    async def _op_code(self, req: dict[str, Any]) -> Any:
+        if self.role != "host":
+            raise LanrayError("only the host has a join code")
+        code = self.codes.current()
+        return {
+            "code": code,
+            "expires_in": round(self.codes.expires_in()),
+            "failures_total": self.codes.failures_total,
+            "pairing": self.pairing is not None,
+        }
 
     async def _op_leave(self, req: dict[str, Any]) -> Any:
         self.detail = "leave"

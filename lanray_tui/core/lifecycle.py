@@ -7,15 +7,20 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..adapters import system
-from . import credentials
+from . import credentials, netinfo
 from .agent import tail
+from .config import Config
 from .control import AgentError, ControlClient
 from .credentials import Credentials
 from .errors import LanrayError, NotRunningError
 from .models import AgentInfo
 from .paths import Paths, ensure_private_dir
+
+if TYPE_CHECKING:
+    from .discovery import FoundHost
 
 Progress = Callable[[str], None]
 
@@ -109,3 +114,147 @@ def leave(paths: Paths, timeout: float = 60.0) -> int:
             return info.pid
         time.sleep(0.05)
     raise LanrayError(f"the agent (pid {info.pid}) did not stop within {timeout:.0f} s")
+
+
+# ----- joining: by token, by code, or again with stored credentials -------------------------
+
+
+def _start_worker(
+    cfg: Config,
+    creds: Credentials,
+    progress: Progress | None,
+    config_file: Path | None,
+    extra: Sequence[str],
+) -> AgentInfo:
+    paths = cfg.paths()
+    store_join_credentials(paths, creds)
+    if progress is not None:
+        progress("starting Ray")
+    pid = spawn_agent(paths, "worker", config_file, extra)
+    info = wait_ready(paths, pid, float(cfg["ray.start_timeout_s"]) + 15)
+    if progress is not None:
+        progress("registered")
+    return info
+
+
+def join_with_token(
+    cfg: Config,
+    address: str,
+    token: str,
+    progress: Progress | None = None,
+    config_file: Path | None = None,
+    extra: Sequence[str] = (),
+) -> AgentInfo:
+    """Join the head at ``address`` (``IP[:GCS_PORT]``) with the cluster token (for scripts)."""
+    refuse_if_running(cfg.paths())
+    host, _, port = address.partition(":")
+    try:
+        gcs_port = int(port) if port else cfg["ray.gcs_port"]
+    except ValueError:
+        raise LanrayError(f"bad address '{address}': the port is not a number") from None
+    creds = Credentials(
+        cluster_id="",
+        cluster_name="",
+        token=token,
+        cluster_key="",
+        head_address=netinfo.resolve_ipv4(host),
+        gcs_port=gcs_port,
+        dashboard_port=cfg["ray.dashboard_port"],
+    )
+    return _start_worker(cfg, creds, progress, config_file, extra)
+
+
+def find_host(cfg: Config, target: str | None, timeout: float = 1.5) -> FoundHost | None:
+    """The host that ``target`` names (address, host name or cluster name), found by a scan.
+
+    With no target, the one compatible host on the LAN. None if ``target`` is an address that
+    did not answer (the caller may still try it directly).
+    """
+    from . import discovery
+
+    found = discovery.scan(cfg, timeout=timeout).hosts
+    if target:
+        hits = [h for h in found if target in (h.address, h.host_name, h.cluster_name)]
+        if hits:
+            return hits[0]
+        if _is_ipv4(target):
+            return None
+        raise LanrayError(f"no host named '{target}' answered on the LAN (try 'lanray-tui scan')")
+    usable = [h for h in found if h.compatible and h.verified != "forged"]
+    if not usable:
+        raise LanrayError("no compatible host answered on the LAN (see 'lanray-tui scan')")
+    if len(usable) > 1:
+        names = ", ".join(f"{h.cluster_name} at {h.address}" for h in usable)
+        raise LanrayError(f"several hosts answered ({names}): name one")
+    return usable[0]
+
+
+def join_with_code(
+    cfg: Config,
+    target: str | None,
+    code: str,
+    progress: Progress | None = None,
+    config_file: Path | None = None,
+    extra: Sequence[str] = (),
+) -> AgentInfo:
+    """Pair with the host using its join code (SPAKE2), then start a worker."""
+    from . import discovery
+    from .pairing import pair
+
+    refuse_if_running(cfg.paths())
+    if progress is not None:
+        progress("finding the host")
+    host = find_host(cfg, target)
+    if host is not None and host.verified == "forged":
+        raise LanrayError(
+            f"the beacon of '{host.cluster_name}' at {host.address} is forged: not joining"
+        )
+    if host is not None and not host.compatible:
+        raise LanrayError(f"cannot join '{host.cluster_name}': {host.why_not}")
+    address = host.address if host is not None else netinfo.resolve_ipv4(target or "")
+    port = host.pairing_port if host is not None else cfg["pairing.port"]
+    if progress is not None:
+        progress(f"pairing with {address}")
+    got = pair(
+        address,
+        port,
+        code,
+        node_name=discovery.own_hostname(),
+        cluster_id=host.cluster_id if host is not None else None,
+    )
+    creds = Credentials(
+        cluster_id=str(got["cluster_id"]),
+        cluster_name=str(got["cluster_name"]),
+        token=str(got["token"]),
+        cluster_key=str(got["cluster_key"]),
+        head_address=str(got["head_address"]),
+        gcs_port=int(got["gcs_port"]),
+        dashboard_port=int(got["dashboard_port"]),
+    )
+    return _start_worker(cfg, creds, progress, config_file, extra)
+
+
+def join_again(
+    cfg: Config,
+    target: str | None,
+    progress: Progress | None = None,
+    config_file: Path | None = None,
+    extra: Sequence[str] = (),
+) -> AgentInfo:
+    """Rejoin the cluster whose credentials this node kept from an earlier pairing."""
+    paths = cfg.paths()
+    refuse_if_running(paths)
+    creds = credentials.load(paths.credentials)
+    if creds is None or not creds.cluster_id:
+        raise LanrayError("join needs --code CODE (shown on the host) or --token TOKEN")
+    if target and target not in (creds.head_address, creds.cluster_name):
+        raise LanrayError(
+            f"this node only has credentials for '{creds.cluster_name}' at {creds.head_address}: "
+            "pass --code CODE to pair with another host"
+        )
+    return _start_worker(cfg, creds, progress, config_file, extra)
+
+
+def _is_ipv4(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
