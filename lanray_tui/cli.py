@@ -320,7 +320,10 @@ def _lab(args: argparse.Namespace) -> int:
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         if not argv:
             raise LanrayError("lab exec needs a command after '--'")
-        cmd = lab.exec_argv(lab.load(args.name), args.node, argv)
+        # Inside a lab node the LAN is the lab's own bridge, so the test-suite guard that
+        # hides real interfaces does not apply there.
+        env = {k: v for k, v in os.environ.items() if k != "LANRAY_NO_LAN"}
+        cmd = lab.exec_argv(lab.load(args.name), args.node, argv, env=env)
         sys.stdout.flush()
         os.execv(cmd[0], cmd)
     if args.lab_command == "link":

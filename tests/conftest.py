@@ -28,6 +28,56 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     run = tmp_path / "run"
     run.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    # Safety: outside the lab namespaces nothing may broadcast, ARP-sweep or bind on the
+    # machine's real interfaces. The lab helpers drop this variable inside lab nodes.
+    monkeypatch.setenv("LANRAY_NO_LAN", "1")
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     yield home
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[object]:
+    """A 3-node lab for the whole session (root only): n1 hosts, n2 and n3 join or scan."""
+    if not ROOT:
+        pytest.skip("the lab needs root (network and PID namespaces)")
+    from lanray_tui.core import lab as labmod
+
+    labmod.down("t")  # leftovers of a crashed run
+    made = labmod.up("t", 3)
+    try:
+        yield made
+    finally:
+        labmod.down("t")
+
+
+@pytest.fixture(scope="session")
+def nodes(lab: object) -> Iterator[dict[str, object]]:
+    """n1 hosting and n2 joined by token, shared by every lab test that needs a cluster."""
+    from tests.labkit import Node
+
+    n1, n2, n3 = (Node(lab, n) for n in ("n1", "n2", "n3"))  # type: ignore[arg-type]
+    n1.lanray("host", "--headless", "--detach", check=True, timeout=180)
+    try:
+        yield {"n1": n1, "n2": n2, "n3": n3}
+    finally:
+        for n in (n3, n2, n1):
+            n.leave()
+
+
+@pytest.fixture()
+def cluster(nodes: dict[str, object]) -> dict[str, object]:
+    """Ensures n1 hosts and n2 is joined (tests may have made n2 leave)."""
+    n1, n2 = nodes["n1"], nodes["n2"]
+    if not n2.agent_running():  # type: ignore[attr-defined]
+        n2.lanray(  # type: ignore[attr-defined]
+            "join",
+            n1.address,
+            "--token",
+            n1.token(),  # type: ignore[attr-defined]
+            "--headless",
+            "--detach",
+            check=True,
+            timeout=180,
+        )
+    return nodes

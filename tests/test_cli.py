@@ -32,7 +32,7 @@ def test_version_and_help() -> None:
     [
         ("frobnicate",),
         ("status", "--jsn"),
-        ("join",),
+        ("join", "--cpus"),
         ("host", "--cpus", "many"),
         ("lab", "link", "n1", "sideways"),
     ],
@@ -54,9 +54,16 @@ def test_no_agent_is_one_line(cmd: str) -> None:
     )
 
 
-def test_join_without_token_says_so() -> None:
-    p = run("join", "127.0.0.1", "--headless")
-    assert p.returncode == 1 and "--token" in p.stderr and "Traceback" not in p.stderr
+def test_join_without_code_or_token_says_so() -> None:
+    for args in (("join", "--headless"), ("join", "127.0.0.1", "--headless")):
+        p = run(*args)
+        assert p.returncode == 1 and "--code CODE" in p.stderr and "Traceback" not in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_join_with_a_malformed_code_is_one_line() -> None:
+    p = run("join", "127.0.0.1", "--code", "not a code", "--headless")
+    assert p.returncode == 1 and "is not a join code" in p.stderr, p.stderr
 
 
 def test_bad_lend_value_from_cli() -> None:

@@ -91,7 +91,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_overrides_are_validated() -> None:
     cfg = config.load()
     assert cfg.with_overrides(lend__cpus=2)["lend.cpus"] == 2
-    with pytest.raises(ConfigError, match="lend.cpus"):
+    with pytest.raises(ConfigError, match=r"lend\.cpus"):
         cfg.with_overrides(lend__cpus=-5)
 
 

@@ -201,6 +201,10 @@ def join_with_code(
     from . import discovery
     from .pairing import pair
 
+    from .joincode import is_valid
+
+    if not is_valid(code):
+        raise LanrayError(f"{code.strip()!r} is not a join code (they look like 7-tiger-canvas)")
     refuse_if_running(cfg.paths())
     if progress is not None:
         progress("finding the host")

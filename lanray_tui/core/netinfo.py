@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 
 from ..adapters import system
@@ -24,7 +25,13 @@ def usable(iface: system.Interface) -> bool:
 
 
 def lan_interfaces() -> list[system.Interface]:
-    """Usable IPv4 interfaces, in the order the system lists them."""
+    """Usable IPv4 interfaces, in the order the system lists them.
+
+    ``LANRAY_NO_LAN=1`` hides them all: nothing is broadcast, swept or bound on the LAN (the
+    test suite sets it outside its lab namespaces, so it never touches the real network).
+    """
+    if os.environ.get("LANRAY_NO_LAN") == "1":
+        return []
     return [i for i in system.ipv4_interfaces() if usable(i)]
 
 

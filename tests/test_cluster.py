@@ -1,0 +1,118 @@
+"""Issue 2 end to end: a real 2-node cluster in the lab, driven through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import needs_root
+from tests.labkit import LANRAY, Node, node_states, wait_for
+
+pytestmark = needs_root
+DRIVER = Path(__file__).parent / "drivers" / "each_node.py"
+
+
+def test_two_nodes_alive(cluster: dict[str, Any]) -> None:
+    n1, n2 = cluster["n1"], cluster["n2"]
+    status = n1.status()
+    states = node_states(n1)
+    assert states[n1.address] == "ALIVE" and states[n2.address] == "ALIVE"
+    roles = {n["ip"]: n["role"] for n in status["nodes"] if n["state"] == "ALIVE"}
+    assert roles == {n1.address: "head", n2.address: "worker"}
+    for n in status["nodes"]:
+        assert {"ip", "role", "state", "cpus", "gpus", "memory_gb"} <= set(n)
+    agent = status["agent"]
+    assert agent["role"] == "host" and agent["version"] and agent["pid"] > 0
+    # the worker's view goes to the same head
+    assert n2.status()["agent"]["role"] == "worker"
+    assert node_states(n2)[n2.address] == "ALIVE"
+
+
+def test_node_ip_is_the_lan_address(cluster: dict[str, Any]) -> None:
+    n1, n2 = cluster["n1"], cluster["n2"]
+    assert n1.status()["agent"]["node_ip"] == n1.address
+    assert n2.status()["agent"]["node_ip"] == n2.address
+
+
+def test_a_ray_task_runs_on_each_node(cluster: dict[str, Any]) -> None:
+    n1, n2 = cluster["n1"], cluster["n2"]
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": n1.token()}
+    p = n1.run([LANRAY[0], str(DRIVER), f"{n1.address}:6379", n1.address], env=env, timeout=180)
+    assert p.returncode == 0, p.stderr[-2000:]
+    ran = json.loads(p.stdout.strip().splitlines()[-1])
+    assert ran == {n1.address: n1.address, n2.address: n2.address}
+
+
+def test_driver_without_token_is_refused(cluster: dict[str, Any]) -> None:
+    n1 = cluster["n1"]
+    p = n1.run([LANRAY[0], str(DRIVER), f"{n1.address}:6379", n1.address], timeout=120)
+    assert p.returncode != 0
+
+
+def test_token_file_is_private_and_not_printed(cluster: dict[str, Any]) -> None:
+    n1 = cluster["n1"]
+    token = n1.token()
+    assert len(token) == 64
+    creds = Path(n1.lab.node("n1").root) / "home/.local/share/lanray-tui/cluster.json"
+    assert creds.stat().st_mode & 0o777 == 0o600
+    sock = Path(n1.lab.node("n1").root) / "run/lanray-tui/agent.sock"
+    assert sock.stat().st_mode & 0o777 == 0o600
+    assert token not in n1.lanray("status").stdout
+    assert token not in n1.lanray("status", "--json").stdout
+
+
+def test_second_host_says_so(cluster: dict[str, Any]) -> None:
+    n1 = cluster["n1"]
+    before = n1.status()["agent"]["pid"]
+    p = n1.lanray("host", "--headless", "--detach")
+    assert p.returncode == 1
+    assert "already hosts cluster" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert n1.status()["agent"]["pid"] == before
+
+
+def test_agent_survives_the_cli(cluster: dict[str, Any]) -> None:
+    """A foreground join whose terminal goes away (SIGHUP, then SIGKILL) leaves the node up."""
+    n1, n2 = cluster["n1"], cluster["n2"]
+    n2.leave()
+    proc = n2.popen(
+        [*LANRAY, "join", n1.address, "--token", n1.token(), "--headless"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        seen = ""
+        while time.monotonic() < deadline and "joined" not in seen:
+            seen += proc.stdout.readline()
+        assert "joined" in seen, seen
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    agent = n2.status()["agent"]
+    assert agent["state"] == "ready"
+    assert node_states(n1)[n2.address] == "ALIVE"
+
+
+def test_leave_makes_the_worker_dead(cluster: dict[str, Any]) -> None:
+    n1, n2 = cluster["n1"], cluster["n2"]
+    p = n2.lanray("leave", timeout=90)
+    assert p.returncode == 0, p.stderr
+    assert not n2.agent_running()
+    wait_for(lambda: node_states(n1).get(n2.address) == "DEAD", timeout=30)
+    p = n2.lanray("leave")
+    assert p.returncode == 1 and "nothing to leave" in p.stderr
+
+
+def test_worker_cannot_print_token(cluster: dict[str, Any]) -> None:
+    n2: Node = cluster["n2"]
+    p = n2.lanray("token")
+    assert p.returncode == 1 and "only the host" in p.stderr
