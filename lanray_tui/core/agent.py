@@ -19,20 +19,23 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..adapters import ray_dashboard, ray_process
-from . import credentials, discovery, netinfo
-from .announcer import Announcer, PairingService
-from .beacon import Beacon, fingerprint
+from . import credentials, netinfo
 from .config import Config
 from .control import MAX_LINE, encode
 from .credentials import Credentials
 from .errors import LanrayError
-from .joincode import CodeBook
+from .logfiles import contains, tail
 from .models import AgentInfo, NodeInfo
 from .paths import Paths, ensure_private_dir
+
+if TYPE_CHECKING:
+    from .announcer import Announcer, PairingService
+    from .beacon import Beacon
+    from .joincode import CodeBook
 
 log = logging.getLogger("lanray.agent")
 
@@ -40,20 +43,8 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 StreamHandler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[None]]
 LOG_SOURCES = ("ray", "agent")
 
-READY_POLL_S = 0.1
+READY_POLL_S = 0.05
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
-
-
-def tail(path: Path, lines: int = 3, start: int = 0) -> str:
-    """The last non-empty lines of ``path`` after byte ``start``, joined into one line."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    kept = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return " | ".join(kept[-lines:])
 
 
 class AgentLock:
@@ -98,11 +89,7 @@ class Agent:
             "leave": self._op_leave,
             "code": self._op_code,
         }
-        self.codes = CodeBook(
-            ttl_s=cfg["pairing.code_ttl_s"],
-            max_uses=cfg["pairing.code_uses"],
-            max_failures=cfg["pairing.max_failures"],
-        )
+        self.codes: CodeBook | None = None
         self.summary: dict[str, float] = {"node_count": 0, "free_cpus": 0.0, "free_gpus": 0.0}
         self.announcer: Announcer | None = None
         self.pairing: PairingService | None = None
@@ -184,6 +171,7 @@ class Agent:
         os.chmod(sock_path, 0o600)
         log.info("agent %s pid %d role %s on %s", __version__, os.getpid(), self.role, self.node_ip)
         supervisor = asyncio.create_task(self._supervise())
+        await asyncio.sleep(0)  # let the supervisor spawn Ray first
         if self.role == "host":
             await self._start_discovery()
         await self._stopping.wait()
@@ -202,8 +190,19 @@ class Agent:
         return 1 if self.state == "failed" else 0
 
     async def _start_discovery(self) -> None:
-        """Beacons and the pairing service: a host is found and joined without typing an IP."""
+        """Beacons and the pairing service: a host is found and joined without typing an IP.
+
+        Imported here, after Ray was spawned, so that they do not delay the head's start.
+        """
+        from .announcer import Announcer, PairingService
+        from .joincode import CodeBook
+
         cfg = self.cfg
+        self.codes = CodeBook(
+            ttl_s=cfg["pairing.code_ttl_s"],
+            max_uses=cfg["pairing.code_uses"],
+            max_failures=cfg["pairing.max_failures"],
+        )
         try:
             self.pairing = PairingService(self.codes, self._credentials_for_joiner)
             await self.pairing.start(self.node_ip, cfg["pairing.port"])
@@ -222,6 +221,9 @@ class Agent:
         self._summary_task = asyncio.create_task(self._refresh_summary())
 
     def _beacon(self) -> Beacon:
+        from . import discovery
+        from .beacon import Beacon
+
         cfg = self.cfg
         return Beacon(
             cluster_id=self.creds.cluster_id,
@@ -243,6 +245,8 @@ class Agent:
 
     @property
     def fingerprint(self) -> str:
+        from .beacon import fingerprint
+
         return fingerprint(bytes.fromhex(self.creds.cluster_key) + b"lanray fingerprint")
 
     def _credentials_for_joiner(self, hello: dict[str, Any]) -> dict[str, Any]:
@@ -330,7 +334,7 @@ class Agent:
                 self.detail = f"Ray exited with code {self.ray.returncode}: {why}"
                 return False
             if not started:
-                started = _log_has(self.paths.ray_log, log_start, ray_process.STARTED_MARKER)
+                started = contains(self.paths.ray_log, log_start, ray_process.STARTED_MARKER)
             if started:
                 with contextlib.suppress(LanrayError):
                     nodes = await asyncio.to_thread(self._nodes, 2.0)
@@ -449,6 +453,8 @@ class Agent:
     async def _op_code(self, req: dict[str, Any]) -> Any:
         if self.role != "host":
             raise LanrayError("only the host has a join code")
+        if self.codes is None:
+            raise LanrayError("join codes are not available yet: the host is still starting")
         code = self.codes.current()
         return {
             "code": code,
@@ -461,15 +467,6 @@ class Agent:
         self.detail = "leave"
         self._stopping.set()
         return {"pid": os.getpid()}
-
-
-def _log_has(path: Path, start: int, marker: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            return marker.encode() in f.read()
-    except OSError:
-        return False
 
 
 def _label_value(name: str) -> str:

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 from ..adapters import system
 from . import credentials, netinfo
-from .agent import tail
 from .config import Config
 from .control import AgentError, ControlClient
 from .credentials import Credentials
 from .errors import LanrayError, NotRunningError
+from .logfiles import tail
 from .models import AgentInfo
 from .paths import Paths, ensure_private_dir
 
@@ -199,9 +199,8 @@ def join_with_code(
 ) -> AgentInfo:
     """Pair with the host using its join code (SPAKE2), then start a worker."""
     from . import discovery
-    from .pairing import pair
-
     from .joincode import is_valid
+    from .pairing import pair
 
     if not is_valid(code):
         raise LanrayError(f"{code.strip()!r} is not a join code (they look like 7-tiger-canvas)")

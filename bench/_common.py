@@ -1,0 +1,72 @@
+"""Shared bits of the benchmarks: a lab for the run, and running code inside its nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lanray_tui.core import lab as labmod  # noqa: E402
+
+LANRAY = [sys.executable, "-m", "lanray_tui"]
+
+
+def die(msg: str) -> None:
+    print(f"{Path(sys.argv[0]).name}: error: {msg}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+@contextmanager
+def bench_lab(name: str, nodes: int) -> Iterator[labmod.Lab]:
+    if os.geteuid() != 0:
+        die("benchmarks run in the lab, which needs root")
+    labmod.down(name)
+    lab = labmod.up(name, nodes)
+    try:
+        yield lab
+    finally:
+        labmod.down(name)
+
+
+def on_node(
+    lab: labmod.Lab,
+    node: str,
+    argv: list[str],
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "LANRAY_NO_LAN"}
+    base.update(env or {})
+    cmd = labmod.exec_argv(lab, node, argv, cwd=str(ROOT), env=base)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def checked(p: subprocess.CompletedProcess[str], what: str) -> str:
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
+        die(f"{what} failed: {tail[0]}")
+    return p.stdout
+
+
+def last_json(text: str) -> Any:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def p95(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(0.95 * (len(s) - 1)))]
