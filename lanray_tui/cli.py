@@ -154,7 +154,7 @@ def _start(args: argparse.Namespace, role: str) -> int:
     say = (lambda s: print(f"  {s}", flush=True)) if not args.detach else None
     if role == "host":
         lifecycle.refuse_if_running(paths)
-        pid = lifecycle.spawn_agent(paths, "host", args.config, extra)
+        pid = lifecycle.spawn_agent(paths, "host", args.config, extra, cfg)
         info = lifecycle.wait_ready(paths, pid, float(cfg["ray.start_timeout_s"]) + 15, say)
         print(f"cluster '{info.cluster_name}' is up: head at {info.head_address}", flush=True)
         print(f"dashboard (token required): {info.dashboard_url}", flush=True)
@@ -347,12 +347,9 @@ def _agent(args: argparse.Namespace) -> int:
     import logging
 
     from .core.agent import Agent
+    from .core.lifecycle import LOG_FORMAT
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-    )
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout)
     return Agent(_config_with_overrides(args), args.role).run()
 
 

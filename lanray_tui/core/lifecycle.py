@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
     from .discovery import FoundHost
 
 Progress = Callable[[str], None]
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def client(paths: Paths) -> ControlClient:
@@ -54,11 +59,23 @@ def store_join_credentials(paths: Paths, creds: Credentials) -> None:
 
 
 def spawn_agent(
-    paths: Paths, role: str, config_file: Path | None, extra: Sequence[str] = ()
+    paths: Paths,
+    role: str,
+    config_file: Path | None,
+    extra: Sequence[str] = (),
+    cfg: Config | None = None,
 ) -> int:
     """Start the agent detached from this terminal; returns its PID. ``extra`` holds
-    command-line settings (``--cpus 2`` ...) that the agent applies over the config."""
+    command-line settings (``--cpus 2`` ...) that the agent applies over the config.
+
+    Given the loaded ``cfg`` (with ``extra`` applied) in a single-threaded process such as
+    the CLI, the agent is forked: it starts Ray without a new interpreter and fresh imports,
+    which is most of what lanray-tui adds to a bare ``ray start``. A threaded caller (the
+    TUI) gets a new process instead, since forking a threaded process is unsafe.
+    """
     ensure_private_dir(paths.state_dir)
+    if cfg is not None and threading.active_count() == 1:
+        return _fork_agent(paths, role, cfg)
     argv = [sys.executable, "-m", "lanray_tui"]
     if config_file is not None:
         argv += ["--config", str(config_file.resolve())]
@@ -73,6 +90,33 @@ def spawn_agent(
             close_fds=True,
         )
     return proc.pid
+
+
+def _fork_agent(paths: Paths, role: str, cfg: Config) -> int:
+    from .agent import Agent
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setsid()  # no SIGHUP when the terminal or SSH session goes
+        null = os.open(os.devnull, os.O_RDONLY)
+        log = os.open(paths.agent_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout, force=True)
+        code = Agent(cfg, role).run()
+    except LanrayError as exc:
+        print(f"agent error: {exc}", flush=True)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        os._exit(code)
 
 
 def wait_ready(
@@ -130,7 +174,7 @@ def _start_worker(
     store_join_credentials(paths, creds)
     if progress is not None:
         progress("starting Ray")
-    pid = spawn_agent(paths, "worker", config_file, extra)
+    pid = spawn_agent(paths, "worker", config_file, extra, cfg)
     info = wait_ready(paths, pid, float(cfg["ray.start_timeout_s"]) + 15)
     if progress is not None:
         progress("registered")
