@@ -79,6 +79,9 @@ def build_parser() -> Parser:
     p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="seconds to listen")
     p.add_argument("--no-arp", action="store_true", help="skip the ARP sweep")
     sub.add_parser("leave", help="stop this node's Ray and agent (on the host: the cluster)")
+    p = sub.add_parser("pause", help="stop lending this machine: drain its Ray worker")
+    p.add_argument("--deadline", type=int, metavar="S", help="seconds running tasks get")
+    sub.add_parser("resume", help="lend this machine again")
 
     p = sub.add_parser("lab", help="a virtual LAN of nodes on this machine (root)")
     lab = p.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=Parser, required=True)
@@ -273,7 +276,7 @@ def _status(args: argparse.Namespace) -> int:
         f"this node: {agent['role']} {agent['node_ip']} "
         f"(agent pid {agent['pid']}, {agent['state']})"
     )
-    rows = [("NAME", "IP", "ROLE", "STATE", "CPUS", "GPUS", "MEMORY")]
+    rows = [("NAME", "IP", "ROLE", "STATE", "LINK", "LENDING", "CPUS", "GPUS", "MEMORY")]
     for n in result["nodes"]:
         rows.append(
             (
@@ -281,6 +284,8 @@ def _status(args: argparse.Namespace) -> int:
                 n["ip"],
                 n["role"],
                 n["state"],
+                n.get("link", "n/a"),
+                (n.get("lending") or {}).get("state", "n/a"),
                 f"{n['cpus']:g}",
                 f"{n['gpus']:g}",
                 f"{n['memory_gb']:.1f} GiB",
@@ -294,6 +299,26 @@ def _token(args: argparse.Namespace) -> int:
     from .core import lifecycle
 
     print(lifecycle.client(_config(args).paths()).call("token"))
+    return 0
+
+
+def _pause(args: argparse.Namespace) -> int:
+    from .core import lifecycle
+
+    cfg = _config(args)
+    req = {} if args.deadline is None else {"deadline_s": args.deadline}
+    timeout = float(args.deadline if args.deadline is not None else cfg["lending.drain_deadline_s"])
+    got = lifecycle.client(cfg.paths()).call("pause", timeout=timeout + 60, **req)
+    how = "drained" if got.get("drained") else "stopped"
+    print(f"paused: this machine's Ray worker {how} and left; 'lanray-tui resume' lends it again")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from .core import lifecycle
+
+    lifecycle.client(_config(args).paths()).call("resume")
+    print("resumed: this machine is lent to the cluster again")
     return 0
 
 
@@ -369,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "status": _status,
             "token": _token,
             "leave": _leave,
+            "pause": _pause,
+            "resume": _resume,
             "lab": _lab,
             "scan": _scan,
             "code": _code,

@@ -47,8 +47,10 @@ class Node:
     def lanray(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         return self.run([*LANRAY, *args], **kw)
 
-    def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen[str]:
-        return labmod.run(self.lab, self.name, argv, env=node_env(), text=True, **kw)
+    def popen(
+        self, argv: list[str], env: dict[str, str] | None = None, **kw: Any
+    ) -> subprocess.Popen[str]:
+        return labmod.run(self.lab, self.name, argv, env=node_env(env), text=True, **kw)
 
     def status(self) -> dict[str, Any]:
         p = self.lanray("status", "--json", check=True, timeout=30)

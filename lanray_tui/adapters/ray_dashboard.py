@@ -55,3 +55,17 @@ def resource_usage(
         return {k: (float(v[0]), float(v[1])) for k, v in usage.items()}
     except (KeyError, TypeError, ValueError, IndexError):
         return {}
+
+
+def running_tasks(base_url: str, token: str, node_id: str, timeout: float = 5.0) -> int:
+    """How many tasks run on ``node_id`` now (the state API's task table)."""
+    query = (
+        "limit=1000&detail=false"
+        f"&filter_keys=node_id&filter_predicates=%3D&filter_values={node_id}"
+        "&filter_keys=state&filter_predicates=%3D&filter_values=RUNNING"
+    )
+    doc = get_json(f"{base_url}/api/v0/tasks?{query}", token, timeout)
+    try:
+        return int(doc["data"]["result"]["total"])
+    except (KeyError, TypeError, ValueError):
+        raise DashboardError("the Ray dashboard's task list has an unexpected shape") from None

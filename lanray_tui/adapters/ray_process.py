@@ -109,3 +109,26 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> int | None:
         return proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         return None
+
+
+def drain(gcs_address: str, node_id: str, token: str, deadline_s: int, message: str) -> bool:
+    """Ask the GCS to drain a node: no new work; its tasks get ``deadline_s`` to finish."""
+    argv = [
+        ray_executable(),
+        "drain-node",
+        "--address",
+        gcs_address,
+        "--node-id",
+        node_id,
+        "--reason",
+        "DRAIN_NODE_REASON_PREEMPTION",
+        "--reason-message",
+        message[:200],
+        "--deadline-remaining-seconds",
+        str(deadline_s),
+    ]
+    try:
+        p = subprocess.run(argv, env=auth_env(token), capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return False
+    return p.returncode == 0

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..adapters import ray_dashboard, ray_process
-from . import credentials, netinfo
+from . import cluster_api, credentials, netinfo
+from .cluster_api import FORWARDED_OPS, REMOTE_OPS, HeartbeatBook, authorized, forward
 from .config import Config
 from .control import MAX_LINE, encode
 from .credentials import Credentials
@@ -88,9 +89,23 @@ class Agent:
             "token": self._op_token,
             "leave": self._op_leave,
             "code": self._op_code,
+            "heartbeat": self._op_heartbeat,
+            "pause": self._op_pause,
+            "resume": self._op_resume,
         }
         self.codes: CodeBook | None = None
         self.summary: dict[str, float] = {"node_count": 0, "free_cpus": 0.0, "free_gpus": 0.0}
+        # Lending: Ray runs only while this is set; pause/resume (and, later, the owner
+        # policy) clear and set it. The kick wakes the supervisor to restart Ray at once.
+        self._lending = asyncio.Event()
+        self._lending.set()
+        self.lending = {"state": "lending", "reason": "lent to the cluster"}
+        self._kick = asyncio.Event()
+        self.link = "n/a"  # worker: "UP" or "LOST" as its heartbeats see the host
+        self.beats = HeartbeatBook(
+            cfg["cluster.heartbeat_interval_s"], cfg["cluster.missed_heartbeats"]
+        )
+        self._tasks: list[asyncio.Task[None]] = []
         self.announcer: Announcer | None = None
         self.pairing: PairingService | None = None
         self.streams: dict[str, StreamHandler] = {"logs": self._stream_logs}
@@ -172,11 +187,28 @@ class Agent:
         log.info("agent %s pid %d role %s on %s", __version__, os.getpid(), self.role, self.node_ip)
         supervisor = asyncio.create_task(self._supervise())
         await asyncio.sleep(0)  # let the supervisor spawn Ray first
+        api: asyncio.Server | None = None
         if self.role == "host":
             await self._start_discovery()
+            try:
+                api = await asyncio.start_server(
+                    self._serve_remote,
+                    self.node_ip,
+                    self.cfg["cluster.api_port"],
+                    limit=MAX_LINE,
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                log.error("cluster API not available: %s", exc)
+        else:
+            self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
         await self._stopping.wait()
         self.state = "stopping"
         server.close()
+        if api is not None:
+            api.close()
+        for task in self._tasks:
+            task.cancel()
         for service in (self.announcer, self.pairing):
             if service is not None:
                 service.close()
@@ -288,13 +320,14 @@ class Agent:
     async def _supervise(self) -> None:
         restarts = 0
         while not self._stopping.is_set():
+            if not self._lending.is_set():
+                self.state, self.detail = "paused", self.lending["reason"]
+                await _first(self._lending.wait(), self._stopping.wait())
+                continue
+            self._kick.clear()
             log_start = self.paths.ray_log.stat().st_size if self.paths.ray_log.exists() else 0
             self.ray = ray_process.start(self._ray_spec(), self.creds.token, self.paths.ray_log)
-            log.info(
-                "started Ray (pid %d): %s",
-                self.ray.pid,
-                "head" if self.role == "host" else "worker",
-            )
+            log.info("started Ray (pid %d)", self.ray.pid)
             ready = await self._wait_ready(log_start)
             if ready:
                 self._ever_ready = True
@@ -308,7 +341,7 @@ class Agent:
                 self.detail = f"Ray exited with code {rc}" + (f": {why}" if why else "")
             elif self._stopping.is_set():
                 return
-            if not self._ever_ready:
+            if not self._ever_ready and self._lending.is_set() and not self._kick.is_set():
                 # A first start that fails is a set-up problem: report it and go.
                 await asyncio.to_thread(self._stop_ray)
                 self.state = "failed"
@@ -316,12 +349,19 @@ class Agent:
                 self._stopping.set()
                 return
             await asyncio.to_thread(self._stop_ray)
+            if not self._lending.is_set():
+                log.info("Ray stopped: %s", self.lending["reason"])
+                continue
+            if self._kick.is_set():
+                restarts = 0
+                self.state = "restarting"
+                log.warning("restarting Ray now: %s", self.detail)
+                continue
             delay = RESTART_BACKOFF_S[min(restarts, len(RESTART_BACKOFF_S) - 1)]
             restarts += 1
             self.state = "restarting"
             log.warning("%s; restarting Ray in %.0f s", self.detail, delay)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            await _first(self._stopping.wait(), self._kick.wait(), timeout=delay)
 
     async def _wait_ready(self, log_start: int) -> bool:
         """Wait for Ray to say it started, then for the head to list this node ALIVE."""
@@ -329,6 +369,9 @@ class Agent:
         deadline = time.monotonic() + float(self.cfg["ray.start_timeout_s"])
         started = False
         while time.monotonic() < deadline and not self._stopping.is_set():
+            if self._kick.is_set() or not self._lending.is_set():
+                self.detail = "start abandoned"
+                return False
             if self.ray.poll() is not None:
                 why = tail(self.paths.ray_log, 3, log_start) or "no output"
                 self.detail = f"Ray exited with code {self.ray.returncode}: {why}"
@@ -358,19 +401,41 @@ class Agent:
     # ----- the control API ----------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._dispatch(reader, writer, remote=False)
+
+    async def _serve_remote(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await self._dispatch(reader, writer, remote=True)
+
+    async def _dispatch(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: bool
+    ) -> None:
         try:
-            line = await reader.readline()
+            line = await asyncio.wait_for(reader.readline(), 30 if remote else None)
             if not line:
                 return
             try:
                 req = json.loads(line)
                 op = req["op"]
-                if op in self.streams:
-                    await self.streams[op](req, writer)
-                    return
-                handler = self.handlers[op]
             except (ValueError, KeyError, TypeError):
                 writer.write(encode({"ok": False, "error": "bad request"}))
+                return
+            if remote and not (op in REMOTE_OPS and authorized(req, self.creds.token)):
+                writer.write(encode({"ok": False, "error": "not authorized"}))
+                return
+            if not remote and self.role == "worker" and op in FORWARDED_OPS:
+                req["auth"] = self.creds.token
+                await forward(
+                    self.creds.head_address, self.cfg["cluster.api_port"], req, writer, 10.0
+                )
+                return
+            if op in self.streams:
+                await self.streams[op](req, writer)
+                return
+            handler = self.handlers.get(op)
+            if handler is None:
+                writer.write(encode({"ok": False, "error": f"'{op}' is not available here"}))
                 return
             try:
                 result = await handler(req)
@@ -380,7 +445,7 @@ class Agent:
             except Exception as exc:  # one bad request must not take the agent down
                 log.exception("control op %s failed", op)
                 writer.write(encode({"ok": False, "error": f"{op} failed: {exc}"}))
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError, asyncio.TimeoutError):
             pass
         finally:
             with contextlib.suppress(ConnectionError):
@@ -400,14 +465,138 @@ class Agent:
             node_ip=self.node_ip,
             dashboard_url=self.creds.dashboard_url,
             ray_version=ray_process.ray_version(),
+            link=self.link,
+            lending=dict(self.lending),
         )
 
     async def _op_info(self, req: dict[str, Any]) -> Any:
         return self.info().to_json()
 
     async def _op_status(self, req: dict[str, Any]) -> Any:
+        if self.role == "worker" and not req.get("auth"):
+            # the host knows the links and lending of every node: ask it, else Ray alone
+            with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError):
+                msg = await cluster_api.request(
+                    self.creds.head_address,
+                    self.cfg["cluster.api_port"],
+                    {"op": "status", "auth": self.creds.token},
+                    5.0,
+                )
+                if msg.get("ok"):
+                    return {"nodes": msg["result"]["nodes"], "agent": self.info().to_json()}
         nodes = await asyncio.to_thread(self._nodes)
-        return {"nodes": [n.to_json() for n in nodes], "agent": self.info().to_json()}
+        return {"nodes": [self._node_view(n) for n in nodes], "agent": self.info().to_json()}
+
+    def _node_view(self, n: NodeInfo) -> dict[str, Any]:
+        """A Ray node plus what the heartbeats say: its link, lending state and resources."""
+        view = n.to_json()
+        if n.role == "head":
+            link, age = ("UP" if self.role == "host" else "n/a"), None
+            lending, resources = self.lending, {}
+        else:
+            link, age = self.beats.link(n.ip)
+            beat = self.beats.beats.get(n.ip)
+            lending = beat.lending if beat else {}
+            resources = beat.resources if beat else {}
+        if n.state == "DEAD":
+            link, age, lending = "n/a", None, {}  # an old entry: its current Ray is another row
+        view.update(link=link, last_heartbeat_s=age, lending=lending, resources=resources)
+        return view
+
+    async def _op_heartbeat(self, req: dict[str, Any]) -> Any:
+        if self.role != "host":
+            raise LanrayError("heartbeats go to the host")
+        self.beats.record(req)
+        return {"ok": True}
+
+    async def _heartbeat_loop(self) -> None:
+        """Beat once per interval; when beats come back after the link was lost, make Ray
+        rejoin at once instead of waiting for its own (slow) failure detection."""
+        interval = float(self.cfg["cluster.heartbeat_interval_s"])
+        missed = int(self.cfg["cluster.missed_heartbeats"])
+        failures = 0
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            beat = {
+                "op": "heartbeat",
+                "auth": self.creds.token,
+                "node_ip": self.node_ip,
+                "name": socket.gethostname(),
+                "state": self.state,
+                "lending": self.lending,
+            }
+            try:
+                msg = await cluster_api.request(
+                    self.creds.head_address, self.cfg["cluster.api_port"], beat, interval
+                )
+                ok = bool(msg.get("ok"))
+            except (OSError, asyncio.TimeoutError, ValueError):
+                ok = False
+            if ok:
+                if failures >= missed:
+                    log.warning("the host answers again after %d missed heartbeats", failures)
+                    await self._rejoin_if_lost()
+                failures, self.link = 0, "UP"
+            else:
+                failures += 1
+                if failures == missed:
+                    log.warning("lost the host: %d heartbeats unanswered", failures)
+                    self.link = "LOST"
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def _rejoin_if_lost(self) -> None:
+        """After a cut link, Ray's worker is often already dead for the head (or will abort
+        soon): if the head does not list it ALIVE, restart it now."""
+        if not self._lending.is_set():
+            return
+        try:
+            nodes = await asyncio.to_thread(self._nodes, 3.0)
+            alive = any(self._is_me(n) for n in nodes)
+        except LanrayError:
+            alive = False
+        if self.state != "ready" or not alive:
+            log.warning("rejoining: restarting the Ray worker")
+            self.detail = "link came back"
+            self._kick.set()
+            await asyncio.to_thread(self._stop_ray)
+
+    async def _op_pause(self, req: dict[str, Any]) -> Any:
+        """Withhold this machine: drain Ray (no new work; running tasks get the deadline),
+        then stop the worker. The agent stays, and ``resume`` lends it again."""
+        if self.role != "worker":
+            raise LanrayError("pausing the host is not available yet: only joined nodes pause")
+        if not self._lending.is_set():
+            return {"state": "paused", "drained": False}
+        reason = str(req.get("reason") or "paused by hand")
+        deadline = int(req.get("deadline_s", self.cfg["lending.drain_deadline_s"]))
+        self.lending = {"state": "paused", "reason": reason}
+        drained = await asyncio.to_thread(self._drain, deadline, reason)
+        self._lending.clear()
+        if self.ray is not None and self.ray.poll() is None:
+            await asyncio.to_thread(self._wait_drained, deadline)
+            await asyncio.to_thread(self._stop_ray)
+        return {"state": "paused", "drained": drained}
+
+    def _drain(self, deadline_s: int, reason: str) -> bool:
+        node_id = next((n.node_id for n in self._nodes(5.0) if self._is_me(n)), "")
+        if not node_id:
+            return False
+        return ray_process.drain(
+            self.creds.gcs_address, node_id, self.creds.token, deadline_s, reason
+        )
+
+    def _wait_drained(self, deadline_s: int) -> None:
+        """Until Ray leaves by itself (drained and idle) or the deadline passes."""
+        assert self.ray is not None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.ray.wait(timeout=deadline_s)
+
+    async def _op_resume(self, req: dict[str, Any]) -> Any:
+        if self.role != "worker":
+            raise LanrayError("only joined nodes pause and resume")
+        self.lending = {"state": "lending", "reason": "lent to the cluster"}
+        self._lending.set()
+        return {"state": "lending"}
 
     async def _op_token(self, req: dict[str, Any]) -> Any:
         if self.role != "host":
@@ -467,6 +656,16 @@ class Agent:
         self.detail = "leave"
         self._stopping.set()
         return {"pid": os.getpid()}
+
+
+async def _first(*aws: Awaitable[Any], timeout: float | None = None) -> None:
+    """Wait until the first of ``aws`` finishes (or ``timeout``); cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
 
 
 def _label_value(name: str) -> str:

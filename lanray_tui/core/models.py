@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 GIB = 1024**3
@@ -55,10 +55,12 @@ class AgentInfo:
     node_ip: str
     dashboard_url: str
     ray_version: str
+    link: str = "n/a"  # a worker's view of the host: "UP" | "LOST"
+    lending: dict[str, str] = field(default_factory=dict)  # {"state", "reason"}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> AgentInfo:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
