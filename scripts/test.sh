@@ -18,7 +18,7 @@ else
   echo "not root: skipping Debian packages; tests that need root will skip"
 fi
 
-scripts/setup.sh dev
+scripts/setup.sh dev,samples
 
 echo "== ruff"
 .venv/bin/ruff check .

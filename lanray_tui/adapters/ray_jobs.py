@@ -286,7 +286,7 @@ def fetch_package(
 ) -> None:
     """Copy an uploaded package out of the GCS into ``dest`` (in a child process, so that
     the caller never loads Ray). Raises :class:`RayJobsError` with the reason."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     argv = [sys.executable, "-m", __name__, "fetch-package", gcs_address, uri, str(tmp)]
     try:

@@ -1,0 +1,141 @@
+"""Scaling benchmark: the sample jobs on 1 node and on 2 nodes of 1 CPU each.
+
+In a 2-node lab where each node lends 1 CPU: first n1 hosts alone, then n2 joins. On each
+cluster, through `lanray-tui submit --follow`:
+  a. sample_jobs/parallel_map.py --skip-sequential: the time of the Ray map
+  b. sample_jobs/train_digits.py --skip-baseline --workers 1|2: the time of the training
+     loop (Ray Train's start-up excluded, reported apart) and the final test accuracy
+Speed-up = time on 1 node / time on 2 nodes (median of --runs runs of each).
+
+    python bench/scaling.py [--runs N] [--epochs N] [--quick] [--json]
+
+--quick runs only parallel_map (under 3 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from _common import LANRAY, bench_lab, checked, die, median, on_node
+
+
+def result_of(output: str, what: str) -> dict[str, Any]:
+    """The sample's JSON line (the last one starting with '{')."""
+    lines = output.strip().splitlines()
+    if not lines or not lines[-1].startswith("SUCCEEDED"):
+        die(f"{what} did not succeed: {lines[-1] if lines else 'no output'}")
+    for line in reversed(lines):
+        if line.startswith("{"):
+            return json.loads(line)  # type: ignore[no-any-return]
+    die(f"{what} printed no result")
+    raise AssertionError  # unreachable
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="only parallel_map")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    pm: dict[int, list[float]] = {1: [], 2: []}
+    train: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    with bench_lab("bsc", 2) as lab:
+
+        def submit(script: str, *argv: str, timeout: float = 600) -> dict[str, Any]:
+            p = on_node(
+                lab,
+                "n1",
+                [*LANRAY, "submit", f"sample_jobs/{script}", "--follow", "--", *argv],
+                timeout=timeout,
+            )
+            return result_of(p.stdout, script)
+
+        def measure(nodes: int) -> None:
+            for i in range(args.runs):
+                got = submit("parallel_map.py", "--skip-sequential")
+                if got["cpus"] != nodes:
+                    die(f"expected {nodes} CPU(s) in the cluster, Ray has {got['cpus']}")
+                pm[nodes].append(float(got["ray_s"]))
+                print(
+                    f"{nodes} node(s), run {i + 1}: parallel_map {got['ray_s']:.2f} s "
+                    f"on {got['nodes']} node(s)",
+                    file=sys.stderr,
+                )
+            if args.quick:
+                return
+            for i in range(args.runs):
+                got = submit(
+                    "train_digits.py",
+                    "--skip-baseline",
+                    "--workers",
+                    str(nodes),
+                    "--epochs",
+                    str(args.epochs),
+                )
+                train[nodes].append(got["parallel"])
+                print(
+                    f"{nodes} node(s), run {i + 1}: train_digits loop "
+                    f"{got['parallel']['train_s']:.2f} s (wall {got['parallel']['wall_s']:.1f} s), "
+                    f"accuracy {got['parallel']['accuracy']:.4f}",
+                    file=sys.stderr,
+                )
+
+        checked(
+            on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach", "--cpus", "1"]), "host"
+        )
+        measure(1)
+        token = checked(on_node(lab, "n1", [*LANRAY, "token"]), "token").strip()
+        head = lab.node("n1").address
+        checked(
+            on_node(
+                lab,
+                "n2",
+                [*LANRAY, "join", head, "--token", token, "--headless", "--detach", "--cpus", "1"],
+            ),
+            "join",
+        )
+        measure(2)
+        for node in ("n2", "n1"):
+            on_node(lab, node, [*LANRAY, "leave"])
+
+    result: dict[str, Any] = {
+        "parallel_map_speedup": round(median(pm[1]) / median(pm[2]), 3),
+        "parallel_map_s": {str(k): round(median(v), 3) for k, v in pm.items()},
+        "runs": args.runs,
+    }
+    print(
+        f"parallel_map: 1 node {median(pm[1]):.2f} s, 2 nodes {median(pm[2]):.2f} s "
+        f"-> speed-up {result['parallel_map_speedup']:.2f}x"
+    )
+    if not args.quick:
+        t1 = median([r["train_s"] for r in train[1]])
+        t2 = median([r["train_s"] for r in train[2]])
+        a1 = median([r["accuracy"] for r in train[1]])
+        a2 = median([r["accuracy"] for r in train[2]])
+        w1 = median([r["wall_s"] for r in train[1]])
+        w2 = median([r["wall_s"] for r in train[2]])
+        result.update(
+            train_speedup=round(t1 / t2, 3),
+            train_accuracy_delta=round(a2 - a1, 4),
+            train_s={"1": round(t1, 3), "2": round(t2, 3)},
+            train_wall_s={"1": round(w1, 3), "2": round(w2, 3)},
+            train_accuracy={"1": round(a1, 4), "2": round(a2, 4)},
+            epochs=args.epochs,
+        )
+        print(
+            f"train_digits ({args.epochs} epochs): loop 1 node {t1:.2f} s, 2 nodes {t2:.2f} s "
+            f"-> speed-up {t1 / t2:.2f}x (wall {w1:.1f} s vs {w2:.1f} s); accuracy "
+            f"{a1:.4f} vs {a2:.4f} (delta {a2 - a1:+.4f})"
+        )
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

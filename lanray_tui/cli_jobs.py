@@ -1,0 +1,407 @@
+"""The job commands of ``lanray-tui``: submit, jobs, logs, cancel, retry.
+
+They all talk to this node's agent; on a joined node the agent hands them on to the host,
+which keeps the queue. ``submit`` uploads the working dir from this node first (with Ray's
+own packaging, the only heavy import here, done only when there is something to upload).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .core.errors import LanrayError
+
+PROG = "lanray-tui"
+CANCEL_TIMEOUT_S = 30.0
+
+
+def _add_submit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cpus", type=float, metavar="N", help="CPUs reserved for the job's driver")
+    p.add_argument("--gpus", type=float, metavar="N", help="GPUs reserved for the job's driver")
+    p.add_argument("--name", metavar="NAME", help="a name for the job (default: the script's)")
+    p.add_argument(
+        "--priority", type=int, metavar="P", help="higher runs first (default 0; ties: FIFO)"
+    )
+    p.add_argument(
+        "--working-dir",
+        type=Path,
+        metavar="DIR",
+        help="directory uploaded with the job (default: the script's directory; a command: none)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        metavar="NAME=VALUE",
+        help="environment variable for the job (repeatable)",
+    )
+    p.add_argument(
+        "--follow", action="store_true", help="stream the logs; exit 0 only if it succeeds"
+    )
+
+
+def add_parsers(sub: Any) -> None:
+    """Add the job subcommands to the CLI's subparsers (``sub`` from add_subparsers)."""
+    parser_class = getattr(sub, "_parser_class", argparse.ArgumentParser)
+    p = sub.add_parser(
+        "submit",
+        help="queue a Python script or a command on the cluster",
+        usage=f"{PROG} submit [OPTIONS] PATH [OPTIONS] [-- ARGS ...]\n"
+        f"       {PROG} submit [OPTIONS] -- CMD [ARGS ...]",
+        description="Queue a job. PATH is a Python script, run with the cluster's Python in "
+        "an upload of its directory; '-- CMD ...' runs a command instead. Prints the job id "
+        "as the last word of its first line.",
+    )
+    _add_submit_options(p)
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="PATH|-- CMD", help=argparse.SUPPRESS)
+    p.set_defaults(_submit_options_parser=_options_parser(parser_class))
+
+    p = sub.add_parser("jobs", help="list the cluster's jobs")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("logs", help="print a job's log")
+    p.add_argument("job", metavar="JOB", help="job id (see 'lanray-tui jobs')")
+    p.add_argument("--follow", "-f", action="store_true", help="follow it until the job ends")
+    p = sub.add_parser("cancel", help="cancel a job (queued or running)")
+    p.add_argument("job", metavar="JOB")
+    p = sub.add_parser("retry", help="queue a failed, lost or cancelled job again")
+    p.add_argument("job", metavar="JOB")
+
+
+def _options_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p = parser_class(prog=f"{PROG} submit", add_help=False)
+    _add_submit_options(p)
+    return p
+
+
+# ----- helpers --------------------------------------------------------------------------------
+
+
+def _paths(args: argparse.Namespace) -> Any:
+    from .core import config
+
+    return config.load(getattr(args, "config", None)).paths()
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .core.control import ControlClient
+
+    return ControlClient(_paths(args).socket)
+
+
+def _submitter() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _parse_env(items: list[str] | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise LanrayError(f"--env wants NAME=VALUE, not '{item}'")
+        env[name] = value
+    return env
+
+
+def _split_submit(args: argparse.Namespace) -> tuple[list[str], str, list[str]]:
+    """(command argv, script path, script args) from ``submit``'s raw arguments; options that
+    follow PATH (before ``--``) are parsed into ``args``."""
+    argv = list(args.argv or [])
+    if not argv:
+        raise LanrayError("submit needs a script PATH or '-- CMD ...'")
+    if argv[0] == "--":
+        if len(argv) == 1:
+            raise LanrayError("submit -- needs a command after '--'")
+        return argv[1:], "", []
+    path, rest = argv[0], argv[1:]
+    if path.startswith("-"):
+        raise LanrayError(f"unknown option '{path}' (see '{PROG} submit --help')")
+    opts, script_args = (
+        (rest[: rest.index("--")], rest[rest.index("--") + 1 :]) if "--" in rest else (rest, [])
+    )
+    if opts:
+        parser: argparse.ArgumentParser = args._submit_options_parser
+        extra, unknown = parser.parse_known_args(opts)
+        if unknown:
+            raise LanrayError(
+                f"unexpected '{unknown[0]}' after the script: put its arguments after '--'"
+            )
+        for key, value in vars(extra).items():
+            if value is not None and value is not False:
+                setattr(args, key, value)
+    return [], path, script_args
+
+
+def _upload(args: argparse.Namespace, directory: Path) -> str:
+    """Upload ``directory`` to the cluster from this node; returns the package URI.
+
+    Ray names a package by a hash of its content. When nothing in the directory changed
+    since the last upload from this node (same files, sizes and times) and the cluster still
+    holds that package, its URI is reused without loading Ray to hash the directory again.
+    """
+    from .adapters import ray_jobs
+    from .core import credentials
+
+    paths = _paths(args)
+    creds = credentials.load(paths.credentials)
+    if creds is None or not creds.head_address:
+        raise LanrayError("this node has no cluster credentials: host or join a cluster first")
+    directory = directory.resolve()
+    if not directory.is_dir():
+        raise LanrayError(f"working dir '{directory}' is not a directory")
+    cache = paths.state_dir / "uploads.json"
+    signature = _signature(directory)
+    known = _read_cache(cache).get(str(directory), {})
+    if signature and known.get("signature") == signature:
+        uri = str(known.get("uri", ""))
+        try:
+            if uri and ray_jobs.RayJobs(creds.dashboard_url, creds.token).package_exists(uri):
+                return uri
+        except LanrayError:
+            pass  # ask Ray's own upload, which says what is wrong
+    uri = ray_jobs.upload_working_dir(creds.dashboard_url, creds.token, directory)
+    if signature:
+        _write_cache(cache, str(directory), {"signature": signature, "uri": uri})
+    return uri
+
+
+MAX_SIGNED_FILES = 20_000
+MAX_CACHED_DIRS = 50
+
+
+def _signature(directory: Path) -> str:
+    """A hash of every path, size and modification time under ``directory`` (empty when it
+    holds too much to be worth it). Any change, even to a file Ray would skip, changes it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    count = 0
+    ignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "")
+    h.update(f"gitignore={ignore}\n".encode())
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        rel = os.path.relpath(root, directory)
+        h.update(f"d {rel}\n".encode())
+        for name in sorted(files):
+            count += 1
+            if count > MAX_SIGNED_FILES:
+                return ""
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                return ""
+            h.update(f"f {rel}/{name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        doc = json.loads(path.read_text())
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> None:
+    doc = _read_cache(path)
+    doc.pop(key, None)
+    doc[key] = entry
+    doc = dict(list(doc.items())[-MAX_CACHED_DIRS:])
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only a cache
+
+
+def _build_spec(args: argparse.Namespace) -> dict[str, Any]:
+    command, script, script_args = _split_submit(args)
+    spec: dict[str, Any] = {"args": script_args}
+    working_dir: Path | None = args.working_dir
+    if script:
+        path = Path(script).expanduser()
+        if not path.is_file():
+            raise LanrayError(f"no such script: '{script}'")
+        path = path.resolve()
+        base = (working_dir or path.parent).expanduser().resolve()
+        try:
+            rel = path.relative_to(base)
+        except ValueError:
+            raise LanrayError(
+                f"the script '{script}' is not inside --working-dir '{base}'"
+            ) from None
+        spec["script"] = rel.as_posix()
+        working_dir = base
+    else:
+        spec["command"] = command
+    if working_dir is not None:
+        spec["working_dir"] = _upload(args, working_dir.expanduser())
+    if args.cpus is not None:
+        spec["num_cpus"] = args.cpus
+    if args.gpus is not None:
+        spec["num_gpus"] = args.gpus
+    if args.name:
+        spec["name"] = args.name
+    if args.priority is not None:
+        spec["priority"] = args.priority
+    env = _parse_env(args.env)
+    if env:
+        spec["env"] = env
+    return spec
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if not ts:
+        return "-"
+    s = max(0, int(now - ts))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d"
+
+
+def _duration(job: dict[str, Any], now: float) -> str:
+    start = job.get("started")
+    if not start:
+        return "-"
+    end = job.get("ended") or now
+    return f"{max(0.0, end - start):.1f}s"
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _ended_line(job: dict[str, Any]) -> str:
+    bits = []
+    if job.get("exit_code") is not None:
+        bits.append(f"exit code {job['exit_code']}")
+    if job.get("started") and job.get("ended"):
+        bits.append(f"{job['ended'] - job['started']:.1f} s")
+    if job.get("message"):
+        bits.append(str(job["message"]))
+    detail = f" ({'; '.join(bits)})" if bits else ""
+    return f"{job['state']}{detail} {job['id']}"
+
+
+def _print_logs(args: argparse.Namespace, job_id: str, follow: bool) -> dict[str, Any] | None:
+    """Stream a job's log to stdout; returns the job as the stream's last item gave it."""
+    last: dict[str, Any] | None = None
+    for item in _client(args).stream("job_logs", id=job_id, follow=follow):
+        if not isinstance(item, dict):
+            continue
+        if "line" in item:
+            print(item["line"], flush=True)
+        elif "job" in item:
+            last = item["job"]
+    return last
+
+
+# ----- commands -------------------------------------------------------------------------------
+
+
+def submit(args: argparse.Namespace) -> int:
+    spec = _build_spec(args)
+    job = _client(args).call("submit", timeout=30.0, spec=spec, submitter=_submitter())
+    print(f"queued '{job['name']}' as {job['id']}", flush=True)
+    if not args.follow:
+        return 0
+    final = _print_logs(args, job["id"], follow=True)
+    if final is None:
+        raise LanrayError(f"lost track of job {job['id']}: see '{PROG} jobs'")
+    print(_ended_line(final), flush=True)
+    return 0 if final.get("state") == "SUCCEEDED" else 1
+
+
+def jobs(args: argparse.Namespace) -> int:
+    got = _client(args).call("jobs", timeout=15.0)
+    if args.json:
+        print(json.dumps({"jobs": got["jobs"]}, indent=2))
+        return 0
+    if not got["jobs"]:
+        print("no jobs yet: queue one with 'lanray-tui submit SCRIPT'")
+        return 0
+    now = time.time()
+    rows: list[tuple[str, ...]] = [
+        ("ID", "NAME", "STATE", "PRIO", "AGE", "RUN TIME", "SUBMITTER", "MESSAGE")
+    ]
+    for j in got["jobs"]:
+        rows.append(
+            (
+                j["id"],
+                j["name"],
+                j["state"],
+                str(j.get("priority", 0)),
+                _ago(j.get("created"), now),
+                _duration(j, now),
+                j.get("submitter", ""),
+                (j.get("message") or "")[:80],
+            )
+        )
+    _table(rows)
+    notes = []
+    if not got.get("cluster_ready", True):
+        notes.append("the cluster is not ready: queued jobs wait")
+    if got.get("scheduler_error"):
+        notes.append(f"scheduler: {got['scheduler_error']}")
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    final = _print_logs(args, args.job, follow=args.follow)
+    if (
+        args.follow
+        and final is not None
+        and final.get("state")
+        in (
+            "FAILED",
+            "CANCELLED",
+            "LOST",
+        )
+    ):
+        print(f"{PROG}: job {final['id']} {_ended_line(final)}", file=sys.stderr)
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    got = _client(args).call("cancel", timeout=CANCEL_TIMEOUT_S, id=args.job)
+    if got.get("changed"):
+        print(f"cancelled {got['id']}")
+    else:
+        print(f"job {got['id']} already ended ({got['state']}): nothing to cancel")
+    return 0
+
+
+def retry(args: argparse.Namespace) -> int:
+    got = _client(args).call("retry", timeout=15.0, id=args.job)
+    print(f"queued {got['id']} again (attempt {got['attempt']})")
+    return 0
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "submit": submit,
+    "jobs": jobs,
+    "logs": logs,
+    "cancel": cancel,
+    "retry": retry,
+}

@@ -1,0 +1,58 @@
+"""Every sample job runs to SUCCEEDED on the lab cluster (CPU only), submitted with the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import needs_root
+
+pytestmark = needs_root
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_jobs"
+
+
+def needs(module: str) -> Any:
+    return pytest.mark.skipif(
+        importlib.util.find_spec(module) is None,
+        reason=f"{module} is not installed (pip install -e '.[samples]')",
+    )
+
+
+def run_sample(node: Any, script: str, *args: str, timeout: float = 240) -> dict[str, Any]:
+    p = node.lanray("submit", str(SAMPLES / script), "--follow", "--", *args, timeout=timeout)
+    lines = p.stdout.strip().splitlines()
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-2000:])
+    assert lines[-1].startswith("SUCCEEDED"), lines[-5:]
+    result = next(ln for ln in reversed(lines) if ln.startswith("{"))
+    return json.loads(result)  # type: ignore[no-any-return]
+
+
+def test_parallel_map(cluster: dict[str, Any]) -> None:
+    got = run_sample(cluster["n1"], "parallel_map.py")
+    assert got["n"] == 1_000_000 and got["checksum_ok"]
+    assert got["speedup"] > 0 and sum(got["work_by_node"].values()) == 1_000_000
+
+
+@needs("sklearn")
+def test_kfold_cv(cluster: dict[str, Any]) -> None:
+    got = run_sample(cluster["n2"], "kfold_cv.py", "--folds", "4")
+    assert got["folds"] == 4 and got["mean_accuracy"] > 0.9
+
+
+def test_gpu_tasks_without_gpus(cluster: dict[str, Any]) -> None:
+    got = run_sample(cluster["n1"], "gpu_tasks.py", "--tasks", "3", "--seconds", "0.5")
+    assert got["mode"] == "cpu" and got["gpus"] == 0 and got["tasks"] == 3
+
+
+@needs("torch")
+@needs("sklearn")
+def test_train_digits(cluster: dict[str, Any]) -> None:
+    got = run_sample(cluster["n1"], "train_digits.py", "--epochs", "1", timeout=300)
+    assert got["epochs"] == 1 and got["device"] == "cpu"
+    assert got["parallel"]["workers"] == got["workers"] >= 1
+    assert got["baseline"]["accuracy"] > 0.5 and got["parallel"]["accuracy"] > 0.5
+    assert "speedup" in got and "accuracy_delta" in got
