@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from . import system
 
@@ -87,18 +88,56 @@ def auth_env(token: str, base: Mapping[str, str] | None = None) -> dict[str, str
     return env
 
 
-def start(spec: RaySpec, token: str, log_path: Path) -> subprocess.Popen[bytes]:
+class RayHandle(Protocol):
+    """What the agent supervises: Ray run natively or in a container."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def stop(self) -> int | None: ...
+
+
+class NativeRay:
+    """``ray start --block`` as a child process of the agent."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int | None:
+        return stop(self.proc)
+
+
+def start(spec: RaySpec, token: str, log_path: Path) -> NativeRay:
     """Start ``ray start --block`` in its own session, its output appended to ``log_path``."""
     spec.temp_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            spec.argv(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=auth_env(token),
-            start_new_session=True,
+        return NativeRay(
+            subprocess.Popen(
+                spec.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=auth_env(token),
+                start_new_session=True,
+            )
         )
 
 

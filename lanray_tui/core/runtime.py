@@ -1,0 +1,291 @@
+"""Where Ray runs on this node: natively (the installed Ray) or in a Docker container.
+
+The agent supervises either through the same :class:`RayHandle`: poll, wait, stop.
+
+The docker runtime runs ``ray start --block`` in a container built from the same
+:class:`RaySpec` as the native one. Each container carries labels naming its role, its
+cluster and the agent it belongs to (machine and HOME), so that an agent that died and
+came back adopts its running container instead of starting a second one, and ``leave``
+removes exactly its own. Nothing here imports ``docker``: the adapter does, on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..adapters import ray_process
+from ..adapters.ray_process import RayHandle, RaySpec
+from .config import Config
+from .errors import LanrayError
+
+if TYPE_CHECKING:
+    from ..adapters.docker_engine import Engine
+
+log = logging.getLogger("lanray.runtime")
+
+Progress = Callable[[str], None]
+
+ROLE_LABEL = "lanray.role"  # head | worker
+CLUSTER_LABEL = "lanray.cluster"  # the cluster id
+HOME_LABEL = "lanray.home"  # "machine:HOME" of the agent that owns the container
+CONFIG_LABEL = "lanray.config"  # digest of what the container runs: adopt only an equal one
+
+CONTAINER_TEMP_DIR = Path("/tmp/ray")
+# On an --internal network no outside name resolves, but each lookup waits for the resolver's
+# timeouts (10 s): Ray's dashboard looks up cloud metadata hosts at start and answers nothing
+# meanwhile. One try of one second each makes that wait short.
+INTERNAL_DNS_OPTIONS = ("timeout:1", "attempts:1")
+NODE_IP_SLOT = "@LANRAY_NODE_IP@"
+# On a network of its own the container learns its address only once it runs: this starts
+# Ray with the address Docker gave it (the one its /etc/hosts lists for its host name).
+_LAUNCH = (
+    "import os, socket, sys; ip = socket.gethostbyname(socket.gethostname()); "
+    f"argv = [a.replace('{NODE_IP_SLOT}', ip) for a in sys.argv[1:]]; "
+    "print('lanray: container address', ip, flush=True); os.execvp(argv[0], argv)"
+)
+
+
+def start_ray(
+    cfg: Config,
+    spec: RaySpec,
+    token: str,
+    log_path: Path,
+    cluster_id: str,
+    role: str,
+    progress: Progress | None = None,
+) -> RayHandle:
+    """Start Ray for this node with the configured runtime.
+
+    A handle may carry ``node_ip`` when the runtime chose the address Ray uses (a container
+    on its own network); the agent then uses that address. ``progress`` hears what the
+    docker runtime does (pulling an image can take minutes); it also goes to ``log_path``.
+    """
+    kind = cfg["runtime.kind"]
+    if kind == "native":
+        return ray_process.start(spec, token, log_path)
+    if kind == "docker":
+        return _start_docker(cfg, spec, token, log_path, cluster_id, role, progress)
+    raise LanrayError(f"the '{kind}' runtime is not available yet; use runtime.kind: native")
+
+
+def chooses_node_ip(cfg: Config) -> bool:
+    """True when the runtime, not the agent, picks the address Ray uses: a container on a
+    Docker network of its own gets its address from Docker (the handle's ``node_ip``)."""
+    return cfg["runtime.kind"] == "docker" and (cfg["runtime.docker_network"] or "host") != "host"
+
+
+def remove_ray(cfg: Config, cluster_id: str) -> None:
+    """Remove what the runtime left for this node on ``leave``: every container of this
+    agent (whatever its cluster; nothing natively)."""
+    if cfg["runtime.kind"] != "docker":
+        return
+    from ..adapters import docker_engine
+
+    engine = docker_engine.connect()
+    for c in engine.containers({HOME_LABEL: home_label()}):
+        log.info("removing container %s", c.name)
+        engine.remove(c.id)
+
+
+# ----- the docker runtime -------------------------------------------------------------------
+
+
+def home_label() -> str:
+    """Which agent a container belongs to: one agent runs per HOME on a machine."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    return f"{socket.gethostname()}:{home}"
+
+
+def role_label(role: str) -> str:
+    return "head" if role == "host" else "worker"
+
+
+def container_name(role: str) -> str:
+    digest = hashlib.sha256(home_label().encode()).hexdigest()[:10]
+    return f"lanray-{role_label(role)}-{digest}"
+
+
+def default_image(gpu: bool, ray_version: str | None = None) -> str:
+    """The Ray project's image for this Ray and Python (``rayproject/ray:2.60.0-py311``)."""
+    version = ray_version or ray_process.ray_version()
+    py = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    return f"rayproject/ray:{version}-{py}{'-gpu' if gpu else ''}"
+
+
+def container_command(spec: RaySpec, host_network: bool) -> list[str]:
+    """``ray start --block`` for the container: the spec's flags with the container's
+    ``ray`` and temp dir; on a network of its own, with the address it gets there."""
+    ip = spec.node_ip if host_network else NODE_IP_SLOT
+    argv = dataclasses.replace(spec, node_ip=ip, temp_dir=CONTAINER_TEMP_DIR).argv()
+    argv = ["ray", *argv[1:]]
+    return argv if host_network else ["python3", "-c", _LAUNCH, *argv]
+
+
+def shm_size_bytes() -> int:
+    """/dev/shm for Ray's object store (30% of memory by default): half the machine's
+    memory, at least 1 GiB. tmpfs takes memory only as it fills."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 0
+    return max(1 << 30, total // 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuPlan:
+    """Which GPUs the container gets, and what to tell the user about it."""
+
+    ids: tuple[str, ...] = ()
+    seen: int = 0
+    warning: str = ""
+    error: str = ""
+
+
+def gpu_plan(
+    seen: int, reason: str, ids: Sequence[str], has_toolkit: bool, wanted: int | None
+) -> GpuPlan:
+    """From what NVML sees (``seen`` GPUs, their ``ids``) and whether Docker can pass GPUs
+    (the NVIDIA Container Toolkit), the device request for ``lend.gpus`` = ``wanted``."""
+    if seen <= 0 or wanted == 0:
+        return GpuPlan(seen=max(seen, 0))
+    if not has_toolkit:
+        msg = (
+            f"{seen} NVIDIA GPU{'s' if seen > 1 else ''} found, but Docker has no NVIDIA runtime "
+            "(install the NVIDIA Container Toolkit and restart the Docker daemon)"
+        )
+        if wanted:
+            return GpuPlan(
+                seen=seen, error=f"{msg}; or set lend.gpus: 0, or use runtime.kind: native"
+            )
+        return GpuPlan(seen=seen, warning=f"{msg}: Ray in Docker lends no GPU")
+    chosen = list(ids) or [str(i) for i in range(seen)]
+    if wanted is not None:
+        chosen = chosen[:wanted]
+    return GpuPlan(ids=tuple(chosen), seen=seen)
+
+
+def _nvml_gpus() -> tuple[int, str, list[str]]:
+    """(GPUs NVML sees, why none, their ids); never raises (no NVML adapter, no driver)."""
+    try:
+        from ..adapters import nvml
+
+        count, reason = nvml.gpu_count_and_reason()
+        return count, reason, (nvml.device_request_ids() if count else [])
+    except Exception as exc:
+        return 0, f"NVML not available: {exc}", []
+
+
+def config_digest(
+    image: str, network: str, command: Sequence[str], gpus: Sequence[str], token: str
+) -> str:
+    """What the container runs, in 16 hex digits: a running container is adopted only when
+    the agent would start the very same one (same image, network, flags, GPUs, token)."""
+    doc = json.dumps([image, network, list(command), list(gpus)])
+    doc += hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def _sayer(log_path: Path, progress: Progress | None) -> Callable[..., None]:
+    """``say(line, level=INFO)``: to the agent's log, the node's Ray log and ``progress``."""
+
+    def say(line: str, level: int = logging.INFO) -> None:
+        log.log(level, "%s", line)
+        try:
+            with open(log_path, "ab") as f:
+                f.write(f"lanray: {line}\n".encode())
+        except OSError:
+            pass
+        if progress is not None:
+            progress(line)
+
+    return say
+
+
+def _start_docker(
+    cfg: Config,
+    spec: RaySpec,
+    token: str,
+    log_path: Path,
+    cluster_id: str,
+    role: str,
+    progress: Progress | None,
+) -> RayHandle:
+    from ..adapters import docker_engine
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    say = _sayer(log_path, progress)
+    engine = docker_engine.connect()
+    network = cfg["runtime.docker_network"] or "host"
+    host_network = network == "host"
+    dns_options: tuple[str, ...] = ()
+    if not host_network:
+        net = engine.network(network)
+        if net is None:
+            raise LanrayError(
+                f"the Docker network '{network}' does not exist; create it (docker network "
+                f"create {network}) or set runtime.docker_network: host, or use runtime.kind: "
+                "native"
+            )
+        if net.get("Internal"):
+            dns_options = INTERNAL_DNS_OPTIONS
+    seen, reason, ids = _nvml_gpus()
+    plan = gpu_plan(seen, reason, ids, engine.has_nvidia() if seen else False, spec.num_gpus)
+    if plan.error:
+        raise LanrayError(plan.error)
+    if plan.warning:
+        say(plan.warning, logging.WARNING)
+    image = cfg["runtime.image"] or default_image(gpu=bool(plan.ids))
+    command = container_command(spec, host_network)
+    labels = {
+        ROLE_LABEL: role_label(role),
+        CLUSTER_LABEL: cluster_id,
+        HOME_LABEL: home_label(),
+        CONFIG_LABEL: config_digest(image, network, command, plan.ids, token),
+    }
+    adopted = _adopt_or_clear(engine, labels, log_path, network, say)
+    if adopted is not None:
+        return adopted
+    if not engine.has_image(image):
+        engine.pull(image, say)
+    container = docker_engine.ContainerSpec(
+        name=container_name(role),
+        image=image,
+        command=command,
+        environment=ray_process.auth_env(token, base={}),
+        labels=labels,
+        network=network,
+        shm_size=shm_size_bytes(),
+        gpu_ids=plan.ids,
+        dns_options=dns_options,
+    )
+    gpus = f", GPUs {','.join(plan.ids)}" if plan.ids else ""
+    say(f"starting container {container.name} from {image} on network {network}{gpus}")
+    handle = engine.run(container, log_path)
+    if handle.node_ip:
+        say(f"container {container.name} has address {handle.node_ip}")
+    return handle
+
+
+def _adopt_or_clear(
+    engine: Engine, labels: dict[str, str], log_path: Path, network: str, say: Progress
+) -> RayHandle | None:
+    """This agent's running container when it is the one it would start; other containers
+    of this agent (stopped, or for another cluster or setting) are removed."""
+    mine = engine.containers({HOME_LABEL: labels[HOME_LABEL]})
+    for c in mine:
+        if c.running and all(c.labels.get(k) == v for k, v in labels.items()):
+            say(f"adopting the running container {c.name} ({c.id[:12]})")
+            return engine.adopt(c.id, log_path, network)
+    for c in mine:
+        say(f"removing this node's old container {c.name} ({c.status})")
+        engine.remove(c.id)
+    return None
