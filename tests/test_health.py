@@ -71,7 +71,7 @@ def test_pause_drains_without_losing_tasks_and_resume_rejoins(cluster: dict[str,
         time.sleep(2)  # tasks are running on both nodes now
         p = n2.lanray("pause", "--deadline", "20", timeout=120)
         assert p.returncode == 0, p.stderr
-        assert row(n1, n2.address).get("state") != "ALIVE"
+        wait_for(lambda: row(n1, n2.address).get("state") != "ALIVE", timeout=15)
         agent = n2.status()["agent"]
         assert agent["state"] == "paused" and agent["lending"]["state"] == "paused"
         out, _ = driver.communicate(timeout=300)

@@ -152,6 +152,7 @@ class ProcStat:
     ppid: int
     cpu_s: float  # user + system of the process and of its reaped children, in seconds
     start_s: float  # start time in seconds after boot (tells a reused PID apart)
+    children_s: float = 0.0  # the reaped children's part of ``cpu_s``
 
 
 def proc_stat(pid: int) -> ProcStat | None:
@@ -165,8 +166,13 @@ def proc_stat(pid: int) -> ProcStat | None:
     fields = data[data.rfind(b")") + 2 :].split()
     try:
         # fields[0] is field 3 (state): ppid is 4, utime..cstime 14..17, starttime 22.
-        ticks = sum(int(x) for x in fields[11:15])
-        return ProcStat(int(fields[1]), ticks / _CLOCK_TICKS, int(fields[19]) / _CLOCK_TICKS)
+        own, reaped = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+        return ProcStat(
+            ppid=int(fields[1]),
+            cpu_s=(own + reaped) / _CLOCK_TICKS,
+            start_s=int(fields[19]) / _CLOCK_TICKS,
+            children_s=reaped / _CLOCK_TICKS,
+        )
     except (IndexError, ValueError):
         return None
 

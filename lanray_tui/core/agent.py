@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..adapters import ray_dashboard, ray_process
-from . import cluster_api, credentials, netinfo
+from . import cluster_api, credentials, netinfo, runtime
 from .cluster_api import FORWARDED_OPS, REMOTE_OPS, HeartbeatBook, authorized, forward
 from .config import Config
 from .control import MAX_LINE, encode
@@ -36,6 +35,7 @@ from .paths import Paths, ensure_private_dir
 if TYPE_CHECKING:
     from .announcer import Announcer, PairingService
     from .beacon import Beacon
+    from .job_service import JobService
     from .joincode import CodeBook
 
 log = logging.getLogger("lanray.agent")
@@ -79,7 +79,7 @@ class Agent:
         self.state = "starting"
         self.detail = ""
         self.node_ip = ""
-        self.ray: subprocess.Popen[bytes] | None = None
+        self.ray: ray_process.RayHandle | None = None
         self.creds: Credentials = self._load_credentials()
         self._stopping = asyncio.Event()
         self._ever_ready = False
@@ -106,7 +106,11 @@ class Agent:
             cfg["cluster.heartbeat_interval_s"], cfg["cluster.missed_heartbeats"]
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.started_at = time.monotonic()
+        self.sample: dict[str, Any] = {}
+        self._manual = "auto"  # "paused" after 'lanray-tui pause' until 'resume'
         self.announcer: Announcer | None = None
+        self.jobs: JobService | None = None
         self.pairing: PairingService | None = None
         self.streams: dict[str, StreamHandler] = {"logs": self._stream_logs}
 
@@ -189,6 +193,7 @@ class Agent:
         await asyncio.sleep(0)  # let the supervisor spawn Ray first
         api: asyncio.Server | None = None
         if self.role == "host":
+            await self._start_jobs()
             await self._start_discovery()
             try:
                 api = await asyncio.start_server(
@@ -202,6 +207,7 @@ class Agent:
                 log.error("cluster API not available: %s", exc)
         else:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+        self._tasks.append(asyncio.create_task(self._watch_machine()))
         await self._stopping.wait()
         self.state = "stopping"
         server.close()
@@ -209,17 +215,41 @@ class Agent:
             api.close()
         for task in self._tasks:
             task.cancel()
-        for service in (self.announcer, self.pairing):
+        for service in (self.announcer, self.pairing, self.jobs):
             if service is not None:
                 service.close()
         supervisor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
         await asyncio.to_thread(self._stop_ray)
+        if self.detail == "leave":
+            with contextlib.suppress(LanrayError):
+                await asyncio.to_thread(runtime.remove_ray, self.cfg, self.creds.cluster_id)
         with contextlib.suppress(FileNotFoundError):
             sock_path.unlink()
         log.info("agent stopped (%s)", self.detail or "leave")
         return 1 if self.state == "failed" else 0
+
+    async def _start_jobs(self) -> None:
+        """The cluster's job queue lives on the host, in SQLite under the data dir."""
+        from .job_service import JobService
+
+        try:
+            self.jobs = JobService(
+                self.paths.data_dir / "jobs.sqlite3",
+                dashboard_url=lambda: self.creds.dashboard_url,
+                token=lambda: self.creds.token,
+                max_running=self.cfg["jobs.max_running_jobs"],
+                cluster_ready=lambda: self.state == "ready",
+                gcs_address=lambda: self.creds.gcs_address,
+            )
+            await self.jobs.start()
+        except (OSError, LanrayError) as exc:
+            log.error("the job queue is not available: %s", exc)
+            self.jobs = None
+            return
+        self.handlers.update(self.jobs.handlers)
+        self.streams.update(self.jobs.streams)
 
     async def _start_discovery(self) -> None:
         """Beacons and the pairing service: a host is found and joined without typing an IP.
@@ -312,10 +342,21 @@ class Agent:
             "free_gpus": max(0.0, sum(n.gpus for n in alive) - gpu_used),
         }
 
+    def _adopt_node_ip(self, ray: ray_process.RayHandle) -> None:
+        """A container on its own network has its own address: Ray (and, on the host, the
+        cluster's head address) is where the runtime put it."""
+        ip = getattr(ray, "node_ip", "") or ""
+        if not ip or ip == self.node_ip:
+            return
+        self.node_ip = ip
+        if self.role == "host":
+            self.creds = self.creds.replace(head_address=ip)
+            credentials.save(self.paths.credentials, self.creds)
+
     def _stop_ray(self) -> None:
         if self.ray is not None and self.ray.poll() is None:
             log.info("stopping Ray (pid %d)", self.ray.pid)
-            ray_process.stop(self.ray)
+            self.ray.stop()
 
     async def _supervise(self) -> None:
         restarts = 0
@@ -326,15 +367,30 @@ class Agent:
                 continue
             self._kick.clear()
             log_start = self.paths.ray_log.stat().st_size if self.paths.ray_log.exists() else 0
-            self.ray = ray_process.start(self._ray_spec(), self.creds.token, self.paths.ray_log)
-            log.info("started Ray (pid %d)", self.ray.pid)
+            try:
+                ray = runtime.start_ray(
+                    self.cfg,
+                    self._ray_spec(),
+                    self.creds.token,
+                    self.paths.ray_log,
+                    self.creds.cluster_id,
+                    self.role,
+                )
+            except LanrayError as exc:
+                self.state, self.detail = "failed", str(exc)
+                log.error("Ray did not start: %s", exc)
+                self._stopping.set()
+                return
+            self.ray = ray
+            self._adopt_node_ip(ray)
+            log.info("started Ray (pid %d)", ray.pid)
             ready = await self._wait_ready(log_start)
             if ready:
                 self._ever_ready = True
                 restarts = 0
                 self.state, self.detail = "ready", ""
                 log.info("Ray is ready")
-                rc = await asyncio.to_thread(self.ray.wait)
+                rc = await asyncio.to_thread(ray.wait)
                 if self._stopping.is_set():
                     return
                 why = tail(self.paths.ray_log, 1, log_start)
@@ -492,7 +548,7 @@ class Agent:
         view = n.to_json()
         if n.role == "head":
             link, age = ("UP" if self.role == "host" else "n/a"), None
-            lending, resources = self.lending, {}
+            lending, resources = self.lending, self.sample
         else:
             link, age = self.beats.link(n.ip)
             beat = self.beats.beats.get(n.ip)
@@ -502,6 +558,56 @@ class Agent:
             link, age, lending = "n/a", None, {}  # an old entry: its current Ray is another row
         view.update(link=link, last_heartbeat_s=age, lending=lending, resources=resources)
         return view
+
+    async def _watch_machine(self) -> None:
+        """Sample this machine every second (for the nodes pane) and, on a joined node with
+        the policy on, lend it only while its owner is away."""
+        from .lending import Lender, Policy
+        from .resources import InputIdle, InputWatcher, Sampler
+
+        sampler = Sampler()
+        watcher = InputWatcher()
+        lender = Lender(Policy.from_config(self.cfg))
+        policy_on = self.role == "worker" and bool(self.cfg["lending.enabled"])
+        try:
+            while not self._stopping.is_set():
+                sampler.ray_root_pid = self.ray.pid if self.ray is not None else None
+                sample = await asyncio.to_thread(sampler.sample)
+                self.sample = sample.to_json()
+                if policy_on:
+                    idle = await asyncio.to_thread(watcher)
+                    if idle.seconds is not None and idle.seconds >= self._uptime():
+                        # no input since lanray-tui was started by hand: that is consent
+                        idle = InputIdle(None, "", "no owner input since lanray-tui started")
+                    decision = lender.step(sample, idle, self._manual)
+                    if self._manual == "auto":
+                        await self._follow_policy(decision.state, decision.reason)
+                await asyncio.sleep(1.0)
+        finally:
+            watcher.close()
+
+    def _uptime(self) -> float:
+        return time.monotonic() - self.started_at
+
+    async def _follow_policy(self, state: str, reason: str) -> None:
+        lending_now = self._lending.is_set()
+        if state == "lending" and not lending_now:
+            log.info("lending again: %s", reason)
+            self.lending = {"state": "lending", "reason": reason}
+            self._lending.set()
+        elif state != "lending" and lending_now:
+            log.info("withholding this machine: %s", reason)
+            await self._withhold(state, reason, int(self.cfg["lending.drain_deadline_s"]))
+        elif state != "lending":
+            self.lending = {"state": state, "reason": reason}
+
+    async def _withhold(self, state: str, reason: str, deadline: int) -> bool:
+        """Drain (no new work; running tasks get ``deadline``), then stop the worker."""
+        self.lending = {"state": state, "reason": reason}
+        drained = await asyncio.to_thread(self._drain_and_wait, deadline, reason)
+        self._lending.clear()
+        await asyncio.to_thread(self._stop_ray)
+        return drained
 
     async def _op_heartbeat(self, req: dict[str, Any]) -> Any:
         if self.role != "host":
@@ -524,6 +630,7 @@ class Agent:
                 "name": socket.gethostname(),
                 "state": self.state,
                 "lending": self.lending,
+                "resources": self.sample,
             }
             try:
                 msg = await cluster_api.request(
@@ -569,32 +676,35 @@ class Agent:
             return {"state": "paused", "drained": False}
         reason = str(req.get("reason") or "paused by hand")
         deadline = int(req.get("deadline_s", self.cfg["lending.drain_deadline_s"]))
-        self.lending = {"state": "paused", "reason": reason}
-        drained = await asyncio.to_thread(self._drain, deadline, reason)
-        self._lending.clear()
-        if self.ray is not None and self.ray.poll() is None:
-            await asyncio.to_thread(self._wait_drained, deadline)
-            await asyncio.to_thread(self._stop_ray)
+        self._manual = "paused"
+        drained = await self._withhold("paused", reason, deadline)
         return {"state": "paused", "drained": drained}
 
-    def _drain(self, deadline_s: int, reason: str) -> bool:
-        node_id = next((n.node_id for n in self._nodes(5.0) if self._is_me(n)), "")
-        if not node_id:
+    def _drain_and_wait(self, deadline_s: int, reason: str) -> bool:
+        """Drain this node in Ray, then wait until no task runs on it or the deadline passes
+        (what still runs then is retried elsewhere by Ray)."""
+        try:
+            node_id = next((n.node_id for n in self._nodes(5.0) if self._is_me(n)), "")
+        except LanrayError:
             return False
-        return ray_process.drain(
+        if not node_id or not ray_process.drain(
             self.creds.gcs_address, node_id, self.creds.token, deadline_s, reason
-        )
-
-    def _wait_drained(self, deadline_s: int) -> None:
-        """Until Ray leaves by itself (drained and idle) or the deadline passes."""
-        assert self.ray is not None
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.ray.wait(timeout=deadline_s)
+        ):
+            return False
+        end = time.monotonic() + deadline_s
+        url, token = self.creds.dashboard_url, self.creds.token
+        while time.monotonic() < end and self.ray is not None and self.ray.poll() is None:
+            with contextlib.suppress(LanrayError):
+                if ray_dashboard.running_tasks(url, token, node_id) == 0:
+                    break
+            time.sleep(0.5)
+        return True
 
     async def _op_resume(self, req: dict[str, Any]) -> Any:
         if self.role != "worker":
             raise LanrayError("only joined nodes pause and resume")
-        self.lending = {"state": "lending", "reason": "lent to the cluster"}
+        self._manual = "auto"
+        self.lending = {"state": "lending", "reason": "resumed by hand"}
         self._lending.set()
         return {"state": "lending"}
 

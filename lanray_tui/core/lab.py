@@ -389,6 +389,14 @@ def _make_node_dirs(root: Path) -> None:
         (root / sub).chmod(0o700)
     for sub in (".config", ".local/share", ".local/state", ".cache"):
         (root / "home" / sub).mkdir(parents=True)
+    # Lab nodes share one machine's CPU: the other nodes' Ray would look like the owner
+    # at work to the lending policy, so the lab lends unconditionally.
+    conf = root / "home" / ".config" / "lanray-tui"
+    conf.mkdir()
+    (conf / "config.yaml").write_text(
+        "# written by 'lanray-tui lab up': lab nodes share one machine's CPU\n"
+        "lending:\n  enabled: false\n"
+    )
 
 
 def _write_metadata(lab: Lab, path: Path) -> None:

@@ -20,6 +20,27 @@ class NodeInfo:
     cpus: float
     gpus: float
     memory_gb: float
+    # From the host's heartbeats (absent in a bare Ray row):
+    link: str = "n/a"  # "UP" | "UNREACHABLE" | "n/a"
+    lending: str = ""  # "lending" | "paused" | "owner-active" | ...
+    cpu_pct: float | None = None
+    mem_pct: float | None = None
+
+    @classmethod
+    def from_status(cls, d: dict[str, Any]) -> NodeInfo:
+        """A row of ``status``: Ray's fields plus link, lending and resource figures."""
+        res = d.get("resources") or {}
+        cpu, used, total = res.get("cpu_pct"), res.get("mem_used"), res.get("mem_total")
+        return cls(
+            **{k: d[k] for k in ("node_id", "ip", "name", "role", "state", "cpus", "gpus")},
+            memory_gb=d["memory_gb"],
+            link=str(d.get("link", "n/a")),
+            lending=str((d.get("lending") or {}).get("state", "")),
+            cpu_pct=float(cpu) if isinstance(cpu, (int, float)) else None,
+            mem_pct=100.0 * used / total
+            if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total
+            else None,
+        )
 
     @classmethod
     def from_ray(cls, row: dict[str, Any]) -> NodeInfo:
