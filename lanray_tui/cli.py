@@ -100,6 +100,10 @@ def build_parser() -> Parser:
     q.add_argument("--name", default="lab", metavar="NAME")
     lab.add_parser("list", help="list the labs that are up")
 
+    from . import cli_jobs
+
+    cli_jobs.add_parsers(sub)
+
     p = sub.add_parser("agent")  # internal: the agent in the foreground (also for systemd)
     p.add_argument("--role", choices=["host", "worker"], required=True)
     p.add_argument("--name", metavar="NAME")
@@ -276,7 +280,7 @@ def _status(args: argparse.Namespace) -> int:
         f"this node: {agent['role']} {agent['node_ip']} "
         f"(agent pid {agent['pid']}, {agent['state']})"
     )
-    rows = [("NAME", "IP", "ROLE", "STATE", "LINK", "LENDING", "CPUS", "GPUS", "MEMORY")]
+    rows = [("NAME", "IP", "ROLE", "STATE", "LINK", "LENDING", "CPUS", "CPU%", "GPUS", "MEMORY")]
     for n in result["nodes"]:
         rows.append(
             (
@@ -287,12 +291,17 @@ def _status(args: argparse.Namespace) -> int:
                 n.get("link", "n/a"),
                 (n.get("lending") or {}).get("state", "n/a"),
                 f"{n['cpus']:g}",
+                _pct((n.get("resources") or {}).get("cpu_pct")),
                 f"{n['gpus']:g}",
                 f"{n['memory_gb']:.1f} GiB",
             )
         )
     _table(rows)
     return 0
+
+
+def _pct(value: object) -> str:
+    return f"{value:.0f}" if isinstance(value, (int, float)) else "n/a"
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -379,7 +388,13 @@ def _agent(args: argparse.Namespace) -> int:
 
 
 def _tui(args: argparse.Namespace) -> int:
-    raise LanrayError("the full-screen TUI is not available yet; use the headless commands")
+    if not sys.stdout.isatty():
+        raise LanrayError("the TUI needs a terminal; use the headless commands (see --help)")
+    _config(args)  # a bad config stops here with its one line, before the screen opens
+    from .app import run_app
+
+    initial = {"host": "host", "join": "join"}.get(args.command or "")
+    return run_app(args.config, initial=initial)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -401,6 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "code": _code,
             "agent": _agent,
         }
+        from . import cli_jobs
+
+        handlers.update(cli_jobs.HANDLERS)
         if args.command is None:
             return _tui(args)
         return handlers[args.command](args)

@@ -1,0 +1,1 @@
+"""Whole screens of the TUI: menu, host form, join, cluster, help."""

@@ -1,0 +1,66 @@
+"""Control-socket calls from thread workers that a screen can cut short.
+
+``ControlClient.stream`` blocks in ``readline`` until the agent sends a line; a quiet log
+would keep its thread (and the process exit) waiting forever. :class:`AgentLink` remembers
+the sockets it opened so that :meth:`close` can shut them down from the UI thread: the
+blocked read returns at once and the worker ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..core.control import ControlClient
+from ..core.errors import NotRunningError
+
+
+class AgentLink(ControlClient):
+    """A :class:`ControlClient` whose open connections :meth:`close` can interrupt."""
+
+    def __init__(self, socket_path: Path, timeout: float = 10.0) -> None:
+        super().__init__(socket_path, timeout)
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._closed = False
+
+    def _connect(self, timeout: float | None) -> socket.socket:
+        with self._lock:
+            if self._closed:
+                raise NotRunningError("the view of this node was closed")
+        s = super()._connect(timeout)
+        with self._lock:
+            if self._closed:
+                s.close()
+                raise NotRunningError("the view of this node was closed")
+            self._open.add(s)
+        return s
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._open = {s for s in self._open if s.fileno() != -1}
+
+    def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        try:
+            return super().call(op, timeout, **args)
+        finally:
+            self._forget()
+
+    def stream(self, op: str, **args: Any) -> Iterator[Any]:
+        try:
+            yield from super().stream(op, **args)
+        finally:
+            self._forget()
+
+    def close(self) -> None:
+        """Interrupt every call and stream in flight; later calls fail at once."""
+        with self._lock:
+            self._closed = True
+            sockets, self._open = self._open, set()
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)

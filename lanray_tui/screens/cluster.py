@@ -1,0 +1,321 @@
+"""The cluster as this node's agent sees it: header, nodes, logs, jobs.
+
+Every socket call runs in a thread worker. The status poll never overlaps itself: the next
+one is scheduled when the last one has been handled. Log streams push lines into their
+pane's feed, which backs the stream off while the pane is behind. Leaving the screen
+interrupts every call and stream in flight (see :mod:`.agent_link`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from .. import messages
+from ..widgets.header import CODE_NOT_AVAILABLE, ClusterHeader
+from ..widgets.job_table import NOT_AVAILABLE as JOBS_NOT_AVAILABLE
+from ..widgets.job_table import JobTable
+from ..widgets.log_pane import FEED_HIGH_WATER, LogPane
+from ..widgets.node_table import NodeTable
+from .agent_link import AgentLink
+from .confirm import ConfirmScreen
+from .session import Session
+
+if TYPE_CHECKING:
+    from ..core.models import AgentInfo, NodeInfo
+
+POLL_INTERVAL_S = 1.0
+POLL_INTERVAL_GONE_S = 2.0
+CODE_INTERVAL_S = 10.0
+LOG_BACKLOG = 200
+LOG_RETRY_S = 2.0
+LOG_SOURCES = ("ray", "agent")
+
+
+def _node(d: dict[str, Any]) -> NodeInfo:
+    from ..core.models import NodeInfo
+
+    return NodeInfo.from_status(d)
+
+
+class ClusterScreen(Screen[None]):
+    """Re-attaches to a running agent, or shows the one just started."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "app.quit", "Quit (node keeps running)"),
+        Binding("L", "leave", "Leave cluster"),
+        Binding("1", "show('nodes')", "Nodes", show=False),
+        Binding("2", "show('ray')", "Ray log", show=False),
+        Binding("3", "show('agent')", "Agent log", show=False),
+        Binding("4", "show('jobs')", "Jobs", show=False),
+        Binding("n", "new_job", "New job", show=False),
+        Binding("c", "cancel_job", "Cancel job", show=False),
+        Binding("z", "zoom", "Zoom pane", show=False),
+        Binding("escape", "back", "Menu (when stopped)", show=False),
+    ]
+
+    def __init__(self, session: Session, agent: AgentInfo) -> None:
+        super().__init__()
+        self.session = session
+        self.agent = agent
+        self.link = AgentLink(session.paths.socket, timeout=8.0)
+        self.agent_gone = False
+        self.leaving = False
+        self.polls = 0
+        self._poll_timer: Timer | None = None
+        self._code_timer: Timer | None = None
+        self._log_started: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        yield ClusterHeader(self.agent, id="cluster-header")
+        nodes = NodeTable(id="nodes")
+        nodes.border_title = "Nodes (1)"
+        yield nodes
+        save_dir = self.session.paths.state_dir / "saved-logs"
+        with TabbedContent(initial="tab-ray", id="panes"):
+            with TabPane("Logs: Ray (2)", id="tab-ray"):
+                yield LogPane("ray", save_dir=save_dir, id="log-ray")
+            with TabPane("Logs: agent (3)", id="tab-agent"):
+                yield LogPane("agent", save_dir=save_dir, id="log-agent")
+            with TabPane("Jobs (4)", id="tab-jobs"):
+                yield JobTable(id="jobs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._poll_status()
+        for source in LOG_SOURCES:
+            self._start_log(source, LOG_BACKLOG)
+        if self.agent.role == "host":
+            self._fetch_code()
+        self.query_one(NodeTable).focus()
+
+    def on_unmount(self) -> None:
+        # Wakes every blocked read, so the workers (and the process exit) never hang.
+        self.link.close()
+
+    def pane(self, source: str) -> LogPane:
+        return self.query_one(f"#log-{source}", LogPane)
+
+    # ----- status poll ------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="status")
+    def _poll_status(self) -> None:
+        from ..core.control import AgentError
+        from ..core.errors import LanrayError, NotRunningError
+        from ..core.models import AgentInfo
+
+        try:
+            result = self.link.call("status", timeout=8.0)
+            nodes = [_node(n) for n in result["nodes"]]
+            agent = AgentInfo.from_json(result["agent"])
+        except NotRunningError as exc:
+            self.post_message(messages.StatusPolled(None, None, messages.describe(exc), True))
+            return
+        except (AgentError, KeyError, TypeError, ValueError) as exc:
+            # Ray's dashboard may be down while the agent is up: still show the agent's state.
+            try:
+                agent = AgentInfo.from_json(self.link.call("info", timeout=3.0))
+            except (LanrayError, KeyError, TypeError):
+                agent = None
+            self.post_message(messages.StatusPolled(None, agent, messages.describe(exc)))
+            return
+        self.post_message(messages.StatusPolled(nodes, agent))
+
+    def on_status_polled(self, message: messages.StatusPolled) -> None:
+        self.polls += 1
+        header = self.query_one(ClusterHeader)
+        if message.agent is not None:
+            self.agent = message.agent
+            header.set_agent(message.agent)
+        if message.nodes is not None:
+            self.query_one(NodeTable).update_nodes(message.nodes)
+            header.set_nodes(self.query_one(NodeTable).nodes)
+        was_gone = self.agent_gone
+        self.agent_gone = message.agent_gone
+        if self.leaving:
+            header.set_problem("leaving the cluster…")
+        elif message.agent_gone:
+            header.set_problem("the agent has stopped on this node (Esc: menu, q: quit)")
+            if not was_gone:
+                self.notify("the agent has stopped on this node", severity="warning")
+        elif message.error:
+            header.set_problem(message.error)
+        else:
+            header.set_problem("")
+        delay = POLL_INTERVAL_GONE_S if message.agent_gone else POLL_INTERVAL_S
+        self._poll_timer = self.set_timer(delay, self._poll_status)
+
+    # ----- join code (host) ---------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="code")
+    def _fetch_code(self) -> None:
+        from ..core.errors import LanrayError
+
+        try:
+            got = self.link.call("code", timeout=5.0)
+            code, left = str(got["code"]), float(got.get("expires_in", 0))
+        except (LanrayError, KeyError, TypeError, ValueError):
+            self.post_message(messages.JoinCodeFetched("", 0, CODE_NOT_AVAILABLE))
+            return
+        self.post_message(messages.JoinCodeFetched(code, left))
+
+    def on_join_code_fetched(self, message: messages.JoinCodeFetched) -> None:
+        self.query_one(ClusterHeader).set_code(message.code, message.expires_in, message.error)
+        delay = CODE_INTERVAL_S
+        if message.code and 0 < message.expires_in < delay:
+            delay = message.expires_in + 0.5
+        self._code_timer = self.set_timer(delay, self._fetch_code)
+
+    # ----- logs -----------------------------------------------------------------------------
+
+    def _start_log(self, source: str, backlog: int) -> None:
+        feed = self.pane(source).feed
+
+        def stream() -> None:
+            from ..core.errors import LanrayError
+
+            worker = get_current_worker()
+            reason = "the agent ended the log stream"
+            try:
+                for item in self.link.stream("logs", source=source, lines=backlog, follow=True):
+                    if worker.is_cancelled:
+                        return
+                    feed.put(str(item.get("line", "")) if isinstance(item, dict) else str(item))
+                    if feed.backlog > FEED_HIGH_WATER:
+                        feed.wait_for_room(lambda: worker.is_cancelled)
+            except LanrayError as exc:
+                reason = messages.describe(exc)
+            except (OSError, ValueError) as exc:
+                reason = f"the log stream broke: {exc}"
+            if not worker.is_cancelled:
+                self.post_message(messages.LogStreamEnded(source, reason))
+
+        self._log_started.add(source)
+        self.run_worker(
+            stream, thread=True, exclusive=True, exit_on_error=False, group=f"log-{source}"
+        )
+
+    def on_log_stream_ended(self, message: messages.LogStreamEnded) -> None:
+        pane = self.pane(message.source)
+        pane.note = f"stream stopped: {message.reason}; retrying"
+        pane.update_status()
+        # Only new lines when it comes back: the backlog was shown already.
+        self.set_timer(LOG_RETRY_S, lambda: self._restart_log(message.source))
+
+    def _restart_log(self, source: str) -> None:
+        if self.is_attached and not self.leaving:
+            pane = self.pane(source)
+            pane.note = ""
+            pane.update_status()
+            self._start_log(source, 0)
+
+    # ----- actions --------------------------------------------------------------------------
+
+    def action_show(self, what: str) -> None:
+        if what == "nodes":
+            self.query_one(NodeTable).focus()
+            return
+        tabs = self.query_one(TabbedContent)
+        tabs.active = f"tab-{what}"
+        if what == "jobs":
+            self.query_one(JobTable).focus()
+        else:
+            self.pane(what).view.focus()
+
+    def _active_pane(self) -> LogPane:
+        active = self.query_one(TabbedContent).active
+        return self.pane("agent" if active == "tab-agent" else "ray")
+
+    async def action_log(self, action: str) -> None:
+        """Run a log pane action on the pane on show (for the command palette)."""
+        pane = self._active_pane()
+        if self.query_one(TabbedContent).active == "tab-jobs":
+            self.action_show("ray")
+        pane.view.focus()
+        await pane.run_action(action)
+
+    def action_new_job(self) -> None:
+        self.notify(JOBS_NOT_AVAILABLE, title="new job")
+
+    def action_cancel_job(self) -> None:
+        self.notify(JOBS_NOT_AVAILABLE, title="cancel job")
+
+    def action_zoom(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+        elif self.focused is not None:
+            self.maximize(self.focused)
+
+    def action_back(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+        elif self.agent_gone and not self.leaving:
+            self.post_message(messages.ShowMenu())
+
+    def action_leave(self) -> None:
+        if self.leaving:
+            return
+        if self.agent.role == "host":
+            question = (
+                f"Stop hosting '{self.agent.cluster_name}'?\n"
+                "This stops Ray on this machine: the whole cluster goes down."
+            )
+        else:
+            question = (
+                f"Leave '{self.agent.cluster_name}'?\nThis stops Ray and the agent on this node."
+            )
+        self.app.push_screen(ConfirmScreen(question, yes="Leave"), self._leave_confirmed)
+
+    def _leave_confirmed(self, yes: bool | None) -> None:
+        if not yes:
+            return
+        self.leaving = True
+        self.query_one(ClusterHeader).set_problem("leaving the cluster…")
+        self._leave()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="leave")
+    def _leave(self) -> None:
+        from ..core import lifecycle
+        from ..core.errors import LanrayError
+
+        try:
+            pid = lifecycle.leave(self.session.paths)
+        except LanrayError as exc:
+            self.post_message(messages.LeaveFinished(None, messages.describe(exc)))
+            return
+        self.post_message(messages.LeaveFinished(pid))
+
+    def on_leave_finished(self, message: messages.LeaveFinished) -> None:
+        self.leaving = False
+        if message.error:
+            self.query_one(ClusterHeader).set_problem(message.error)
+            self.notify(message.error, title="leave failed", severity="error")
+            return
+        self.notify(f"left the cluster; agent pid {message.pid} and its Ray have stopped")
+        self.post_message(messages.ShowMenu())
+
+    def commands(self) -> list[tuple[str, str, str]]:
+        return [
+            ("Leave the cluster", "Stop Ray and the agent on this node", "leave"),
+            ("Filter the log", "Show only lines with some text", "log('filter')"),
+            ("Toggle log wrap", "Wrap long log lines", "log('toggle_wrap')"),
+            ("Toggle log timestamps", "Show when each line arrived", "log('toggle_timestamps')"),
+            ("Save the log", "Write the kept log lines to a file", "log('save')"),
+            ("Follow the log", "Jump to the end and follow new lines", "log('follow')"),
+            ("Show nodes", "Focus the node list", "show('nodes')"),
+            ("Show the Ray log", "This node's Ray output", "show('ray')"),
+            ("Show the agent log", "This node's agent output", "show('agent')"),
+            ("Show jobs", "The job queue (not available yet)", "show('jobs')"),
+            ("Zoom the focused pane", "Fill the screen with it (z again: back)", "zoom"),
+        ]
+
+    @on(TabbedContent.TabActivated, "#panes")
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        event.stop()

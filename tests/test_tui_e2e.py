@@ -1,0 +1,96 @@
+"""The real lanray-tui in tmux, inside the lab: host on n1, join on n2 with the code.
+
+Reads the screen with `tmux capture-pane`, as a person over SSH would see it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import needs_root
+from tests.labkit import LANRAY, Node, node_env
+
+pytestmark = [
+    needs_root,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux"),
+]
+SOCKET = "lanray-e2e"
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(
+        ["tmux", "-L", SOCKET, *args], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+
+
+def screen(session: str) -> str:
+    return tmux("capture-pane", "-p", "-t", session)
+
+
+def wait_screen(session: str, *needles: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = screen(session)
+        if all(n in text for n in needles):
+            return text
+        time.sleep(0.3)
+    raise AssertionError(f"{session}: {needles} not on screen after {timeout} s:\n{text}")
+
+
+@pytest.fixture(scope="module")
+def two(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    from lanray_tui.core import lab as labmod
+
+    labmod.down("tx")
+    lab = labmod.up("tx", 2)
+    nodes = {n: Node(lab, n) for n in ("n1", "n2")}
+    try:
+        yield nodes
+    finally:
+        subprocess.run(["tmux", "-L", SOCKET, "kill-server"], capture_output=True, timeout=30)
+        for n in ("n2", "n1"):
+            nodes[n].leave()
+        labmod.down("tx")
+
+
+def start_tui(node: Node, session: str) -> None:
+    from lanray_tui.core import lab as labmod
+
+    cmd = labmod.exec_argv(node.lab, node.name, LANRAY, env=node_env({"TERM": "xterm-256color"}))
+    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "32", shlex.join(cmd))
+
+
+def test_host_then_join_with_the_code_in_tmux(two: dict[str, Any]) -> None:
+    n1, n2 = two["n1"], two["n2"]
+    start_tui(n1, "host")
+    wait_screen("host", "Host a cluster", "Join a cluster")
+    tmux("send-keys", "-t", "host", "h")
+    wait_screen("host", "CPUs")
+    tmux("send-keys", "-t", "host", "Enter")
+    text = wait_screen("host", "Nodes", "Logs", "ALIVE", n1.address, timeout=120)
+    assert "Jobs" in text
+
+    start_tui(n2, "join")
+    wait_screen("join", "Host a cluster")
+    tmux("send-keys", "-t", "join", "j")
+    wait_screen("join", n1.address, timeout=30)
+    code = n1.lanray("code", check=True).stdout.split()[-1]
+    tmux("send-keys", "-t", "join", "Enter")
+    time.sleep(1)
+    tmux("send-keys", "-t", "join", "-l", code)
+    tmux("send-keys", "-t", "join", "Enter")
+    text = wait_screen("host", n2.address, timeout=120)
+    deadline = time.monotonic() + 60
+    while text.count("ALIVE") < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        text = screen("host")
+    assert text.count("ALIVE") >= 2, text
+    assert n2.agent_running()
