@@ -128,7 +128,13 @@ def main() -> int:
     if os.geteuid() != 0:
         die("this benchmark needs root (the lab and dockerd)")
     sh([str(ROOT / "scripts" / "dockerd.sh")])
-    image = sh([str(ROOT / "tests" / "images" / "build_ray_image.sh")]).splitlines()[-1]
+    # the image's Ray and Python are this interpreter's (whatever venv runs the benchmark)
+    build = [
+        "env",
+        f"PYTHON={sys.executable}",
+        str(ROOT / "tests" / "images" / "build_ray_image.sh"),
+    ]
+    image = sh(build).splitlines()[-1]
     net = f"lanray-bench-{os.getpid()}"
     bridge = f"lrb{os.getpid() % 100000}"
     sh(

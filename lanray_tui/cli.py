@@ -34,6 +34,13 @@ def _add_lend(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--node-ip", metavar="IP", help="address to give Ray (default: found from the routes)"
     )
+    p.add_argument(
+        "--runtime", choices=["native", "docker"], help="run Ray natively or in a container"
+    )
+    p.add_argument("--image", metavar="IMAGE", help="image for --runtime docker")
+    p.add_argument(
+        "--docker-network", metavar="NET", help="Docker network for --runtime docker (or host)"
+    )
 
 
 def build_parser() -> Parser:
@@ -81,7 +88,12 @@ def build_parser() -> Parser:
     sub.add_parser("leave", help="stop this node's Ray and agent (on the host: the cluster)")
     p = sub.add_parser("pause", help="stop lending this machine: drain its Ray worker")
     p.add_argument("--deadline", type=int, metavar="S", help="seconds running tasks get")
-    sub.add_parser("resume", help="lend this machine again")
+    sub.add_parser("resume", help="lend this machine again (or start what 'stop' stopped)")
+    sub.add_parser("restart", help="restart this node's Ray now (docker: a fresh container)")
+    p = sub.add_parser(
+        "stop", help="stop this node's Ray (its container) but keep the agent; 'resume' starts it"
+    )
+    p.add_argument("--deadline", type=int, metavar="S", help="seconds running tasks get")
 
     p = sub.add_parser("lab", help="a virtual LAN of nodes on this machine (root)")
     lab = p.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=Parser, required=True)
@@ -131,13 +143,29 @@ def _lend_overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = getattr(args, attr)
     if getattr(args, "node_ip", None):
         out["ray__node_ip"] = args.node_ip
+    for attr, key in (
+        ("runtime", "runtime__kind"),
+        ("image", "runtime__image"),
+        ("docker_network", "runtime__docker_network"),
+    ):
+        if getattr(args, attr, None):
+            out[key] = getattr(args, attr)
     return out
 
 
 def _lend_argv(args: argparse.Namespace) -> list[str]:
     """The lend options again, for the agent process (it applies them like the CLI does)."""
     out: list[str] = []
-    for attr in ("cpus", "gpus", "memory_gb", "node_ip", "name"):
+    for attr in (
+        "cpus",
+        "gpus",
+        "memory_gb",
+        "node_ip",
+        "name",
+        "runtime",
+        "image",
+        "docker_network",
+    ):
         value = getattr(args, attr, None)
         if value is not None:
             out += [f"--{attr.replace('_', '-')}", str(value)]
@@ -331,6 +359,26 @@ def _resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restart(args: argparse.Namespace) -> int:
+    from .core import lifecycle
+
+    lifecycle.client(_config(args).paths()).call("restart_ray", timeout=60.0)
+    print("restarting this node's Ray; 'lanray-tui status' shows it come back")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from .core import lifecycle
+
+    cfg = _config(args)
+    req = {} if args.deadline is None else {"deadline_s": args.deadline}
+    timeout = float(args.deadline if args.deadline is not None else cfg["lending.drain_deadline_s"])
+    got = lifecycle.client(cfg.paths()).call("stop_ray", timeout=timeout + 60, **req)
+    how = "drained and stopped" if got.get("drained") else "stopped"
+    print(f"this node's Ray is {how}; the agent stays ('lanray-tui resume' starts Ray again)")
+    return 0
+
+
 def _leave(args: argparse.Namespace) -> int:
     from .core import lifecycle
 
@@ -411,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "leave": _leave,
             "pause": _pause,
             "resume": _resume,
+            "restart": _restart,
+            "stop": _stop,
             "lab": _lab,
             "scan": _scan,
             "code": _code,

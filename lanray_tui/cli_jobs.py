@@ -8,10 +8,7 @@ own packaging, the only heavy import here, done only when there is something to 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -96,14 +93,6 @@ def _client(args: argparse.Namespace) -> Any:
     return ControlClient(_paths(args).socket)
 
 
-def _submitter() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
-
-
 def _parse_env(items: list[str] | None) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in items or []:
@@ -143,124 +132,22 @@ def _split_submit(args: argparse.Namespace) -> tuple[list[str], str, list[str]]:
     return [], path, script_args
 
 
-def _upload(args: argparse.Namespace, directory: Path) -> str:
-    """Upload ``directory`` to the cluster from this node; returns the package URI.
-
-    Ray names a package by a hash of its content. When nothing in the directory changed
-    since the last upload from this node (same files, sizes and times) and the cluster still
-    holds that package, its URI is reused without loading Ray to hash the directory again.
-    """
-    from .adapters import ray_jobs
-    from .core import credentials
-
-    paths = _paths(args)
-    creds = credentials.load(paths.credentials)
-    if creds is None or not creds.head_address:
-        raise LanrayError("this node has no cluster credentials: host or join a cluster first")
-    directory = directory.resolve()
-    if not directory.is_dir():
-        raise LanrayError(f"working dir '{directory}' is not a directory")
-    cache = paths.state_dir / "uploads.json"
-    signature = _signature(directory)
-    known = _read_cache(cache).get(str(directory), {})
-    if signature and known.get("signature") == signature:
-        uri = str(known.get("uri", ""))
-        try:
-            if uri and ray_jobs.RayJobs(creds.dashboard_url, creds.token).package_exists(uri):
-                return uri
-        except LanrayError:
-            pass  # ask Ray's own upload, which says what is wrong
-    uri = ray_jobs.upload_working_dir(creds.dashboard_url, creds.token, directory)
-    if signature:
-        _write_cache(cache, str(directory), {"signature": signature, "uri": uri})
-    return uri
-
-
-MAX_SIGNED_FILES = 20_000
-MAX_CACHED_DIRS = 50
-
-
-def _signature(directory: Path) -> str:
-    """A hash of every path, size and modification time under ``directory`` (empty when it
-    holds too much to be worth it). Any change, even to a file Ray would skip, changes it."""
-    import hashlib
-
-    h = hashlib.sha256()
-    count = 0
-    ignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "")
-    h.update(f"gitignore={ignore}\n".encode())
-    for root, dirs, files in os.walk(directory):
-        dirs.sort()
-        rel = os.path.relpath(root, directory)
-        h.update(f"d {rel}\n".encode())
-        for name in sorted(files):
-            count += 1
-            if count > MAX_SIGNED_FILES:
-                return ""
-            try:
-                st = os.lstat(os.path.join(root, name))
-            except OSError:
-                return ""
-            h.update(f"f {rel}/{name} {st.st_size} {st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        doc = json.loads(path.read_text())
-        return doc if isinstance(doc, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> None:
-    doc = _read_cache(path)
-    doc.pop(key, None)
-    doc[key] = entry
-    doc = dict(list(doc.items())[-MAX_CACHED_DIRS:])
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # only a cache
-
-
 def _build_spec(args: argparse.Namespace) -> dict[str, Any]:
+    from .core.submit import Submission, build_spec
+
     command, script, script_args = _split_submit(args)
-    spec: dict[str, Any] = {"args": script_args}
-    working_dir: Path | None = args.working_dir
-    if script:
-        path = Path(script).expanduser()
-        if not path.is_file():
-            raise LanrayError(f"no such script: '{script}'")
-        path = path.resolve()
-        base = (working_dir or path.parent).expanduser().resolve()
-        try:
-            rel = path.relative_to(base)
-        except ValueError:
-            raise LanrayError(
-                f"the script '{script}' is not inside --working-dir '{base}'"
-            ) from None
-        spec["script"] = rel.as_posix()
-        working_dir = base
-    else:
-        spec["command"] = command
-    if working_dir is not None:
-        spec["working_dir"] = _upload(args, working_dir.expanduser())
-    if args.cpus is not None:
-        spec["num_cpus"] = args.cpus
-    if args.gpus is not None:
-        spec["num_gpus"] = args.gpus
-    if args.name:
-        spec["name"] = args.name
-    if args.priority is not None:
-        spec["priority"] = args.priority
-    env = _parse_env(args.env)
-    if env:
-        spec["env"] = env
-    return spec
+    sub = Submission(
+        script=Path(script) if script else None,
+        command=command,
+        args=script_args,
+        working_dir=args.working_dir,
+        num_cpus=args.cpus,
+        num_gpus=args.gpus,
+        name=args.name,
+        priority=args.priority,
+        env=_parse_env(args.env),
+    )
+    return build_spec(_paths(args), sub)
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -319,8 +206,10 @@ def _print_logs(args: argparse.Namespace, job_id: str, follow: bool) -> dict[str
 
 
 def submit(args: argparse.Namespace) -> int:
+    from .core.submit import submitter
+
     spec = _build_spec(args)
-    job = _client(args).call("submit", timeout=30.0, spec=spec, submitter=_submitter())
+    job = _client(args).call("submit", timeout=30.0, spec=spec, submitter=submitter())
     print(f"queued '{job['name']}' as {job['id']}", flush=True)
     if not args.follow:
         return 0

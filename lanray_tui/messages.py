@@ -108,12 +108,14 @@ class StatusPolled(Message):
         agent: AgentInfo | None,
         error: str = "",
         agent_gone: bool = False,
+        free: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.nodes = nodes
         self.agent = agent
         self.error = error
         self.agent_gone = agent_gone
+        self.free = free  # CPUs, GPUs, memory that Ray has not handed out (None: unknown)
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, StatusPolled)
@@ -139,6 +141,30 @@ class LogStreamEnded(Message):
         super().__init__()
         self.source = source
         self.reason = reason
+
+
+class JobsPolled(Message):
+    """One poll of the job queue (``jobs`` is None with ``error`` when it could not be read)."""
+
+    def __init__(
+        self, jobs: list[dict[str, Any]] | None, notes: list[str], error: str = ""
+    ) -> None:
+        super().__init__()
+        self.jobs = jobs
+        self.notes = notes
+        self.error = error
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, JobsPolled)
+
+
+class NodeActionDone(Message):
+    """A pause, resume, restart or stop of this node's Ray finished (``ok``) or failed."""
+
+    def __init__(self, text: str, ok: bool) -> None:
+        super().__init__()
+        self.text = text
+        self.ok = ok
 
 
 class LeaveFinished(Message):

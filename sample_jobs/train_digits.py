@@ -122,6 +122,9 @@ def train_loop(config: dict[str, Any]) -> None:
                 f"test accuracy {acc:.4f}",
                 flush=True,
             )
+            # for lanray-tui's job details view, which plots these rows
+            metric = {"run": f"{world}w", **row}
+            print("lanray-metric " + json.dumps(metric), flush=True)
     nodes = _nodes_of_workers(world)
     if rank == 0:
         ray.get(config["sink"].done.remote(train_s, nodes))

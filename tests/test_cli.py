@@ -69,3 +69,23 @@ def test_join_with_a_malformed_code_is_one_line() -> None:
 def test_bad_lend_value_from_cli() -> None:
     p = run("host", "--headless", "--cpus", "-2")
     assert p.returncode == 2 and "lend.cpus" in p.stderr
+
+
+def test_runtime_options_become_config_overrides_for_the_cli_and_the_agent() -> None:
+    from lanray_tui import cli
+
+    args = cli.build_parser().parse_args(
+        ["join", "10.0.0.5", "--runtime", "docker", "--image", "img:1", "--docker-network", "n"]
+    )
+    over = cli._lend_overrides(args)
+    assert over["runtime__kind"] == "docker" and over["runtime__image"] == "img:1"
+    assert over["runtime__docker_network"] == "n"
+    argv = cli._lend_argv(args)
+    assert argv[argv.index("--runtime") + 1] == "docker"
+    agent = cli.build_parser().parse_args(["agent", "--role", "worker", *argv])
+    assert cli._lend_overrides(agent) == over  # the agent runs with what the CLI was given
+
+
+def test_unknown_runtime_is_one_line() -> None:
+    p = run("host", "--headless", "--runtime", "podman")
+    assert p.returncode == 2 and "invalid choice" in p.stderr and "Traceback" not in p.stderr

@@ -30,6 +30,14 @@ def test_two_nodes_alive(cluster: dict[str, Any]) -> None:
     # the worker's view goes to the same head
     assert n2.status()["agent"]["role"] == "worker"
     assert node_states(n2)[n2.address] == "ALIVE"
+    # what Ray has not handed out, from the host's summary (refreshed every 2 s)
+    wait_for(lambda: n2.status().get("free") is not None, timeout=15)
+    free = n2.status()["free"]
+    total = sum(n["cpus"] for n in status["nodes"] if n["state"] == "ALIVE")
+    assert 0 <= free["free_cpus"] <= total and free["free_memory_gb"] > 0
+    rows = {n["ip"]: n for n in n1.status()["nodes"] if n["state"] == "ALIVE"}
+    assert rows[n1.address]["runtime"] == {"kind": "native"}
+    wait_for(lambda: row_of(n1, n2.address).get("runtime") == {"kind": "native"}, timeout=10)
 
 
 def test_node_ip_is_the_lan_address(cluster: dict[str, Any]) -> None:
@@ -116,3 +124,7 @@ def test_worker_cannot_print_token(cluster: dict[str, Any]) -> None:
     n2: Node = cluster["n2"]
     p = n2.lanray("token")
     assert p.returncode == 1 and "only the host" in p.stderr
+
+
+def row_of(node: Any, ip: str) -> dict[str, Any]:
+    return next((n for n in node.status()["nodes"] if n["ip"] == ip and n["state"] == "ALIVE"), {})

@@ -85,3 +85,26 @@ def test_pause_drains_without_losing_tasks_and_resume_rejoins(cluster: dict[str,
     assert n2.lanray("resume").returncode == 0
     wait_for(lambda: row(n1, n2.address).get("state") == "ALIVE", timeout=60)
     assert row(n1, n2.address)["lending"]["state"] == "lending"
+
+
+def test_restart_and_stop_by_hand_keep_the_agent(cluster: dict[str, Any]) -> None:
+    """What the TUI's R and S keys do: a fresh Ray at once; Ray stopped until resume."""
+    n1, n2 = cluster["n1"], cluster["n2"]
+    before = row(n1, n2.address)["node_id"]
+    p = n2.lanray("restart", timeout=60)
+    assert p.returncode == 0, p.stderr
+    wait_for(
+        lambda: (r := row(n1, n2.address)).get("state") == "ALIVE" and r["node_id"] != before,
+        timeout=60,
+    )
+    wait_for(lambda: n2.status()["agent"]["state"] == "ready", timeout=30)
+    p = n2.lanray("stop", "--deadline", "5", timeout=120)
+    assert p.returncode == 0 and "resume" in p.stdout, p.stderr
+    wait_for(lambda: row(n1, n2.address).get("state") != "ALIVE", timeout=15)
+    agent = n2.status()["agent"]
+    assert agent["state"] == "paused" and agent["lending"]["state"] == "stopped"
+    p = n2.lanray("restart", timeout=30)  # nothing to restart: one line saying why
+    assert p.returncode == 1 and "resume" in p.stderr and len(p.stderr.splitlines()) == 1
+    assert n2.lanray("resume", timeout=30).returncode == 0
+    wait_for(lambda: row(n1, n2.address).get("state") == "ALIVE", timeout=60)
+    wait_for(lambda: n2.status()["agent"]["state"] == "ready", timeout=30)

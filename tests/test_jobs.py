@@ -226,6 +226,26 @@ def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
         JobQueue(path)
 
 
+def test_a_queue_of_schema_1_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    q = JobQueue(path)
+    job = q.add(spec("old"))
+    q.close()
+    db = sqlite3.connect(path)  # the table as lanray-tui 0.1 made it: no node column
+    db.execute("ALTER TABLE jobs DROP COLUMN node")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    q = JobQueue(path)
+    try:
+        again = q.get(job.id)
+        assert again.name == "old" and again.node == ""
+        assert q.transition(job.id, [QUEUED], SUBMITTED, node="10.0.0.2") is not None
+        assert q.get(job.id).node == "10.0.0.2"
+    finally:
+        q.close()
+
+
 def test_a_damaged_database_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite3"
     path.write_bytes(b"this is not sqlite" * 100)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lanray_tui import cli, cli_jobs
+from lanray_tui.core import submit
 from lanray_tui.core.errors import LanrayError
 
 
@@ -103,19 +104,19 @@ def test_the_upload_signature_changes_with_any_file(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.py").write_text("print(1)\n")
     (tmp_path / "sub" / "b.txt").write_text("x")
-    first = cli_jobs._signature(tmp_path)
-    assert first and cli_jobs._signature(tmp_path) == first
+    first = submit.signature(tmp_path)
+    assert first and submit.signature(tmp_path) == first
     (tmp_path / "sub" / "b.txt").write_text("xy")
-    second = cli_jobs._signature(tmp_path)
+    second = submit.signature(tmp_path)
     assert second != first
     (tmp_path / "c.py").write_text("")
-    assert cli_jobs._signature(tmp_path) not in (first, second)
+    assert submit.signature(tmp_path) not in (first, second)
 
 
 def test_the_upload_cache_keeps_the_last_dirs(tmp_path: Path) -> None:
     cache = tmp_path / "state" / "uploads.json"
-    for i in range(cli_jobs.MAX_CACHED_DIRS + 5):
-        cli_jobs._write_cache(cache, f"/d{i}", {"signature": "s", "uri": f"gcs://{i}.zip"})
-    doc = cli_jobs._read_cache(cache)
-    assert len(doc) == cli_jobs.MAX_CACHED_DIRS and "/d0" not in doc
-    assert doc[f"/d{cli_jobs.MAX_CACHED_DIRS + 4}"]["uri"].endswith(".zip")
+    for i in range(submit.MAX_CACHED_DIRS + 5):
+        submit._write_cache(cache, f"/d{i}", {"signature": "s", "uri": f"gcs://{i}.zip"})
+    doc = submit._read_cache(cache)
+    assert len(doc) == submit.MAX_CACHED_DIRS and "/d0" not in doc
+    assert doc[f"/d{submit.MAX_CACHED_DIRS + 4}"]["uri"].endswith(".zip")

@@ -179,8 +179,9 @@ async def test_priority_slots_and_waiting_for_the_cluster(
     assert a["runtime_env"]["env_vars"]["PATH"] == "/opt/py/bin:${PATH}"
     assert a["metadata"]["lanray_submitter"] == "me@n1"
     for job in sent.values():
-        ray.set(job["submission_id"], "RUNNING")
+        ray.set(job["submission_id"], "RUNNING", driver_info={"node_ip_address": "10.0.0.7"})
     await service.until(lambda: _all(service, [ids[0], ids[2]], RUNNING))
+    assert (await service.op("job", id=ids[0]))["node"] == "10.0.0.7"  # where its driver runs
     ray.set(a["submission_id"], "SUCCEEDED", driver_exit_code=0, end_time=int(time.time() * 1e3))
     await service.until(lambda: ray.posts == 3)
     st = await service.states()

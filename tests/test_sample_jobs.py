@@ -23,12 +23,19 @@ def needs(module: str) -> Any:
 
 
 def run_sample(node: Any, script: str, *args: str, timeout: float = 240) -> dict[str, Any]:
+    return submit_sample(node, script, *args, timeout=timeout)[0]
+
+
+def submit_sample(
+    node: Any, script: str, *args: str, timeout: float = 240
+) -> tuple[dict[str, Any], list[str]]:
+    """The job's JSON summary (its last JSON line) and every line of its log."""
     p = node.lanray("submit", str(SAMPLES / script), "--follow", "--", *args, timeout=timeout)
     lines = p.stdout.strip().splitlines()
     assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-2000:])
     assert lines[-1].startswith("SUCCEEDED"), lines[-5:]
     result = next(ln for ln in reversed(lines) if ln.startswith("{"))
-    return json.loads(result)  # type: ignore[no-any-return]
+    return json.loads(result), lines
 
 
 def test_parallel_map(cluster: dict[str, Any]) -> None:
@@ -51,8 +58,13 @@ def test_gpu_tasks_without_gpus(cluster: dict[str, Any]) -> None:
 @needs("torch")
 @needs("sklearn")
 def test_train_digits(cluster: dict[str, Any]) -> None:
-    got = run_sample(cluster["n1"], "train_digits.py", "--epochs", "1", timeout=300)
-    assert got["epochs"] == 1 and got["device"] == "cpu"
+    from lanray_tui.core import metrics
+
+    got, lines = submit_sample(cluster["n1"], "train_digits.py", "--epochs", "2", timeout=300)
+    assert got["epochs"] == 2 and got["device"] == "cpu"
+    # what the TUI's job details plot: loss and accuracy per epoch, for both runs
+    series = metrics.parse(lines)
+    assert len(series["1w loss"]) >= 2 and len(series[f"{got['workers']}w accuracy"]) >= 2
     assert got["parallel"]["workers"] == got["workers"] >= 1
     assert got["baseline"]["accuracy"] > 0.5 and got["parallel"]["accuracy"] > 0.5
     assert "speedup" in got and "accuracy_delta" in got

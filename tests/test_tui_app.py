@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, RadioButton
 
 from lanray_tui import messages
 from lanray_tui.app import LanrayApp
@@ -141,11 +141,14 @@ async def test_host_form_defaults_come_from_the_config(tmp_path: Path) -> None:
         values = {i.id: i.value for i in screen.query(Input)}
         assert values == {"name": "atelier", "cpus": "3", "gpus": "", "memory": "1.5"}
         assert screen.query_one("#gpus", Input).placeholder == "all"
-        assert screen.query_one("#runtime-docker").disabled
         assert isinstance(screen, HostFormScreen)
         extra, checked = screen.read_form()
         assert extra == []  # the defaults need no options for the agent
-        assert checked["cluster_name"] == "atelier"
+        assert checked["cluster_name"] == "atelier" and checked["runtime.kind"] == "native"
+        screen.query_one("#runtime-docker", RadioButton).value = True
+        await pilot.pause()
+        extra, checked = screen.read_form()
+        assert extra == ["--runtime", "docker"] and checked["runtime.kind"] == "docker"
 
 
 async def test_host_form_refuses_what_the_config_would(tmp_path: Path) -> None:
@@ -264,7 +267,7 @@ async def test_join_by_address_and_token(monkeypatch: pytest.MonkeyPatch) -> Non
     calls: list[tuple[Any, ...]] = []
 
     def join_with_token(cfg: Any, address: str, token: str, **kw: Any) -> Any:
-        calls.append((address, token))
+        calls.append((address, token, cfg["runtime.kind"], list(kw["extra"])))
         raise LanrayError("the agent exited: cannot reach 10.9.0.9:6379")
 
     monkeypatch.setattr(lifecycle, "join_with_token", join_with_token)
@@ -278,8 +281,15 @@ async def test_join_by_address_and_token(monkeypatch: pytest.MonkeyPatch) -> Non
         await pilot.press(*"10.9.0.9", "enter", *"sekrit", "enter")
         steps = app.screen.query_one(StepList)
         await wait_for(pilot, lambda: bool(steps.error), "the join to fail")
-        assert calls == [("10.9.0.9", "sekrit")]
+        assert calls == [("10.9.0.9", "sekrit", "native", [])]
         assert "cannot reach" in steps.error
+        # the same join with Ray in a container: the agent is told so
+        app.screen.query_one("#runtime-docker", RadioButton).value = True
+        await pilot.pause()
+        app.screen.query_one("#token", Input).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(calls) == 2, "the second try")
+        assert calls[1] == ("10.9.0.9", "sekrit", "docker", ["--runtime", "docker"])
 
 
 async def test_join_says_when_discovery_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -388,3 +398,34 @@ async def test_a_key_pressed_before_the_config_loads_is_kept(
         assert isinstance(app.screen, MenuScreen)
         gate.set()
         await started(pilot, HostFormScreen)
+
+
+async def test_a_step_that_updates_the_one_before_replaces_it() -> None:
+    from textual.app import App
+
+    class One(App[None]):
+        def compose(self) -> Any:
+            yield StepList()
+
+    app = One()
+    async with app.run_test():
+        steps = app.query_one(StepList)
+        _add_steps(steps)
+    assert steps.steps == [
+        "starting Ray",
+        "pulling reg:5000/ray:2: 2 of 3 layers done, 6.1 of 9.0 MB",
+        "pulled reg:5000/ray:2",
+        "Ray is ready",
+    ]
+
+
+def _add_steps(steps: StepList) -> None:
+    for step in (
+        "starting",
+        "pulling reg:5000/ray:2",
+        "pulling reg:5000/ray:2: 0 of 3 layers done, 0.0 of 9.0 MB",
+        "pulling reg:5000/ray:2: 2 of 3 layers done, 6.1 of 9.0 MB",
+        "pulled reg:5000/ray:2",
+        "ready",
+    ):
+        steps.add(step)

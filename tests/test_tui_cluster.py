@@ -125,18 +125,6 @@ async def test_logs_stream_into_the_panes(fake: FakeAgent) -> None:
         assert screen.pane("agent").view.show_timestamps
 
 
-async def test_jobs_say_not_available_yet(fake: FakeAgent) -> None:
-    app = LanrayApp(watch=quiet_lan)
-    async with app.run_test(size=SIZE) as pilot:
-        await attached(pilot)
-        await pilot.press("4")
-        assert "job queue: not available yet" in str(app.screen.query_one("#jobs").render())
-        for key in ("n", "c", "enter"):
-            await pilot.press(key)
-        notes = [n.message for n in app._notifications]
-        assert notes.count("job queue: not available yet") == 3
-
-
 async def test_help_on_the_cluster_screen_lists_its_keys(fake: FakeAgent) -> None:
     app = LanrayApp(watch=quiet_lan)
     async with app.run_test(size=SIZE) as pilot:

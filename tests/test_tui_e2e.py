@@ -5,6 +5,7 @@ Reads the screen with `tmux capture-pane`, as a person over SSH would see it.
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -94,3 +95,25 @@ def test_host_then_join_with_the_code_in_tmux(two: dict[str, Any]) -> None:
         text = screen("host")
     assert text.count("ALIVE") >= 2, text
     assert n2.agent_running()
+
+
+def test_a_job_queued_from_the_joined_tui_runs_on_the_host_queue(two: dict[str, Any]) -> None:
+    """After the join above: n2's jobs pane queues a command; n1's pane shows it end."""
+    n1, n2 = two["n1"], two["n2"]
+    if not n2.agent_running():
+        pytest.skip("needs the cluster the previous test made")
+    wait_screen("join", "Nodes", timeout=60)
+    tmux("send-keys", "-t", "join", "4")
+    wait_screen("join", "jobs:", timeout=30)
+    tmux("send-keys", "-t", "join", "n")
+    wait_screen("join", "New job", "Another script")
+    tmux("send-keys", "-t", "join", "Tab", "Tab")  # past the list, the script: the command
+    tmux("send-keys", "-t", "join", "-l", "python -c 'print(6 * 7)'")
+    tmux("send-keys", "-t", "join", "C-s")
+    wait_screen("join", "queued j-", timeout=30)
+    jobs = json.loads(n1.lanray("jobs", "--json", check=True).stdout)["jobs"]
+    assert len(jobs) == 1 and jobs[0]["entrypoint"] == "python -c 'print(6 * 7)'"
+    tmux("send-keys", "-t", "host", "4")
+    wait_screen("host", jobs[0]["id"], "SUCCEEDED", timeout=120)
+    tmux("send-keys", "-t", "host", "Enter")  # details: its log
+    wait_screen("host", "42", "exit code 0", timeout=60)

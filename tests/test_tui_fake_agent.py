@@ -1,8 +1,10 @@
 """A small agent stand-in for the TUI tests: a real Unix socket speaking the control protocol
 (one JSON line in; one JSON line out, or many for a stream ending with ``{"end": true}``).
 
-It answers ``info``, ``status``, ``code``, ``leave`` and streams ``logs``; everything it was
-asked is recorded in ``ops``. No Ray, no network: the socket lives in the test's
+It answers ``info``, ``status``, ``code``, ``leave``, the job ops (``jobs``, ``job``,
+``submit``, ``cancel``, ``retry``) and the node ops (``pause``, ``resume``, ``restart_ray``,
+``stop_ray``), and streams ``logs`` and ``job_logs``; everything it was asked is recorded in
+``ops``. No Ray, no network: the socket lives in the test's
 XDG_RUNTIME_DIR, so ``Paths.from_env().socket`` finds it.
 """
 
@@ -61,6 +63,15 @@ def node_json(name: str, ip: str, role: str = "worker", state: str = "ALIVE") ->
     }
 
 
+JOB_OPS = frozenset({"jobs", "job", "submit", "cancel", "retry"})
+NODE_OPS = {
+    "pause": "paused",
+    "resume": "lending",
+    "restart_ray": "restarting",
+    "stop_ray": "stopped",
+}
+
+
 def _encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
@@ -79,6 +90,10 @@ class FakeAgent:
         self.code: dict[str, Any] | None = {"code": "7-tiger-canvas", "expires_in": 600}
         self.logs: dict[str, list[str]] = {"ray": ["ray line 1", "ray line 2"], "agent": []}
         self.states: list[str] = []  # successive `info` states (then the last one stays)
+        self.free: dict[str, float] | None = None  # what `status` says is free
+        self.refuse: dict[str, str] = {}  # op -> the error the agent answers with
+        self.jobs: list[dict[str, Any]] = []
+        self.job_logs: dict[str, list[str]] = {}
         self.ops: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._stopping = False
@@ -132,8 +147,19 @@ class FakeAgent:
         self.ops.append(req)
         op = req.get("op")
         try:
+            if op in self.refuse:
+                wfile.write(_encode({"ok": False, "error": self.refuse[op]}))
+                wfile.flush()
+                return
             if op == "logs":
                 self._stream_logs(req, wfile)
+                return
+            if op == "job_logs":
+                self._stream_job_logs(req, wfile)
+                return
+            if op in JOB_OPS or op in NODE_OPS:
+                wfile.write(_encode(self._job_or_node_op(op, req)))
+                wfile.flush()
                 return
             if op == "info":
                 if len(self.states) > 1:
@@ -142,7 +168,10 @@ class FakeAgent:
                     self.agent["state"] = self.states[0]
                 reply: dict[str, Any] = {"ok": True, "result": self.agent}
             elif op == "status":
-                reply = {"ok": True, "result": {"nodes": self.nodes, "agent": self.agent}}
+                reply = {
+                    "ok": True,
+                    "result": {"nodes": self.nodes, "agent": self.agent, "free": self.free},
+                }
             elif op == "code" and self.code is not None:
                 reply = {"ok": True, "result": self.code}
             elif op == "leave":
@@ -155,6 +184,66 @@ class FakeAgent:
             wfile.write(_encode(reply))
             wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def add_job(self, name: str, state: str = "QUEUED", **fields: Any) -> dict[str, Any]:
+        job = {
+            "id": f"j-{len(self.jobs) + 1:04x}",
+            "name": name,
+            "state": state,
+            "priority": 0,
+            "entrypoint": f"python {name}.py",
+            "submitter": "me@alpha",
+            "created": 1_000.0,
+            "started": None,
+            "ended": None,
+            "exit_code": None,
+            "message": "",
+            "attempt": 1,
+            "num_cpus": None,
+            "num_gpus": None,
+            "node": "",
+        }
+        job.update(fields)
+        self.jobs.append(job)
+        return job
+
+    def _job(self, job_id: Any) -> dict[str, Any] | None:
+        return next((j for j in self.jobs if j["id"] == job_id), None)
+
+    def _job_or_node_op(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
+        if op in NODE_OPS:
+            return {"ok": True, "result": {"state": NODE_OPS[op]}}
+        if op == "jobs":
+            return {"ok": True, "result": {"jobs": self.jobs, "cluster_ready": True}}
+        if op == "submit":
+            spec = req.get("spec") or {}
+            name = spec.get("name") or " ".join(spec.get("command") or [spec.get("script", "")])
+            return {"ok": True, "result": self.add_job(name, submitter=req.get("submitter", ""))}
+        job = self._job(req.get("id"))
+        if job is None:
+            return {"ok": False, "error": f"no job '{req.get('id')}' (see 'lanray-tui jobs')"}
+        if op == "cancel":
+            changed = job["state"] in ("QUEUED", "SUBMITTED", "RUNNING")
+            if changed:
+                job["state"] = "CANCELLED"
+            return {"ok": True, "result": {**job, "changed": changed}}
+        if op == "retry":
+            job.update(state="QUEUED", attempt=job["attempt"] + 1)
+        return {"ok": True, "result": job}
+
+    def _stream_job_logs(self, req: dict[str, Any], wfile: Any) -> None:
+        job = self._job(req.get("id"))
+        if job is None:
+            wfile.write(_encode({"ok": False, "error": f"no job '{req.get('id')}'"}))
+            return
+        try:
+            for text in self.job_logs.get(job["id"], []):
+                wfile.write(_encode({"ok": True, "result": {"line": text}}))
+            wfile.write(_encode({"ok": True, "result": {"job": job}}))
+            wfile.write(_encode({"end": True}))
+            wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, OSError):
             pass
 
     def _stream_logs(self, req: dict[str, Any], wfile: Any) -> None:

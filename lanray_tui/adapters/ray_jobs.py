@@ -59,6 +59,12 @@ class RayJobInfo:
     start_time: float | None = None  # seconds
     end_time: float | None = None
     driver_node_id: str = ""
+    driver_ip: str = ""  # the address of the node the driver runs on (once it calls Ray)
+
+    @property
+    def node(self) -> str:
+        """Where the job runs: its driver's address, else the Ray node id of its supervisor."""
+        return self.driver_ip or self.driver_node_id
 
     @classmethod
     def from_ray(cls, doc: dict[str, Any]) -> RayJobInfo:
@@ -73,6 +79,7 @@ class RayJobInfo:
             start_time=secs(doc.get("start_time")),
             end_time=secs(doc.get("end_time")),
             driver_node_id=str(doc.get("driver_node_id") or ""),
+            driver_ip=str((doc.get("driver_info") or {}).get("node_ip_address") or ""),
         )
 
 

@@ -29,7 +29,7 @@ from .control import MAX_LINE, encode
 from .credentials import Credentials
 from .errors import LanrayError
 from .logfiles import contains, tail
-from .models import AgentInfo, NodeInfo
+from .models import GIB, AgentInfo, NodeInfo
 from .paths import Paths, ensure_private_dir
 
 if TYPE_CHECKING:
@@ -92,6 +92,8 @@ class Agent:
             "heartbeat": self._op_heartbeat,
             "pause": self._op_pause,
             "resume": self._op_resume,
+            "restart_ray": self._op_restart_ray,
+            "stop_ray": self._op_stop_ray,
         }
         self.codes: CodeBook | None = None
         self.summary: dict[str, float] = {"node_count": 0, "free_cpus": 0.0, "free_gpus": 0.0}
@@ -336,10 +338,12 @@ class Agent:
         usage = ray_dashboard.resource_usage(self.creds.dashboard_url, self.creds.token)
         cpu_used = usage.get("CPU", (0.0, 0.0))[0]
         gpu_used = usage.get("GPU", (0.0, 0.0))[0]
+        mem_used = usage.get("memory", (0.0, 0.0))[0] / GIB
         return {
             "node_count": len(alive),
             "free_cpus": max(0.0, sum(n.cpus for n in alive) - cpu_used),
             "free_gpus": max(0.0, sum(n.gpus for n in alive) - gpu_used),
+            "free_memory_gb": round(max(0.0, sum(n.memory_gb for n in alive) - mem_used), 2),
         }
 
     def _adopt_node_ip(self, ray: ray_process.RayHandle) -> None:
@@ -368,13 +372,17 @@ class Agent:
             self._kick.clear()
             log_start = self.paths.ray_log.stat().st_size if self.paths.ray_log.exists() else 0
             try:
-                ray = runtime.start_ray(
+                # in a thread: the docker runtime may pull an image for minutes, and the
+                # control socket must answer meanwhile (the detail shows the pull's progress)
+                ray = await asyncio.to_thread(
+                    runtime.start_ray,
                     self.cfg,
                     self._ray_spec(),
                     self.creds.token,
                     self.paths.ray_log,
                     self.creds.cluster_id,
                     self.role,
+                    self._start_progress,
                 )
             except LanrayError as exc:
                 self.state, self.detail = "failed", str(exc)
@@ -418,6 +426,11 @@ class Agent:
             self.state = "restarting"
             log.warning("%s; restarting Ray in %.0f s", self.detail, delay)
             await _first(self._stopping.wait(), self._kick.wait(), timeout=delay)
+
+    def _start_progress(self, line: str) -> None:
+        """What the runtime does while Ray starts (pulling an image...), for ``info``."""
+        if self.state == "starting":
+            self.detail = line
 
     async def _wait_ready(self, log_start: int) -> bool:
         """Wait for Ray to say it started, then for the head to list this node ALIVE."""
@@ -539,9 +552,20 @@ class Agent:
                     5.0,
                 )
                 if msg.get("ok"):
-                    return {"nodes": msg["result"]["nodes"], "agent": self.info().to_json()}
+                    return {
+                        "nodes": msg["result"]["nodes"],
+                        "agent": self.info().to_json(),
+                        "free": msg["result"].get("free"),
+                    }
         nodes = await asyncio.to_thread(self._nodes)
-        return {"nodes": [self._node_view(n) for n in nodes], "agent": self.info().to_json()}
+        return {
+            "nodes": [self._node_view(n) for n in nodes],
+            "agent": self.info().to_json(),
+            # what Ray has not handed out (from the host's summary, a few seconds old)
+            "free": self.summary
+            if self.role == "host" and "free_memory_gb" in self.summary
+            else None,
+        }
 
     def _node_view(self, n: NodeInfo) -> dict[str, Any]:
         """A Ray node plus what the heartbeats say: its link, lending state and resources."""
@@ -549,14 +573,19 @@ class Agent:
         if n.role == "head":
             link, age = ("UP" if self.role == "host" else "n/a"), None
             lending, resources = self.lending, self.sample
+            rt = self.runtime_view() if self.role == "host" else {}
         else:
             link, age = self.beats.link(n.ip)
             beat = self.beats.beats.get(n.ip)
             lending = beat.lending if beat else {}
             resources = beat.resources if beat else {}
+            rt = beat.runtime if beat else {}
         if n.state == "DEAD":
-            link, age, lending = "n/a", None, {}  # an old entry: its current Ray is another row
-        view.update(link=link, last_heartbeat_s=age, lending=lending, resources=resources)
+            # an old entry: its current Ray is another row
+            link, age, lending, rt = "n/a", None, {}, {}
+        view.update(
+            link=link, last_heartbeat_s=age, lending=lending, resources=resources, runtime=rt
+        )
         return view
 
     async def _watch_machine(self) -> None:
@@ -631,6 +660,7 @@ class Agent:
                 "state": self.state,
                 "lending": self.lending,
                 "resources": self.sample,
+                "runtime": self.runtime_view(),
             }
             try:
                 msg = await cluster_api.request(
@@ -700,8 +730,51 @@ class Agent:
             time.sleep(0.5)
         return True
 
+    def runtime_view(self) -> dict[str, Any]:
+        """How Ray runs here, for the nodes pane: the runtime and, under docker, the
+        container and whether it runs."""
+        kind = str(self.cfg["runtime.kind"])
+        view: dict[str, Any] = {"kind": kind}
+        if kind == "docker":
+            running = self.ray is not None and self.ray.poll() is None
+            view["container"] = str(getattr(self.ray, "name", "") or "")
+            view["container_state"] = (
+                "running" if running else "stopped" if not self._lending.is_set() else "none"
+            )
+        return view
+
+    async def _op_restart_ray(self, req: dict[str, Any]) -> Any:
+        """Restart this node's Ray now (under docker: a fresh container)."""
+        if not self._lending.is_set():
+            raise LanrayError(
+                f"Ray is stopped on this node ({self.lending.get('reason', '')}): "
+                "start it first ('lanray-tui resume')"
+            )
+        log.info("restarting Ray by hand")
+        self.detail = "restarted by hand"
+        self._kick.set()
+        await asyncio.to_thread(self._stop_ray)
+        return {"state": "restarting"}
+
+    async def _op_stop_ray(self, req: dict[str, Any]) -> Any:
+        """Stop this node's Ray (its container, under docker) and keep the agent until
+        ``resume``. A joined node drains first, as on ``pause``; on the host the head goes
+        down, and with it the cluster (queued jobs wait in the queue)."""
+        if not self._lending.is_set():
+            return {"state": self.lending.get("state", "stopped"), "drained": False}
+        self._manual = "paused"
+        if self.role == "worker":
+            deadline = int(req.get("deadline_s", self.cfg["lending.drain_deadline_s"]))
+            drained = await self._withhold("stopped", "stopped by hand", deadline)
+            return {"state": "stopped", "drained": drained}
+        log.info("stopping the head by hand")
+        self.lending = {"state": "stopped", "reason": "stopped by hand"}
+        self._lending.clear()
+        await asyncio.to_thread(self._stop_ray)
+        return {"state": "stopped", "drained": False}
+
     async def _op_resume(self, req: dict[str, Any]) -> Any:
-        if self.role != "worker":
+        if self.role != "worker" and self._lending.is_set():
             raise LanrayError("only joined nodes pause and resume")
         self._manual = "auto"
         self.lending = {"state": "lending", "reason": "resumed by hand"}

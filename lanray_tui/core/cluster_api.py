@@ -40,6 +40,12 @@ class Beat:
     state: str = ""
     lending: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """A field of a heartbeat that should be an object (anything else counts as empty)."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 class HeartbeatBook:
@@ -60,8 +66,9 @@ class HeartbeatBook:
             node_ip=ip,
             received=time.monotonic(),
             state=str(req.get("state", "")),
-            lending=dict(req.get("lending") or {}),
-            resources=dict(req.get("resources") or {}),
+            lending=_dict(req.get("lending")),
+            resources=_dict(req.get("resources")),
+            runtime=_dict(req.get("runtime")),
         )
 
     def link(self, ip: str, now: float | None = None) -> tuple[str, float | None]:

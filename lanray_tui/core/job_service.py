@@ -212,7 +212,9 @@ class JobService:
             log.warning("job %s is lost: %s", job.id, LOST_REASON)
             return
         if info.status == ray_jobs.RUNNING and job.state == SUBMITTED:
-            self.queue.transition(job.id, [SUBMITTED], RUNNING, started=time.time())
+            self.queue.transition(job.id, [SUBMITTED], RUNNING, started=time.time(), node=info.node)
+        elif info.node and info.node != job.node and job.state == RUNNING:
+            self.queue.update(job.id, [RUNNING], node=info.node)
         elif info.status in ray_jobs.TERMINAL:
             self._finish(api, job, info)
 
@@ -228,6 +230,8 @@ class JobService:
             "exit_code": info.exit_code,
             "log_tail": log_tail(logs),
         }
+        if info.node:
+            changes["node"] = info.node
         if job.started is None:  # it ended between two polls: Ray's start will do
             changes["started"] = min(info.start_time or job.submitted or now, changes["ended"])
         if info.status == ray_jobs.SUCCEEDED:

@@ -48,7 +48,7 @@ RETRYABLE = frozenset({FAILED, LOST, CANCELLED})
 MAX_NAME = 64
 MAX_PRIORITY = 1000
 LOG_TAIL_LINES = 100
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the driver's node
 
 
 class JobError(LanrayError):
@@ -196,6 +196,7 @@ class Job:
     attempt: int = 1
     submitted: float | None = None  # when it was handed to Ray (this attempt)
     log_tail: str = ""  # the last lines of its log, kept when it ended
+    node: str = ""  # where its driver runs: the address, or a Ray node id (once Ray says)
 
     @property
     def name(self) -> str:
@@ -221,6 +222,7 @@ class Job:
             "attempt": self.attempt,
             "num_cpus": self.spec.num_cpus,
             "num_gpus": self.spec.num_gpus,
+            "node": self.node,
         }
         if detail:
             out["spec"] = self.spec.to_json()
@@ -244,6 +246,7 @@ _COLUMNS = (
     "ray_id",
     "attempt",
     "log_tail",
+    "node",
 )
 _MUTABLE = frozenset(_COLUMNS) - {"id", "spec", "priority", "created", "submitter"}
 
@@ -264,7 +267,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     message TEXT NOT NULL DEFAULT '',
     ray_id TEXT NOT NULL DEFAULT '',
     attempt INTEGER NOT NULL DEFAULT 1,
-    log_tail TEXT NOT NULL DEFAULT ''
+    log_tail TEXT NOT NULL DEFAULT '',
+    node TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, priority DESC, pos);
 """
@@ -294,6 +298,8 @@ class JobQueue:
                     f"{path}: the job database is from a newer lanray-tui (schema {version})"
                 )
             self._db.executescript(_SCHEMA)
+            if 0 < version < 2:  # a queue of an older lanray-tui: keep every job
+                self._db.execute("ALTER TABLE jobs ADD COLUMN node TEXT NOT NULL DEFAULT ''")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise JobError(f"{path}: cannot open the job database ({exc})") from None
@@ -487,6 +493,7 @@ def _job(row: sqlite3.Row) -> Job:
         ray_id=row["ray_id"],
         attempt=row["attempt"],
         log_tail=row["log_tail"],
+        node=row["node"],
     )
 
 

@@ -125,7 +125,7 @@ def wait_ready(
     """Wait until the agent reports Ray ready; raise with the agent's reason if it fails."""
     ctl = client(paths)
     deadline = time.monotonic() + timeout
-    last = ""
+    last, last_detail = "", ""
     while time.monotonic() < deadline:
         try:
             info = AgentInfo.from_json(ctl.call("info", timeout=3.0))
@@ -134,7 +134,11 @@ def wait_ready(
         if info is not None:
             if info.state != last and progress is not None:
                 progress(info.state)
-            last = info.state
+            # while starting, the runtime's steps (pulling an image: layers and bytes)
+            starting = info.state == "starting" and info.detail != last_detail
+            if starting and info.detail and progress is not None:
+                progress(info.detail)
+            last, last_detail = info.state, info.detail
             if info.state == "ready":
                 return info
             if info.state == "failed":

@@ -25,12 +25,26 @@ class NodeInfo:
     lending: str = ""  # "lending" | "paused" | "owner-active" | ...
     cpu_pct: float | None = None
     mem_pct: float | None = None
+    gpu_pct: float | None = None  # mean utilisation of its GPUs
+    gpu_mem_pct: float | None = None  # GPU memory used, of all its GPUs
+    gpu_note: str = ""  # why there is no GPU figure ("NVML: no driver", ...)
+    runtime: str = ""  # "native" | "docker running" | ...
+    lending_reason: str = ""
+    resources: dict[str, Any] = field(default_factory=dict, compare=False)  # the raw sample
 
     @classmethod
     def from_status(cls, d: dict[str, Any]) -> NodeInfo:
         """A row of ``status``: Ray's fields plus link, lending and resource figures."""
         res = d.get("resources") or {}
         cpu, used, total = res.get("cpu_pct"), res.get("mem_used"), res.get("mem_total")
+        gpus = [g for g in res.get("gpus") or [] if isinstance(g, dict)]
+        utils = [g["util"] for g in gpus if _is_num(g.get("util"))]
+        mem_used = [g["mem_used"] for g in gpus if _is_num(g.get("mem_used"))]
+        mem_total = [g["mem_total"] for g in gpus if _is_num(g.get("mem_total"))]
+        rt = d.get("runtime") or {}
+        runtime = str(rt.get("kind", ""))
+        if rt.get("container_state"):
+            runtime += f" {rt['container_state']}"
         return cls(
             **{k: d[k] for k in ("node_id", "ip", "name", "role", "state", "cpus", "gpus")},
             memory_gb=d["memory_gb"],
@@ -40,6 +54,14 @@ class NodeInfo:
             mem_pct=100.0 * used / total
             if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total
             else None,
+            gpu_pct=sum(utils) / len(utils) if utils else None,
+            gpu_mem_pct=100.0 * sum(mem_used) / sum(mem_total)
+            if mem_total and len(mem_used) == len(mem_total) and sum(mem_total)
+            else None,
+            gpu_note=str(res.get("gpus_reason") or ""),
+            runtime=runtime,
+            lending_reason=str((d.get("lending") or {}).get("reason", "")),
+            resources=dict(res),
         )
 
     @classmethod
@@ -85,3 +107,7 @@ class AgentInfo:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> AgentInfo:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -6,7 +6,7 @@ Pure text: the UI maps a level to a colour (light: green, moderate: yellow, heav
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 NA_CELL = " "  # where a reading was n/a
@@ -57,6 +57,36 @@ def sparkline(
         cells.append(BLOCKS[min(len(BLOCKS) - 1, int(frac * len(BLOCKS)))])
     line = "".join(cells)
     return line.rjust(width) if width is not None else line
+
+
+def downsample(values: Sequence[float | None], width: int) -> list[float | None]:
+    """``values`` in at most ``width`` buckets, each the mean of its readings (None where a
+    bucket had none): 60 one-second readings in 12 cells of 5 s."""
+    if width <= 0:
+        return []
+    if len(values) <= width:
+        return list(values)
+    out: list[float | None] = []
+    for i in range(width):
+        lo, hi = i * len(values) // width, (i + 1) * len(values) // width
+        got = [v for v in values[lo:hi] if v is not None]
+        out.append(sum(got) / len(got) if got else None)
+    return out
+
+
+def bar(percent: float | None, width: int = 20) -> str:
+    """``█████▌··········`` for ``percent`` of ``width`` cells (eighths at the edge)."""
+    if width <= 0:
+        return ""
+    if percent is None:
+        return " " * width
+    eighths = round(min(100.0, max(0.0, percent)) / 100.0 * width * 8)
+    full, part = divmod(eighths, 8)
+    cells = "█" * full + (PARTIAL[part] if part else "")
+    return cells + "·" * (width - len(cells))
+
+
+PARTIAL = " ▏▎▍▌▋▊▉"
 
 
 def level(percent: float | None, thresholds: tuple[float, float] = CPU_THRESHOLDS) -> str:

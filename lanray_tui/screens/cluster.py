@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from .. import messages
 from ..widgets.header import CODE_NOT_AVAILABLE, ClusterHeader
-from ..widgets.job_table import NOT_AVAILABLE as JOBS_NOT_AVAILABLE
 from ..widgets.job_table import JobTable
 from ..widgets.log_pane import FEED_HIGH_WATER, LogPane
 from ..widgets.node_table import NodeTable
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from ..core.models import AgentInfo, NodeInfo
 
 POLL_INTERVAL_S = 1.0
+JOBS_POLL_S = 1.0
+JOBS_POLL_FAILED_S = 3.0
 POLL_INTERVAL_GONE_S = 2.0
 CODE_INTERVAL_S = 10.0
 LOG_BACKLOG = 200
@@ -57,6 +59,9 @@ class ClusterScreen(Screen[None]):
         Binding("4", "show('jobs')", "Jobs", show=False),
         Binding("n", "new_job", "New job", show=False),
         Binding("c", "cancel_job", "Cancel job", show=False),
+        Binding("p", "pause_resume", "Pause/resume lending", show=False),
+        Binding("R", "restart_ray", "Restart Ray/container", show=False),
+        Binding("S", "stop_start_ray", "Stop/start Ray/container", show=False),
         Binding("z", "zoom", "Zoom pane", show=False),
         Binding("escape", "back", "Menu (when stopped)", show=False),
     ]
@@ -84,12 +89,14 @@ class ClusterScreen(Screen[None]):
                 yield LogPane("ray", save_dir=save_dir, id="log-ray")
             with TabPane("Logs: agent (3)", id="tab-agent"):
                 yield LogPane("agent", save_dir=save_dir, id="log-agent")
-            with TabPane("Jobs (4)", id="tab-jobs"):
+            with TabPane("Jobs (4)", id="tab-jobs"), Vertical(id="jobs-box"):
+                yield Static("job queue: reading…", id="jobs-note", markup=False)
                 yield JobTable(id="jobs")
         yield Footer()
 
     def on_mount(self) -> None:
         self._poll_status()
+        self._poll_jobs()
         for source in LOG_SOURCES:
             self._start_log(source, LOG_BACKLOG)
         if self.agent.role == "host":
@@ -126,7 +133,8 @@ class ClusterScreen(Screen[None]):
                 agent = None
             self.post_message(messages.StatusPolled(None, agent, messages.describe(exc)))
             return
-        self.post_message(messages.StatusPolled(nodes, agent))
+        free = result.get("free") if isinstance(result.get("free"), dict) else None
+        self.post_message(messages.StatusPolled(nodes, agent, free=free))
 
     def on_status_polled(self, message: messages.StatusPolled) -> None:
         self.polls += 1
@@ -136,7 +144,8 @@ class ClusterScreen(Screen[None]):
             header.set_agent(message.agent)
         if message.nodes is not None:
             self.query_one(NodeTable).update_nodes(message.nodes)
-            header.set_nodes(self.query_one(NodeTable).nodes)
+            header.set_nodes(self.query_one(NodeTable).nodes, message.free)
+            self._name_ray_log(message.nodes)
         was_gone = self.agent_gone
         self.agent_gone = message.agent_gone
         if self.leaving:
@@ -151,6 +160,155 @@ class ClusterScreen(Screen[None]):
             header.set_problem("")
         delay = POLL_INTERVAL_GONE_S if message.agent_gone else POLL_INTERVAL_S
         self._poll_timer = self.set_timer(delay, self._poll_status)
+
+    def _name_ray_log(self, nodes: list[NodeInfo]) -> None:
+        """Under the docker runtime this node's Ray log is its container's log stream."""
+        mine = next((n for n in nodes if n.ip == self.agent.node_ip and n.state == "ALIVE"), None)
+        if mine is None or not mine.runtime:
+            return
+        label = "Logs: container (2)" if mine.runtime.startswith("docker") else "Logs: Ray (2)"
+        tab = self.query_one(TabbedContent).get_tab("tab-ray")
+        if str(tab.label) != label:
+            tab.label = label
+
+    def action_node_details(self) -> None:
+        from .node_details import NodeDetailsScreen
+
+        table = self.query_one(NodeTable)
+        node_id = table.selected_id()
+        if node_id is None:
+            self.notify("no node selected", severity="warning")
+            return
+        self.app.push_screen(NodeDetailsScreen(lambda: table.lookup(node_id)))
+
+    # ----- job queue ------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="jobs")
+    def _poll_jobs(self) -> None:
+        from ..core.errors import LanrayError
+
+        try:
+            got = self.link.call("jobs", timeout=8.0)
+            jobs = list(got["jobs"])
+        except (LanrayError, KeyError, TypeError) as exc:
+            self.post_message(messages.JobsPolled(None, [], messages.describe(exc)))
+            return
+        notes = []
+        if not got.get("cluster_ready", True):
+            notes.append("the cluster is not ready: queued jobs wait")
+        if got.get("scheduler_error"):
+            notes.append(f"scheduler: {got['scheduler_error']}")
+        self.post_message(messages.JobsPolled(jobs, notes))
+
+    def on_jobs_polled(self, message: messages.JobsPolled) -> None:
+        note = self.query_one("#jobs-note", Static)
+        if message.jobs is None:
+            note.update(f"job queue: not available ({message.error})")
+        else:
+            names: dict[str, str] = {}
+            for n in self.query_one(NodeTable).nodes:
+                names[n.ip] = names[n.node_id] = n.name
+            self.query_one(JobTable).update_jobs(message.jobs, names)
+            counts: dict[str, int] = {}
+            for job in message.jobs:
+                counts[job["state"]] = counts.get(job["state"], 0) + 1
+            summary = ", ".join(f"{v} {k.lower()}" for k, v in counts.items()) or "no jobs yet"
+            keys = "n new · c cancel · r retry · Enter details"
+            note.update("; ".join([f"jobs: {summary}", *message.notes]) + f"   ({keys})")
+        delay = JOBS_POLL_S if message.jobs is not None else JOBS_POLL_FAILED_S
+        if self.is_attached and not self.agent_gone:
+            self.set_timer(delay, self._poll_jobs)
+        elif self.is_attached:
+            self.set_timer(POLL_INTERVAL_GONE_S * 2, self._poll_jobs)
+
+    def action_new_job(self) -> None:
+        from .new_job import NewJobScreen
+
+        self.action_show("jobs")
+        self.app.push_screen(NewJobScreen(self.session, self.link), self._job_queued)
+
+    def _job_queued(self, job_id: str | None) -> None:
+        if job_id:
+            self.notify(f"queued {job_id}", title="new job")
+            self._poll_jobs()
+
+    def _selected_job(self, verb: str) -> dict[str, Any] | None:
+        job = self.query_one(JobTable).selected()
+        if job is None:
+            self.notify(f"no job to {verb}: select one in the jobs pane (4)", severity="warning")
+        return job
+
+    def action_cancel_job(self) -> None:
+        job = self._selected_job("cancel")
+        if job is None:
+            return
+        question = f"Cancel job {job['id']} ({job.get('name', '')}, {job.get('state', '')})?"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._job_op("cancel", job["id"])
+
+        self.app.push_screen(ConfirmScreen(question, yes="Cancel job", no="Keep it"), answered)
+
+    def action_retry_job(self) -> None:
+        job = self._selected_job("retry")
+        if job is not None:
+            self._job_op("retry", job["id"])
+
+    def action_job_details(self) -> None:
+        from .job_details import JobDetailsScreen
+
+        job = self._selected_job("show")
+        if job is not None:
+            self.app.push_screen(JobDetailsScreen(self.session, job))
+
+    @work(thread=True, exclusive=False, exit_on_error=False, group="job-op")
+    def _job_op(self, op: str, job_id: str) -> None:
+        from .job_details import job_op
+
+        text, ok = job_op(self.link, op, job_id)
+        self.post_message(messages.NodeActionDone(text, ok))
+
+    # ----- this node's Ray: lending, restart, stop ------------------------------------------
+
+    def action_pause_resume(self) -> None:
+        state = self.agent.lending.get("state", "")
+        if state in ("paused", "stopped"):
+            self._node_op("resume", "lent to the cluster again")
+        else:
+            self._node_op("pause", "paused: drained this node's Ray worker; p lends it again")
+
+    def action_restart_ray(self) -> None:
+        self._node_op("restart_ray", "restarting this node's Ray")
+
+    def action_stop_start_ray(self) -> None:
+        if self.agent.lending.get("state") == "stopped":
+            self._node_op("resume", "starting this node's Ray again")
+            return
+        what = "the head: the whole cluster stops" if self.agent.role == "host" else "Ray"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._node_op("stop_ray", "stopped this node's Ray")
+
+        question = f"Stop this node's {what}?\nThe agent stays; S starts it again."
+        self.app.push_screen(ConfirmScreen(question, yes="Stop"), answered)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="node-op")
+    def _node_op(self, op: str, done: str) -> None:
+        from ..core.errors import LanrayError
+
+        timeout = float(self.session.cfg["lending.drain_deadline_s"]) + 60
+        try:
+            self.link.call(op, timeout=timeout)
+        except LanrayError as exc:
+            self.post_message(messages.NodeActionDone(messages.describe(exc), False))
+            return
+        self.post_message(messages.NodeActionDone(done, True))
+
+    def on_node_action_done(self, message: messages.NodeActionDone) -> None:
+        self.notify(message.text, severity="information" if message.ok else "error")
+        self._poll_jobs()
 
     # ----- join code (host) ---------------------------------------------------------------
 
@@ -241,12 +399,6 @@ class ClusterScreen(Screen[None]):
         pane.view.focus()
         await pane.run_action(action)
 
-    def action_new_job(self) -> None:
-        self.notify(JOBS_NOT_AVAILABLE, title="new job")
-
-    def action_cancel_job(self) -> None:
-        self.notify(JOBS_NOT_AVAILABLE, title="cancel job")
-
     def action_zoom(self) -> None:
         if self.maximized is not None:
             self.minimize()
@@ -310,9 +462,20 @@ class ClusterScreen(Screen[None]):
             ("Save the log", "Write the kept log lines to a file", "log('save')"),
             ("Follow the log", "Jump to the end and follow new lines", "log('follow')"),
             ("Show nodes", "Focus the node list", "show('nodes')"),
+            (
+                "Node details",
+                "Bars, sparklines, GPUs and lending of the selected node",
+                "node_details",
+            ),
             ("Show the Ray log", "This node's Ray output", "show('ray')"),
             ("Show the agent log", "This node's agent output", "show('agent')"),
-            ("Show jobs", "The job queue (not available yet)", "show('jobs')"),
+            ("Show jobs", "The cluster's job queue", "show('jobs')"),
+            ("New job", "Queue a sample job, a script or a command", "new_job"),
+            ("Cancel the selected job", "Queued or running", "cancel_job"),
+            ("Retry the selected job", "A failed, lost or cancelled one", "retry_job"),
+            ("Pause or resume lending", "Drain this node, or lend it again", "pause_resume"),
+            ("Restart this node's Ray", "Under docker: a fresh container", "restart_ray"),
+            ("Stop or start this node's Ray", "The agent stays", "stop_start_ray"),
             ("Zoom the focused pane", "Fill the screen with it (z again: back)", "zoom"),
         ]
 

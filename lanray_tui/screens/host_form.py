@@ -19,7 +19,7 @@ from .. import messages
 from ..widgets.steps import StepList
 from .session import Session
 
-DOCKER_NOT_AVAILABLE = "docker (not available yet)"
+DOCKER_LABEL = "docker (Ray in a container)"
 
 # (input id, config key, agent option, label, what empty means)
 LEND_FIELDS = (
@@ -73,9 +73,10 @@ class HostFormScreen(Screen[None]):
                         )
             with Horizontal(id="runtime-row"):
                 yield Label("Runtime", id="runtime-label")
+                docker = cfg["runtime.kind"] == "docker"
                 with RadioSet(id="runtime"):
-                    yield RadioButton("native", value=True, id="runtime-native")
-                    yield RadioButton(DOCKER_NOT_AVAILABLE, id="runtime-docker", disabled=True)
+                    yield RadioButton("native", value=not docker, id="runtime-native")
+                    yield RadioButton(DOCKER_LABEL, value=docker, id="runtime-docker")
             with Horizontal(id="host-buttons"):
                 yield Button("Start hosting", id="start", variant="primary")
                 yield Button("Back", id="back")
@@ -120,6 +121,10 @@ class HostFormScreen(Screen[None]):
                     f"(or remove {key} from the config to lend {empty})"
                 )
             extra += [option, _blank(value)]
+        runtime = runtime_choice(self)
+        overrides["runtime__kind"] = runtime
+        if runtime != cfg["runtime.kind"]:
+            extra += ["--runtime", runtime]
         try:
             checked = cfg.with_overrides(**overrides)
         except ConfigError as exc:
@@ -190,7 +195,6 @@ class HostFormScreen(Screen[None]):
             steps.finish(message.error)
             for widget in self.query("Input, Button, RadioSet"):
                 widget.disabled = False
-            self.query_one("#runtime-docker").disabled = True
             self.query_one("#host-form").remove_class("-busy")
             self.query_one("#name", Input).focus()
             return
@@ -208,3 +212,9 @@ class HostFormScreen(Screen[None]):
 
     def commands(self) -> list[tuple[str, str, str]]:
         return [("Start hosting", "Start the agent with this form", "submit")]
+
+
+def runtime_choice(screen: Screen[Any]) -> str:
+    """ "docker" when the screen's runtime radio set has docker pressed, else "native"."""
+    pressed = screen.query_one("#runtime", RadioSet).pressed_button
+    return "docker" if pressed is not None and pressed.id == "runtime-docker" else "native"

@@ -17,11 +17,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets import DataTable, Footer, Input, Label, RadioButton, RadioSet, Static
 
 from .. import messages
 from ..widgets.host_list import HostList, describe_host
 from ..widgets.steps import StepList
+from .host_form import DOCKER_LABEL, runtime_choice
 from .session import Session
 
 if TYPE_CHECKING:
@@ -81,6 +82,12 @@ class JoinScreen(Screen[None]):
                 with Horizontal():
                     yield Input(placeholder="host address, e.g. 10.0.0.5[:6379]", id="address")
                     yield Input(placeholder="token", id="token", password=True)
+            docker = self.session.cfg["runtime.kind"] == "docker"
+            with Horizontal(id="runtime-row"):
+                yield Label("Runtime", id="runtime-label")
+                with RadioSet(id="runtime"):
+                    yield RadioButton("native", value=not docker, id="runtime-native")
+                    yield RadioButton(DOCKER_LABEL, value=docker, id="runtime-docker")
             yield StepList(id="join-steps")
         yield Footer()
 
@@ -229,7 +236,7 @@ class JoinScreen(Screen[None]):
         steps = self.query_one(StepList)
         steps.reset()
         steps.add(what)
-        for widget in self.query(Input):
+        for widget in self.query("Input, RadioSet"):
             widget.disabled = True
 
     def _progress(self, step: str) -> None:
@@ -244,12 +251,19 @@ class JoinScreen(Screen[None]):
         if start is None:
             self.post_message(messages.StartFinished(None, f"{name}: not available yet"))
             return
+        runtime = self.app.call_from_thread(runtime_choice, self)
+        cfg = self.session.cfg
+        extra: list[str] = []
         try:
+            if runtime != cfg["runtime.kind"]:
+                cfg = cfg.with_overrides(runtime__kind=runtime)
+                extra = ["--runtime", runtime]
             info = start(
-                self.session.cfg,
+                cfg,
                 *args,
                 progress=self._progress,
                 config_file=self.session.config_file,
+                extra=extra,
             )
         except LanrayError as exc:
             self.post_message(messages.StartFinished(None, messages.describe(exc)))
@@ -279,7 +293,7 @@ class JoinScreen(Screen[None]):
         steps = self.query_one(StepList)
         if message.info is None:
             steps.finish(message.error)
-            for widget in self.query(Input):
+            for widget in self.query("Input, RadioSet"):
                 widget.disabled = False
             if self.query_one("#code-form").display:
                 self.query_one("#code", Input).focus()

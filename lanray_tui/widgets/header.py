@@ -29,6 +29,7 @@ class ClusterHeader(Static):
         super().__init__("", id=id)
         self.agent = agent
         self.nodes: list[NodeInfo] | None = None
+        self.free: dict[str, float] | None = None
         self.code = ""
         self.code_note = "join code: asking the agent…" if agent.role == "host" else ""
         self.problem = ""
@@ -40,8 +41,9 @@ class ClusterHeader(Static):
         self.agent = agent
         self._redraw()
 
-    def set_nodes(self, nodes: list[NodeInfo]) -> None:
+    def set_nodes(self, nodes: list[NodeInfo], free: dict[str, float] | None = None) -> None:
         self.nodes = nodes
+        self.free = free
         self._redraw()
 
     def set_code(self, code: str, expires_in: float, error: str = "") -> None:
@@ -87,7 +89,15 @@ class ClusterHeader(Static):
             gpus = sum(n.gpus for n in alive)
             mem = sum(n.memory_gb for n in alive)
             out.append(f" · {_plural(cpus, 'CPU')} · {_plural(gpus, 'GPU')} · {mem:.1f} GiB")
-            out.append(f" · {FREE_NOT_AVAILABLE}", "dim")
+            f = self.free
+            if f:
+                out.append(" · free ", "dim")
+                out.append(
+                    f"{f.get('free_cpus', 0):g} CPU · {f.get('free_gpus', 0):g} GPU · "
+                    f"{f.get('free_memory_gb', 0):.1f} GiB"
+                )
+            else:
+                out.append(f" · {FREE_NOT_AVAILABLE}", "dim")
         if self.problem:
             out.append("\n")
             out.append("! ", "bold")

@@ -1,29 +1,59 @@
-"""The cluster's nodes, one row each; nodes that died (or vanished) stay listed, dimmed."""
+"""The cluster's nodes, one row each, with 60-second sparklines of CPU, memory and GPU.
+
+Nodes that died (or vanished) stay listed, dimmed. Each poll (once a second) adds a point
+to the node's histories; a sparkline draws the last 60 of them in 8 cells (7.5 s a cell),
+coloured by nvitop's load levels. The figure beside it is always spelt out, so the pane
+reads the same with NO_COLOR.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
+
+from ..core.sparkline import (
+    CPU_THRESHOLDS,
+    GPU_UTILIZATION_THRESHOLDS,
+    MEMORY_UTILIZATION_THRESHOLDS,
+    History,
+    downsample,
+    level,
+    sparkline,
+)
 
 if TYPE_CHECKING:
     from ..core.models import NodeInfo
 
-COLUMNS = ("Name", "IP", "Role", "State", "Link", "Lending", "CPUs", "CPU%", "Mem%", "GPUs")
+COLUMNS = (
+    "Name", "IP", "Role", "State", "Link", "Lending", "CPUs", "CPU", "Memory", "GPU", "Runtime",
+)  # fmt: skip
+HISTORY_S = 60
+SPARK_CELLS = 8
+LEVEL_STYLE = {"light": "green", "moderate": "yellow", "heavy": "red", "n/a": ""}
 
 
 def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f}"
+def gauge(history: History, thresholds: tuple[float, float], note: str = "") -> Text:
+    """``▂▃▅▇ 63%``: the last minute in :data:`SPARK_CELLS` cells and the latest figure."""
+    last = history.last()
+    if last is None:
+        return Text(note or "n/a")
+    line = sparkline(downsample(history.values(), SPARK_CELLS), SPARK_CELLS)
+    return Text.assemble((line, LEVEL_STYLE[level(last, thresholds)]), f" {last:3.0f}%")
 
 
 class NodeTable(DataTable[Text]):
     """Rows keyed by Ray node id. :meth:`update_nodes` keeps the cursor on its node."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "screen.node_details", "Node details", show=False),
+    ]
 
     DEFAULT_CSS = """
     NodeTable { height: auto; max-height: 12; }
@@ -32,7 +62,8 @@ class NodeTable(DataTable[Text]):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
         self._known: dict[str, tuple[NodeInfo, bool]] = {}  # id -> (node, still listed)
-        self._shown: list[tuple[str, Sequence[str], bool]] = []
+        self._history: dict[str, tuple[History, History, History]] = {}  # cpu, mem, gpu
+        self._shown: list[tuple[str, list[str], bool]] = []
 
     def on_mount(self) -> None:
         for label in COLUMNS:
@@ -45,6 +76,20 @@ class NodeTable(DataTable[Text]):
     def alive_count(self) -> int:
         return sum(1 for node, listed in self._known.values() if listed and node.state == "ALIVE")
 
+    def histories(self, node_id: str) -> tuple[History, History, History]:
+        if node_id not in self._history:
+            self._history[node_id] = tuple(History(HISTORY_S) for _ in range(3))  # type: ignore[assignment]
+        return self._history[node_id]
+
+    def lookup(self, node_id: str) -> tuple[NodeInfo, tuple[History, History, History]] | None:
+        """A node's latest row and histories (for its details view), None if never seen."""
+        known = self._known.get(node_id)
+        return (known[0], self.histories(node_id)) if known is not None else None
+
+    def selected_id(self) -> str | None:
+        keys = self._shown_keys()
+        return keys[self.cursor_row] if 0 <= self.cursor_row < len(keys) else None
+
     def update_nodes(self, nodes: list[NodeInfo]) -> None:
         """Show this poll's nodes; ones seen before but not listed now read ``gone``."""
         listed = {n.node_id for n in nodes}
@@ -53,6 +98,11 @@ class NodeTable(DataTable[Text]):
                 self._known[node_id] = (node, False)
         for n in nodes:
             self._known[n.node_id] = (n, True)
+            cpu, mem, gpu = self.histories(n.node_id)
+            alive = n.state == "ALIVE"
+            cpu.push(n.cpu_pct if alive else None)
+            mem.push(n.mem_pct if alive else None)
+            gpu.push(n.gpu_pct if alive else None)
         rows = sorted(
             self._known.values(),
             key=lambda item: (
@@ -62,32 +112,48 @@ class NodeTable(DataTable[Text]):
                 item[0].ip,
             ),
         )
-        shown: list[tuple[str, Sequence[str], bool]] = []
+        shown: list[tuple[str, list[Text], bool]] = []
         for node, still in rows:
             state = node.state if still else "gone"
-            cells = (
-                node.name,
-                node.ip,
-                node.role,
-                state,
-                node.link,
-                node.lending or "n/a",
-                _num(node.cpus),
-                _pct(node.cpu_pct),
-                _pct(node.mem_pct),
-                _num(node.gpus),
-            )
-            shown.append((node.node_id, cells, still and node.state == "ALIVE"))
-        if shown == self._shown:
+            cpu, mem, gpu = self.histories(node.node_id)
+            gpu_note = "none" if not node.gpus else node.gpu_note or "n/a"
+            gpu_cell = gauge(gpu, GPU_UTILIZATION_THRESHOLDS, gpu_note)
+            if node.gpu_mem_pct is not None:
+                gpu_cell.append(f" mem {node.gpu_mem_pct:.0f}%")
+            alive = still and node.state == "ALIVE"
+            style = "" if alive else "dim"
+            cells = [
+                Text(c, style=style)
+                for c in (
+                    node.name,
+                    node.ip,
+                    node.role,
+                    state,
+                    node.link,
+                    node.lending or "n/a",
+                    _num(node.cpus),
+                )
+            ]
+            cells += [
+                gauge(cpu, CPU_THRESHOLDS),
+                gauge(mem, MEMORY_UTILIZATION_THRESHOLDS),
+                gpu_cell,
+                Text(node.runtime or "n/a", style=style),
+            ]
+            if not alive:
+                for cell in cells:
+                    cell.stylize("dim")
+            shown.append((node.node_id, cells, alive))
+        plain = [(i, [c.plain for c in cells], a) for i, cells, a in shown]
+        if plain == self._shown:
             return
-        self._shown = shown
+        self._shown = plain
         keep = None
         if self.row_count and 0 <= self.cursor_row < len(self._shown_keys()):
             keep = self._shown_keys()[self.cursor_row]
         self.clear()
-        for node_id, row, alive in shown:
-            style = "" if alive else "dim"
-            self.add_row(*(Text(c, style=style) for c in row), key=node_id)
+        for node_id, row, _alive in shown:
+            self.add_row(*row, key=node_id)
         if keep is not None and keep in self._known:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
 

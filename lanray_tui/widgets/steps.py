@@ -33,8 +33,12 @@ class StepList(Static):
         self._redraw()
 
     def add(self, step: str) -> None:
+        """A new step; one that updates the step before it (the same words before ": ",
+        as in "pulling IMAGE: 2 of 5 layers") replaces it instead."""
         word = STATE_WORDS.get(step, step)
-        if not self.steps or self.steps[-1] != word:
+        if self.steps and _topic(self.steps[-1]) == _topic(word) and ": " in word:
+            self.steps[-1] = word
+        elif not self.steps or self.steps[-1] != word:
             self.steps.append(word)
         self._redraw()
 
@@ -61,3 +65,8 @@ class StepList(Static):
 
     def _redraw(self) -> None:
         self.update(self.text())
+
+
+def _topic(step: str) -> str:
+    """The words before the last ": " (an image name may hold colons of its own)."""
+    return step.rpartition(": ")[0] or step

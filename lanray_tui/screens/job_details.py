@@ -1,0 +1,226 @@
+"""One job: what it is and where it stands, its live log, and the metrics it reports.
+
+The log streams through the agent (Ray's log tail on the host) into a :class:`LogPane`; the
+same worker reads the job's ``lanray-metric`` lines (see :mod:`lanray_tui.core.metrics`)
+and the screen draws one sparkline per series. The job's state is polled once a second.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
+
+from ..core.sparkline import sparkline
+from ..widgets.job_table import elapsed
+from ..widgets.log_pane import FEED_HIGH_WATER, LogPane
+from .session import Session
+
+POLL_S = 1.0
+SPARK_WIDTH = 40
+NO_METRICS = (
+    "metrics: none yet (a job reports them by printing "
+    '\'lanray-metric {"epoch": 1, "loss": 0.5}\' lines)'
+)
+
+
+class JobPolled(Message):
+    def __init__(self, job: dict[str, Any] | None, error: str = "") -> None:
+        super().__init__()
+        self.job = job
+        self.error = error
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, JobPolled)
+
+
+class MetricsRead(Message):
+    def __init__(self, series: dict[str, list[float]]) -> None:
+        super().__init__()
+        self.series = series
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, MetricsRead)
+
+
+class JobLogEnded(Message):
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+def summary_text(job: dict[str, Any], now: float) -> Text:
+    out = Text()
+    out.append(f"{job.get('name', '')} ", "bold")
+    out.append(f"{job['id']}  ")
+    out.append(str(job.get("state", "")), "bold reverse")
+    out.append(f"  attempt {job.get('attempt', 1)}  elapsed {elapsed(job, now)}\n")
+    out.append(f"runs: {job.get('entrypoint', '')}\n")
+    bits = [f"queued by {job.get('submitter') or '?'}"]
+    if job.get("node"):
+        bits.append(f"driver on {job['node']}")
+    if job.get("num_cpus") is not None:
+        bits.append(f"CPUs {job['num_cpus']:g}")
+    if job.get("num_gpus"):
+        bits.append(f"GPUs {job['num_gpus']:g}")
+    if job.get("exit_code") is not None:
+        bits.append(f"exit code {job['exit_code']}")
+    out.append("; ".join(bits))
+    if job.get("message"):
+        out.append(f"\n{job['message']}", "bold")
+    return out
+
+
+def metrics_text(series: dict[str, list[float]]) -> Text:
+    if not series:
+        return Text(NO_METRICS)
+    out = Text()
+    width = max(len(name) for name in series)
+    for i, (name, points) in enumerate(series.items()):
+        lo, hi = min(points), max(points)
+        line = sparkline(points, SPARK_WIDTH, lo, hi if hi > lo else lo + 1)
+        out.append(f"{name.ljust(width)} ")
+        out.append(line, "bold")
+        out.append(f" {points[-1]:.4g} (min {lo:.4g}, max {hi:.4g}, {len(points)} points)")
+        if i < len(series) - 1:
+            out.append("\n")
+    return out
+
+
+class JobDetailsScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("c", "cancel_job", "Cancel job"),
+        Binding("r", "retry_job", "Retry job"),
+    ]
+
+    def __init__(self, session: Session, job: dict[str, Any]) -> None:
+        from .agent_link import AgentLink
+
+        super().__init__()
+        self.session = session
+        self.link = AgentLink(session.paths.socket, timeout=10.0)
+        self.job = job
+        self.series: dict[str, list[float]] = {}
+        self._timer: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(summary_text(self.job, time.time()), id="job-summary")
+        yield Static(metrics_text({}), id="job-metrics")
+        save_dir = self.session.paths.state_dir / "saved-logs"
+        yield LogPane(f"job-{self.job['id']}", save_dir=save_dir, id="job-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._poll()
+        self._stream()
+        self.query_one(LogPane).view.focus()
+
+    # ----- workers --------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="job-poll")
+    def _poll(self) -> None:
+        from .. import messages
+        from ..core.errors import LanrayError
+
+        try:
+            job = self.link.call("job", timeout=10.0, id=self.job["id"])
+        except LanrayError as exc:
+            self.post_message(JobPolled(None, messages.describe(exc)))
+            return
+        self.post_message(JobPolled(job))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="job-log")
+    def _stream(self) -> None:
+        from .. import messages
+        from ..core import metrics
+        from ..core.errors import LanrayError
+
+        worker = get_current_worker()
+        feed = self.query_one(LogPane).feed
+        reader = metrics.Reader()
+        reason = "the job has ended"
+        try:
+            for item in self.link.stream("job_logs", id=self.job["id"], follow=True):
+                if worker.is_cancelled:
+                    return
+                if not isinstance(item, dict) or "line" not in item:
+                    continue
+                line = str(item["line"])
+                feed.put(line)
+                if reader.feed(line):
+                    self.post_message(MetricsRead(reader.snapshot()))
+                if feed.backlog > FEED_HIGH_WATER:
+                    feed.wait_for_room(lambda: worker.is_cancelled)
+        except LanrayError as exc:
+            reason = messages.describe(exc)
+        except (OSError, ValueError) as exc:
+            reason = f"the log stream broke: {exc}"
+        if not worker.is_cancelled:
+            self.post_message(JobLogEnded(reason))
+
+    # ----- handlers -------------------------------------------------------------------------
+
+    def on_job_polled(self, message: JobPolled) -> None:
+        if message.job is not None:
+            self.job = message.job
+            self.query_one("#job-summary", Static).update(summary_text(self.job, time.time()))
+        elif message.error:
+            self.query_one("#job-summary", Static).update(
+                Text(f"{self.job['id']}: {message.error}", "bold")
+            )
+        if self.is_attached:
+            self._timer = self.set_timer(POLL_S, self._poll)
+
+    def on_metrics_read(self, message: MetricsRead) -> None:
+        self.series = message.series
+        self.query_one("#job-metrics", Static).update(metrics_text(self.series))
+
+    def on_job_log_ended(self, message: JobLogEnded) -> None:
+        pane = self.query_one(LogPane)
+        pane.note = f"log: {message.reason}"
+        pane.update_status()
+
+    def on_unmount(self) -> None:
+        self.link.close()  # wakes the blocked log read: the worker ends
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def action_cancel_job(self) -> None:
+        self._job_op("cancel", str(self.job["id"]))
+
+    def action_retry_job(self) -> None:
+        self._job_op("retry", str(self.job["id"]))
+
+    @work(thread=True, exclusive=False, exit_on_error=False, group="job-op")
+    def _job_op(self, op: str, job_id: str) -> None:
+        text, ok = job_op(self.link, op, job_id)
+        self.app.call_from_thread(self.notify, text, severity="information" if ok else "error")
+        if ok and op == "retry":
+            self.app.call_from_thread(self._stream)  # the new attempt's log
+
+
+def job_op(link: Any, op: str, job_id: str) -> tuple[str, bool]:
+    """Cancel or retry a job through ``link``: (what happened, in one line; whether it did)."""
+    from .. import messages
+    from ..core.errors import LanrayError
+
+    try:
+        got = link.call(op, timeout=30.0, id=job_id)
+    except LanrayError as exc:
+        return f"{op} {job_id}: {messages.describe(exc)}", False
+    if op == "retry":
+        return f"queued {got['id']} again (attempt {got['attempt']})", True
+    if got.get("changed"):
+        return f"cancelled {got['id']}", True
+    return f"job {got['id']} already ended ({got['state']}): nothing to cancel", False

@@ -1,0 +1,147 @@
+"""The nodes pane (sparklines, GPUs, runtime), node details, the header's free resources and
+the keys that pause, restart or stop this node's Ray, against the fake agent (the real agent
+behind them: tests/test_health.py and tests/test_cluster.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from textual.widgets import Static, TabbedContent
+
+from lanray_tui.app import LanrayApp
+from lanray_tui.core.sparkline import bar, downsample
+from lanray_tui.screens.cluster import ClusterScreen
+from lanray_tui.screens.confirm import ConfirmScreen
+from lanray_tui.screens.node_details import NodeDetailsScreen
+from lanray_tui.widgets.node_table import NodeTable
+from tests.test_tui_app import quiet_lan, started, wait_for
+from tests.test_tui_cluster import attached
+from tests.test_tui_fake_agent import FakeAgent
+
+SIZE = (100, 30)
+GIB = 2**30
+
+
+@pytest.fixture()
+def fake() -> Iterator[FakeAgent]:
+    agent = FakeAgent().start()
+    yield agent
+    agent.stop()
+
+
+def loaded(fake: FakeAgent) -> None:
+    head = fake.nodes[0]
+    head["runtime"] = {"kind": "docker", "container": "lanray-head-1", "container_state": "running"}
+    head["lending"] = {"state": "lending", "reason": "lent to the cluster"}
+    head["resources"] = {
+        "cpu_pct": 80.0,
+        "owner_cpu_pct": 5.0,
+        "ray_cpu_pct": 75.0,
+        "load_1m": 1.5,
+        "mem_used": 2 * GIB,
+        "mem_total": 8 * GIB,
+        "battery_pct": "no battery",
+        "plugged": None,
+        "cpu_temp_c": 55.0,
+        "gpus": [
+            {
+                "index": 0,
+                "name": "NVIDIA GeForce RTX 4070 Laptop GPU",
+                "util": 5.0,
+                "mem_used": 1 * GIB,
+                "mem_total": 4 * GIB,
+                "temp_c": 48,
+                "power_w": "not supported",
+                "procs": [
+                    {"pid": 77, "name": "ray::train", "mem": GIB, "ray": True, "kind": "compute"},
+                    {"pid": 88, "name": "game.exe", "mem": None, "ray": False, "kind": "graphics"},
+                ],
+                "procs_reason": "",
+            }
+        ],
+    }
+    fake.nodes[1]["resources"] = {"cpu_pct": 3.0, "gpus": [], "gpus_reason": "NVML: no driver"}
+
+
+async def test_pause_restart_and_stop_keys_reach_the_agent(fake: FakeAgent) -> None:
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=SIZE) as pilot:
+        await attached(pilot)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: bool(fake.ops_named("pause")), "pause")
+        await pilot.press("R")
+        await wait_for(pilot, lambda: bool(fake.ops_named("restart_ray")), "restart")
+        await pilot.press("S")
+        await started(pilot, ConfirmScreen)
+        assert "the whole cluster stops" in str(app.screen.query_one("#confirm-question").render())
+        await pilot.press("y")
+        await wait_for(pilot, lambda: bool(fake.ops_named("stop_ray")), "stop")
+        fake.agent["lending"] = {"state": "stopped", "reason": "stopped by hand"}
+        await wait_for(pilot, lambda: app.screen.agent.lending.get("state") == "stopped", "poll")
+        await pilot.press("S")  # stopped: S starts it again, no question asked
+        await wait_for(pilot, lambda: bool(fake.ops_named("resume")), "start")
+
+
+async def test_nodes_pane_draws_sparklines_gpu_and_runtime(fake: FakeAgent) -> None:
+    loaded(fake)
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await attached(pilot)
+        table = app.screen.query_one(NodeTable)
+        screen = app.screen
+        assert isinstance(screen, ClusterScreen)
+        await wait_for(pilot, lambda: screen.polls >= 3, "three polls")
+        row = [c.plain for c in table.get_row_at(0)]
+        assert row[0] == "alpha"
+        cpu, mem, gpu, runtime = row[7:11]
+        assert cpu.endswith(" 80%") and any(ch in cpu for ch in "▁▂▃▄▅▆▇█")
+        assert mem.endswith(" 25%")
+        assert gpu.startswith(" ") or "5%" in gpu
+        assert "mem 25%" in gpu and runtime == "docker running"
+        tab = app.screen.query_one(TabbedContent).get_tab("tab-ray")
+        assert str(tab.label) == "Logs: container (2)"  # this node's Ray is a container
+        heavy = table.get_row_at(0)[7]
+        assert any("red" in str(span.style) for span in heavy.spans)  # nvitop: 80% is heavy
+        beta = [c.plain for c in table.get_row_at(1)]
+        assert beta[7].endswith("  3%") and beta[9] == "none"  # no GPU lent: nothing to show
+
+
+async def test_header_shows_what_is_free(fake: FakeAgent) -> None:
+    from lanray_tui.widgets.header import ClusterHeader
+
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=SIZE) as pilot:
+        await attached(pilot)
+        header = app.screen.query_one(ClusterHeader)
+        assert "free: not available yet" in header.text().plain  # not known: not made up
+        fake.free = {"free_cpus": 3.0, "free_gpus": 0.0, "free_memory_gb": 4.5}
+        await wait_for(pilot, lambda: "free 3 CPU · 0 GPU · 4.5 GiB" in header.text().plain, "")
+
+
+async def test_node_details_show_bars_gpus_processes_and_lending(fake: FakeAgent) -> None:
+    loaded(fake)
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await attached(pilot)
+        await wait_for(pilot, lambda: screen.polls >= 2, "two polls")
+        screen.query_one(NodeTable).focus()
+        await pilot.press("enter")  # the head, first row
+        await started(pilot, NodeDetailsScreen)
+        text = str(app.screen.query_one("#node-details", Static).render())
+        assert "alpha" in text and "runtime docker running" in text
+        assert "lending: lending (lent to the cluster)" in text
+        assert "80.0%" in text and "Ray 75%, owner 5%" in text and "2.0 of 8.0 GiB" in text
+        assert "RTX 4070" in text and "48 °C" in text and "n/a (not supported)" in text
+        assert "77 ray::train (Ray, compute" in text and "88 game.exe (owner, graphics" in text
+        assert "battery n/a (no battery), power: n/a" in text and "CPU temperature 55 °C" in text
+        assert "█" in text  # a bar
+        await pilot.press("escape")
+        await started(pilot, ClusterScreen)
+
+
+def test_bars_and_downsampling() -> None:
+    assert bar(50.0, 8) == "████····"
+    assert bar(None, 4) == "    " and bar(100.0, 3) == "███" and bar(6.25, 2) == "▏·"
+    assert downsample([1.0, 3.0, None, None, 5.0, 7.0], 3) == [2.0, None, 6.0]
+    assert downsample([1.0, None], 8) == [1.0, None]
