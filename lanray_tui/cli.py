@@ -339,13 +339,18 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pause(args: argparse.Namespace) -> int:
+def _drain_call(args: argparse.Namespace, op: str) -> Any:
+    """``pause`` or ``stop_ray``: the agent drains first, so the call waits the deadline."""
     from .core import lifecycle
 
     cfg = _config(args)
     req = {} if args.deadline is None else {"deadline_s": args.deadline}
     timeout = float(args.deadline if args.deadline is not None else cfg["lending.drain_deadline_s"])
-    got = lifecycle.client(cfg.paths()).call("pause", timeout=timeout + 60, **req)
+    return lifecycle.client(cfg.paths()).call(op, timeout=timeout + 60, **req)
+
+
+def _pause(args: argparse.Namespace) -> int:
+    got = _drain_call(args, "pause")
     how = "drained" if got.get("drained") else "stopped"
     print(f"paused: this machine's Ray worker {how} and left; 'lanray-tui resume' lends it again")
     return 0
@@ -368,12 +373,7 @@ def _restart(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from .core import lifecycle
-
-    cfg = _config(args)
-    req = {} if args.deadline is None else {"deadline_s": args.deadline}
-    timeout = float(args.deadline if args.deadline is not None else cfg["lending.drain_deadline_s"])
-    got = lifecycle.client(cfg.paths()).call("stop_ray", timeout=timeout + 60, **req)
+    got = _drain_call(args, "stop_ray")
     how = "drained and stopped" if got.get("drained") else "stopped"
     print(f"this node's Ray is {how}; the agent stays ('lanray-tui resume' starts Ray again)")
     return 0

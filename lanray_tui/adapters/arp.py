@@ -26,11 +26,19 @@ def permission() -> Permission:
     return Permission(False, "ARP scan skipped: it needs root or CAP_NET_RAW")
 
 
-def sweep(iface: str, cidr: str, timeout: float = 0.5) -> list[str]:
-    """Addresses in ``cidr`` that answer an ARP who-has on ``iface``."""
+def load() -> None:
+    """Import scapy's layers: about half a second, once per process (a scan does it in its
+    sweep thread, beside the broadcast query)."""
     import logging
 
     logging.getLogger("scapy").setLevel(logging.ERROR)
+    import scapy.layers.l2
+    import scapy.sendrecv  # noqa: F401
+
+
+def sweep(iface: str, cidr: str, timeout: float = 0.5) -> list[str]:
+    """Addresses in ``cidr`` that answer an ARP who-has on ``iface``."""
+    load()
     from scapy.layers.l2 import ARP, Ether
     from scapy.sendrecv import srp
 

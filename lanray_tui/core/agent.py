@@ -46,6 +46,7 @@ LOG_SOURCES = ("ray", "agent")
 
 READY_POLL_S = 0.05
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
+FAILURE_LINGER_S = 3.0  # how long a failed agent waits for a client to read why
 
 
 class AgentLock:
@@ -82,6 +83,7 @@ class Agent:
         self.ray: ray_process.RayHandle | None = None
         self.creds: Credentials = self._load_credentials()
         self._stopping = asyncio.Event()
+        self._failure_told = asyncio.Event()  # a client has read the "failed" state
         self._ever_ready = False
         self.handlers: dict[str, Handler] = {
             "info": self._op_info,
@@ -211,6 +213,11 @@ class Agent:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
         self._tasks.append(asyncio.create_task(self._watch_machine()))
         await self._stopping.wait()
+        if self.state == "failed":
+            # Ray starts off the loop: a client waiting for it (host/join) should read why it
+            # failed from 'info' before the socket goes, not only find the agent gone.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._failure_told.wait(), FAILURE_LINGER_S)
         self.state = "stopping"
         server.close()
         if api is not None:
@@ -539,6 +546,8 @@ class Agent:
         )
 
     async def _op_info(self, req: dict[str, Any]) -> Any:
+        if self.state == "failed":
+            self._failure_told.set()
         return self.info().to_json()
 
     async def _op_status(self, req: dict[str, Any]) -> Any:

@@ -177,6 +177,12 @@ class Prober:
         )
 
 
+# A scan waits for its ARP sweep (scapy's import and the sweep's own timeout) this long past
+# its timeout, then this long for the swept hosts to answer their unicast queries.
+ARP_GRACE_S = 2.0
+UNICAST_WAIT_S = 0.3
+
+
 def arp_candidates(timeout: float = 0.5) -> tuple[list[str], str]:
     """Live addresses on each local subnet of /24 or smaller, and a note on what was done."""
     perm = arp.permission()
@@ -202,7 +208,9 @@ def scan(
     """Query the LAN and collect hosts for ``timeout`` seconds (or until the first one).
 
     The ARP sweep runs beside the broadcast query, in a thread, so a host that answers the
-    broadcast is listed at once; each address the sweep finds then gets a unicast query.
+    broadcast is listed at once; each address the sweep finds then gets a unicast query. A
+    sweep still running at ``timeout`` holds the scan up to :data:`ARP_GRACE_S` longer (its
+    hosts are the ones broadcast cannot find), unless ``until_first`` already has one.
     """
     result = ScanResult()
     prober = Prober(cfg["discovery.port"])
@@ -221,8 +229,12 @@ def scan(
     try:
         prober.query_broadcast()
         deadline = time.monotonic() + timeout
+        hard = deadline + ARP_GRACE_S  # a sweep still running holds the scan this long
+        answers_until = 0.0  # when the unicast queries to the swept addresses have had time
         while not (until_first and seen):
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            end = max(deadline, hard if sweeper is not None else 0.0, answers_until)
+            left = end - now
             if left <= 0:
                 break
             host = prober.receive(min(left, 0.05))
@@ -230,7 +242,9 @@ def scan(
                 seen[(host.cluster_id, host.address)] = host
             if sweeper is not None and not sweeper.is_alive():
                 sweeper = None
-                prober.query_unicast(swept)
+                if swept:
+                    prober.query_unicast(swept)
+                    answers_until = time.monotonic() + UNICAST_WAIT_S
         result.dropped = prober.stats.dropped
     finally:
         prober.close()

@@ -11,12 +11,17 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.control import ControlClient
-from ..core.errors import NotRunningError
+from ..core.errors import LanrayError, NotRunningError
+
+if TYPE_CHECKING:
+    from textual.worker import Worker
+
+    from ..widgets.log_pane import LogFeed
 
 
 class AgentLink(ControlClient):
@@ -64,3 +69,35 @@ class AgentLink(ControlClient):
         for s in sockets:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+
+
+def pump_lines(
+    items: Iterable[Any],
+    feed: LogFeed,
+    worker: Worker[Any],
+    on_line: Callable[[str], None] | None = None,
+    ended: str = "the agent ended the log stream",
+) -> str | None:
+    """Feed the ``line`` of each streamed item into a log pane, backing off while the pane
+    is behind; returns why the stream stopped (None when the worker was cancelled)."""
+    from ..widgets.log_pane import FEED_HIGH_WATER
+
+    try:
+        for item in items:
+            if worker.is_cancelled:
+                return None
+            if isinstance(item, dict) and "line" not in item:
+                continue  # a stream's other items (a job's state, say)
+            line = str(item["line"]) if isinstance(item, dict) else str(item)
+            feed.put(line)
+            if on_line is not None:
+                on_line(line)
+            if feed.backlog > FEED_HIGH_WATER:
+                feed.wait_for_room(lambda: worker.is_cancelled)
+    except LanrayError as exc:
+        from ..messages import describe
+
+        return describe(exc)
+    except (OSError, ValueError) as exc:
+        return f"the log stream broke: {exc}"
+    return None if worker.is_cancelled else ended

@@ -22,9 +22,9 @@ from textual.worker import get_current_worker
 from .. import messages
 from ..widgets.header import CODE_NOT_AVAILABLE, ClusterHeader
 from ..widgets.job_table import JobTable
-from ..widgets.log_pane import FEED_HIGH_WATER, LogPane
+from ..widgets.log_pane import LogPane
 from ..widgets.node_table import NodeTable
-from .agent_link import AgentLink
+from .agent_link import AgentLink, pump_lines
 from .confirm import ConfirmScreen
 from .session import Session
 
@@ -337,22 +337,10 @@ class ClusterScreen(Screen[None]):
         feed = self.pane(source).feed
 
         def stream() -> None:
-            from ..core.errors import LanrayError
-
             worker = get_current_worker()
-            reason = "the agent ended the log stream"
-            try:
-                for item in self.link.stream("logs", source=source, lines=backlog, follow=True):
-                    if worker.is_cancelled:
-                        return
-                    feed.put(str(item.get("line", "")) if isinstance(item, dict) else str(item))
-                    if feed.backlog > FEED_HIGH_WATER:
-                        feed.wait_for_room(lambda: worker.is_cancelled)
-            except LanrayError as exc:
-                reason = messages.describe(exc)
-            except (OSError, ValueError) as exc:
-                reason = f"the log stream broke: {exc}"
-            if not worker.is_cancelled:
+            items = self.link.stream("logs", source=source, lines=backlog, follow=True)
+            reason = pump_lines(items, feed, worker)
+            if reason is not None:
                 self.post_message(messages.LogStreamEnded(source, reason))
 
         self._log_started.add(source)

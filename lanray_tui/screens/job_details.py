@@ -22,7 +22,7 @@ from textual.worker import get_current_worker
 
 from ..core.sparkline import sparkline
 from ..widgets.job_table import elapsed
-from ..widgets.log_pane import FEED_HIGH_WATER, LogPane
+from ..widgets.log_pane import LogPane
 from .session import Session
 
 POLL_S = 1.0
@@ -141,31 +141,21 @@ class JobDetailsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="job-log")
     def _stream(self) -> None:
-        from .. import messages
         from ..core import metrics
-        from ..core.errors import LanrayError
+        from .agent_link import pump_lines
 
         worker = get_current_worker()
-        feed = self.query_one(LogPane).feed
         reader = metrics.Reader()
-        reason = "the job has ended"
-        try:
-            for item in self.link.stream("job_logs", id=self.job["id"], follow=True):
-                if worker.is_cancelled:
-                    return
-                if not isinstance(item, dict) or "line" not in item:
-                    continue
-                line = str(item["line"])
-                feed.put(line)
-                if reader.feed(line):
-                    self.post_message(MetricsRead(reader.snapshot()))
-                if feed.backlog > FEED_HIGH_WATER:
-                    feed.wait_for_room(lambda: worker.is_cancelled)
-        except LanrayError as exc:
-            reason = messages.describe(exc)
-        except (OSError, ValueError) as exc:
-            reason = f"the log stream broke: {exc}"
-        if not worker.is_cancelled:
+
+        def on_line(line: str) -> None:
+            if reader.feed(line):
+                self.post_message(MetricsRead(reader.snapshot()))
+
+        items = self.link.stream("job_logs", id=self.job["id"], follow=True)
+        reason = pump_lines(
+            items, self.query_one(LogPane).feed, worker, on_line, "the job has ended"
+        )
+        if reason is not None:
             self.post_message(JobLogEnded(reason))
 
     # ----- handlers -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Input, Label, OptionList, Static
@@ -24,6 +24,11 @@ from ..widgets.steps import StepList
 from .session import Session
 
 PICK_FILE = "pick-file"
+OPTION_WIDTH = 62  # a sample job's row fits an 80-column terminal, on one line
+
+
+def _one_row(text: str) -> str:
+    return text if len(text) <= OPTION_WIDTH else text[: OPTION_WIDTH - 1] + "…"
 
 
 class JobQueued(Message):
@@ -33,6 +38,10 @@ class JobQueued(Message):
         super().__init__()
         self.job = job
         self.error = error
+
+
+class _Form(VerticalScroll, can_focus=False):
+    """Scrolls on a small terminal; Tab goes from field to field, never to the form."""
 
 
 class NewJobScreen(ModalScreen[str | None]):
@@ -53,9 +62,11 @@ class NewJobScreen(ModalScreen[str | None]):
         from ..core.submit import sample_jobs
 
         samples = sample_jobs()
-        with Vertical(id="new-job", classes="dialog"):
+        with _Form(id="new-job", classes="dialog"):
             yield Static("New job", classes="screen-title")
-            options = [Option(f"{Path(p).name}  {summary}", id=p) for p, summary in samples]
+            options = [
+                Option(_one_row(f"{Path(p).name}  {summary}"), id=p) for p, summary in samples
+            ]
             options.append(Option("Another script… (file picker)", id=PICK_FILE))
             yield OptionList(*options, id="job-choices")
             if not samples:
