@@ -308,6 +308,12 @@ def _status(args: argparse.Namespace) -> int:
         f"this node: {agent['role']} {agent['node_ip']} "
         f"(agent pid {agent['pid']}, {agent['state']})"
     )
+    free = result.get("free")
+    if isinstance(free, dict):
+        print(
+            f"free: {free.get('free_cpus', 0):g} CPUs, {free.get('free_gpus', 0):g} GPUs, "
+            f"{free.get('free_memory_gb', 0):.1f} GiB"
+        )
     rows = [("NAME", "IP", "ROLE", "STATE", "LINK", "LENDING", "CPUS", "CPU%", "GPUS", "MEMORY")]
     for n in result["nodes"]:
         rows.append(

@@ -35,6 +35,7 @@ def test_two_nodes_alive(cluster: dict[str, Any]) -> None:
     free = n2.status()["free"]
     total = sum(n["cpus"] for n in status["nodes"] if n["state"] == "ALIVE")
     assert 0 <= free["free_cpus"] <= total and free["free_memory_gb"] > 0
+    assert "free: " in n1.lanray("status", check=True).stdout.splitlines()[1]
     rows = {n["ip"]: n for n in n1.status()["nodes"] if n["state"] == "ALIVE"}
     assert rows[n1.address]["runtime"] == {"kind": "native"}
     wait_for(lambda: row_of(n1, n2.address).get("runtime") == {"kind": "native"}, timeout=10)
