@@ -121,6 +121,7 @@ class JobDetailsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.feed = self.query_one(LogPane).feed  # the thread-safe hand-off, read on the UI thread
         self._poll()
         self._stream()
         self.query_one(LogPane).view.focus()
@@ -152,9 +153,7 @@ class JobDetailsScreen(Screen[None]):
                 self.post_message(MetricsRead(reader.snapshot()))
 
         items = self.link.stream("job_logs", id=self.job["id"], follow=True)
-        reason = pump_lines(
-            items, self.query_one(LogPane).feed, worker, on_line, "the job has ended"
-        )
+        reason = pump_lines(items, self.feed, worker, on_line, "the job has ended")
         if reason is not None:
             self.post_message(JobLogEnded(reason))
 
