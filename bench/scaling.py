@@ -37,7 +37,7 @@ def result_of(output: str, what: str) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="only parallel_map")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
