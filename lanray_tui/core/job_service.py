@@ -59,6 +59,7 @@ FAST_POLL_S = 0.1  # ... while a job waits for Ray to start it
 ARCHIVE_POLL_S = 2.0  # how often copies of new packages are made
 STOP_WAIT_S = 15.0  # how long cancel waits for Ray to confirm a stop
 FINAL_WAIT_S = 10.0  # how long a log stream waits for the job's final state
+TAIL_RETRY_S = 0.5  # how soon a broken log tail of a running job is opened again
 KEEP_PACKAGE_S = 24 * 3600.0  # copies of packages outlive their job's end by this much
 LOST_REASON = (
     "Ray no longer knows this job: the cluster's head restarted (or it was deleted in Ray)"
@@ -541,18 +542,46 @@ class JobService:
     async def _follow(
         self, job: Job, send: Callable[[dict[str, Any]], None], writer: asyncio.StreamWriter
     ) -> None:
-        partial = ""
+        """Pass on Ray's log tail until the job ends, each line once.
+
+        Ray's tail can break while the job runs (its websocket misses a ping on a busy
+        head): it is opened again, and since Ray's tail always starts from the top, what was
+        already sent is skipped. Once the job has ended, whatever the tail missed at the end
+        comes from the whole log."""
+        lines = _LineSplitter(send)
+        while True:
+            skip = lines.chars
+            try:
+                async for chunk in self._api().tail(job.ray_id):
+                    if skip >= len(chunk):
+                        skip -= len(chunk)
+                        continue
+                    lines.feed(chunk[skip:])
+                    skip = 0
+                    await writer.drain()
+            except RayJobsError as exc:
+                log.info("job %s: log tail ended: %s", job.id, exc)
+            if not await self._runs_in_ray(job):
+                break
+            await writer.drain()  # raises when the client went away
+            await asyncio.sleep(TAIL_RETRY_S)
         try:
-            async for chunk in self._api().tail(job.ray_id):
-                *lines, partial = (partial + chunk).split("\n")
-                for line in lines:
-                    send({"line": line})
-                await writer.drain()
-        except RayJobsError as exc:
-            log.info("job %s: log tail ended: %s", job.id, exc)
-        if partial:
-            send({"line": partial})
-            await writer.drain()
+            text = await asyncio.to_thread(self._api().logs, job.ray_id)
+        except RayJobsError:
+            text = ""
+        lines.feed(text[lines.chars :])
+        lines.flush()
+        await writer.drain()
+
+    async def _runs_in_ray(self, job: Job) -> bool:
+        """Whether Ray still runs ``job`` (as the queue last saw it, when Ray cannot say)."""
+        try:
+            info = await asyncio.to_thread(self._api().info, job.ray_id)
+        except RayJobNotFound:
+            return False
+        except RayJobsError:
+            return self.queue.get(job.id).state in ACTIVE
+        return info.status in (ray_jobs.PENDING, ray_jobs.RUNNING)
 
     async def _final_state(self, job_id: str) -> Job:
         """The job once the scheduler has recorded its end (or as it is after a while)."""
@@ -563,6 +592,26 @@ class JobService:
             await asyncio.sleep(0.1)
             job = self.queue.get(job_id)
         return job
+
+
+class _LineSplitter:
+    """Cuts a stream of text into lines for ``send``, counting the characters taken."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
+        self.send = send
+        self.chars = 0
+        self.partial = ""
+
+    def feed(self, text: str) -> None:
+        self.chars += len(text)
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            self.send({"line": line})
+
+    def flush(self) -> None:
+        if self.partial:
+            self.send({"line": self.partial})
+            self.partial = ""
 
 
 def _job_id(req: dict[str, Any]) -> str:
