@@ -95,10 +95,8 @@ class Writer:
         return [i["result"]["line"] for i in items if "line" in i.get("result", {})]
 
 
-async def test_a_broken_tail_is_reopened_and_no_line_is_lost_or_doubled(
-    ray: tuple[TailingRay, str], tmp_path: Path
-) -> None:
-    fake, url = ray
+async def running_job(tmp_path: Path, url: str) -> tuple[JobService, dict[str, Any], str]:
+    """A job service on the stand-in, with one job that Ray has taken: (service, job, sid)."""
     svc = JobService(
         tmp_path / "jobs.sqlite3",
         dashboard_url=lambda: url,
@@ -109,11 +107,18 @@ async def test_a_broken_tail_is_reopened_and_no_line_is_lost_or_doubled(
         poll_s=0.05,
     )
     await svc.start()
+    job = await svc.handlers["submit"]({"spec": {"command": ["echo", "hi"]}})
+    while not svc.queue.get(job["id"]).ray_id:
+        await asyncio.sleep(0.02)
+    return svc, job, str(svc.queue.get(job["id"]).ray_id)
+
+
+async def test_a_broken_tail_is_reopened_and_no_line_is_lost_or_doubled(
+    ray: tuple[TailingRay, str], tmp_path: Path
+) -> None:
+    fake, url = ray
+    svc, job, sid = await running_job(tmp_path, url)
     try:
-        job = await svc.handlers["submit"]({"spec": {"command": ["echo", "hi"]}})
-        while not svc.queue.get(job["id"]).ray_id:
-            await asyncio.sleep(0.02)
-        sid = svc.queue.get(job["id"]).ray_id
         # The job has written 5 lines. The first tail breaks in line 3 while the job runs;
         # the second sends all 5, and as it closes the job writes the rest and ends.
         fake.logs = LOG[: LOG.index("line 6")]
@@ -139,21 +144,8 @@ async def test_lines_the_last_tail_missed_come_from_the_whole_log(
     ray: tuple[TailingRay, str], tmp_path: Path
 ) -> None:
     fake, url = ray
-    svc = JobService(
-        tmp_path / "jobs.sqlite3",
-        dashboard_url=lambda: url,
-        token=lambda: "t" * 64,
-        max_running=1,
-        cluster_ready=lambda: True,
-        python_dir=Path("/opt/py/bin"),
-        poll_s=0.05,
-    )
-    await svc.start()
+    svc, job, sid = await running_job(tmp_path, url)
     try:
-        job = await svc.handlers["submit"]({"spec": {"command": ["echo", "hi"]}})
-        while not svc.queue.get(job["id"]).ray_id:
-            await asyncio.sleep(0.02)
-        sid = svc.queue.get(job["id"]).ray_id
         # The one tail stops short of the end (mid-line) as the job ends.
         fake.logs = LOG + "no newline at the end"
         fake.script = [LOG.index("line 7") + 3]
