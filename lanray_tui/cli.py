@@ -100,6 +100,13 @@ def build_parser() -> Parser:
     q = lab.add_parser("up", help="create N nodes on one bridge")
     q.add_argument("--nodes", type=int, default=2, metavar="N")
     q.add_argument("--name", default="lab", metavar="NAME")
+    q.add_argument(
+        "--cpus-per-node",
+        type=int,
+        default=0,
+        metavar="N",
+        help="give each node N CPUs of its own, as separate machines (default: all share all)",
+    )
     q = lab.add_parser("exec", help="run a command on a node")
     q.add_argument("--name", default="lab", metavar="NAME")
     q.add_argument("node", metavar="NODE")
@@ -397,10 +404,11 @@ def _lab(args: argparse.Namespace) -> int:
     from .core import lab
 
     if args.lab_command == "up":
-        made = lab.up(args.name, args.nodes)
+        made = lab.up(args.name, args.nodes, args.cpus_per_node)
         print(f"lab '{made.name}' is up on {made.subnet}:")
         for n in made.nodes:
-            print(f"  {n.name}  {n.address}")
+            cpus = f"  CPU {','.join(map(str, n.cpus))}" if n.cpus else ""
+            print(f"  {n.name}  {n.address}{cpus}")
         named = f"--name {made.name} " if made.name != "lab" else ""
         print(f"run a command on a node: {PROG} lab exec {named}n1 -- CMD")
         return 0

@@ -362,3 +362,32 @@ def test_up_failure_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None:
         labmod.up(name, nodes=2)
     assert not lab_netns(name)
     assert not (labmod.LAB_DIR / name).exists()
+
+
+def test_nodes_with_cpus_of_their_own() -> None:
+    name = "tlabp"
+    labmod.down(name)
+    usable = sorted(os.sched_getaffinity(0))
+    lab = labmod.up(name, nodes=3, cpus_per_node=1)
+    try:
+        # Each node in turn takes the next CPU; with fewer CPUs than nodes they wrap round.
+        want = [(usable[i % len(usable)],) for i in range(3)]
+        assert [n.cpus for n in lab.nodes] == want
+        assert [n.cpus for n in labmod.load(name).nodes] == want
+        for node, cpus in zip(("n1", "n2", "n3"), want, strict=True):
+            # What runs on a node, and what that starts, stays on the node's CPUs.
+            out = node_run(
+                lab,
+                node,
+                [
+                    "sh",
+                    "-c",
+                    f"{sys.executable} -S -c 'import os; print(sorted(os.sched_getaffinity(0)))'",
+                ],
+            )
+            assert out.strip() == str(list(cpus))
+    finally:
+        labmod.down(name)
+    with pytest.raises(LabError, match=f"0 \\(all\\) to {len(usable)} CPUs"):
+        labmod.up(name, nodes=2, cpus_per_node=len(usable) + 1)
+    assert not lab_netns(name)

@@ -7,6 +7,10 @@ Each node of a lab is a network namespace (``lanray-NAME-nI``, one ``eth0`` with
 reach each other by unicast and by broadcast to the subnet's broadcast address, and
 nothing else. It needs root. ``lab.json`` in the lab's dir records what :func:`load`
 returns; :func:`down` finds leftovers by name, so it also cleans up after a crash.
+
+With ``cpus_per_node``, each node also runs on CPUs of its own (CPU affinity), as a
+separate machine would: what its Ray does in the background then competes with its own
+work only, not with the other nodes'.
 """
 
 from __future__ import annotations
@@ -39,7 +43,13 @@ _INIT_MODULE = "lanray_tui.core.lab_init"
 # The init runs ``-m lanray_tui.core.lab_init`` with this on PYTHONPATH, so it finds the
 # same package as the caller from any cwd, installed or not.
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
-_PACKAGES = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux", "env": "coreutils"}
+_PACKAGES = {
+    "ip": "iproute2",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "taskset": "util-linux",
+    "env": "coreutils",
+}
 _IP_TIMEOUT = 10.0
 _INIT_TIMEOUT = 5.0
 _KILL_TIMEOUT = 5.0
@@ -63,6 +73,7 @@ class LabNode:
     netns: str
     init_pid: int
     root: Path
+    cpus: tuple[int, ...] = ()  # the CPUs it runs on; () for all of the machine's
 
     def env(self) -> dict[str, str]:
         """The HOME, XDG_* and TMPDIR variables that give this node its own dirs."""
@@ -123,21 +134,36 @@ class NodeProcess(subprocess.Popen[Any]):
                 os.kill(self.pid, sig)
 
 
-def up(name: str = "lab", nodes: int = 2) -> Lab:
+def up(name: str = "lab", nodes: int = 2, cpus_per_node: int = 0) -> Lab:
     """Bring up lab ``name`` with ``nodes`` nodes (n1..nN) and return it.
 
-    On any failure it takes down what it made and raises :class:`LabError`.
+    ``cpus_per_node`` > 0 gives each node that many CPUs of its own, taken in turn from the
+    CPUs this process may use (nodes share CPUs only when there are too few). On any
+    failure it takes down what it made and raises :class:`LabError`.
     """
     _check_name(name)
     if not 1 <= nodes <= MAX_NODES:
         raise LabError(f"a lab has 1 to {MAX_NODES} nodes, not {nodes}")
+    usable = sorted(os.sched_getaffinity(0))
+    if not 0 <= cpus_per_node <= len(usable):
+        raise LabError(
+            f"a lab node has 0 (all) to {len(usable)} CPUs on this machine, not {cpus_per_node}"
+        )
     if os.geteuid() != 0:
         raise LabError(_NEED_ROOT)
     tools = {tool: _tool(tool) for tool in _PACKAGES}
     if _lab_netns(name) or (LAB_DIR / name).exists():
         raise LabError(f"lab {name!r} is already up (or left over); run: lanray-tui lab down")
     try:
-        return _build(name, nodes, tools["ip"], tools["unshare"])
+        cpus = [
+            tuple(
+                sorted(
+                    {usable[(i * cpus_per_node + j) % len(usable)] for j in range(cpus_per_node)}
+                )
+            )
+            for i in range(nodes)
+        ]
+        return _build(name, nodes, cpus, tools["ip"], tools["unshare"])
     except BaseException as exc:
         with contextlib.suppress(Exception):
             down(name)
@@ -158,7 +184,14 @@ def load(name: str = "lab") -> Lab:
             broadcast=data["broadcast"],
             bridge_netns=data["bridge_netns"],
             nodes=tuple(
-                LabNode(n["name"], n["address"], n["netns"], int(n["init_pid"]), Path(n["root"]))
+                LabNode(
+                    n["name"],
+                    n["address"],
+                    n["netns"],
+                    int(n["init_pid"]),
+                    Path(n["root"]),
+                    tuple(int(c) for c in n.get("cpus", ())),
+                )
                 for n in data["nodes"]
             ),
         )
@@ -187,8 +220,8 @@ def exec_argv(
     """The command line that runs ``argv`` on ``node``.
 
     It enters the node's network, PID and mount namespaces, changes to ``cwd`` (default:
-    the current dir) and sets HOME, XDG_* and TMPDIR to the node's own. The rest of the
-    environment is the caller's, or exactly ``env`` if given.
+    the current dir), sets HOME, XDG_* and TMPDIR to the node's own and keeps it on the
+    node's CPUs. The rest of the environment is the caller's, or exactly ``env`` if given.
     """
     target = lab.node(node)
     command = [
@@ -210,6 +243,8 @@ def exec_argv(
         command += [f"{k}={v}" for k, v in env.items()]
     # Later assignments win, so the node's dirs override those in `env`.
     command += [f"{k}={v}" for k, v in target.env().items()]
+    if target.cpus:
+        command += [_tool("taskset"), "--cpu-list", ",".join(map(str, target.cpus))]
     return [*command, *argv]
 
 
@@ -283,7 +318,7 @@ def list_labs() -> list[str]:
     return sorted(names)
 
 
-def _build(name: str, nodes: int, ip: str, unshare: str) -> Lab:
+def _build(name: str, nodes: int, cpus: list[tuple[int, ...]], ip: str, unshare: str) -> Lab:
     _ensure_lab_dir()
     lab_dir = LAB_DIR / name
     lab_dir.mkdir()
@@ -309,6 +344,7 @@ def _build(name: str, nodes: int, ip: str, unshare: str) -> Lab:
         _make_node_dirs(roots[n])
     # Start every init first, then wait for them: the Python start-ups overlap.
     launchers = {n: _start_init(ip, unshare, netns[n], roots[n]) for n in names}
+    cpus_of = dict(zip(names, cpus, strict=True))
     deadline = time.monotonic() + _INIT_TIMEOUT
     lab = Lab(
         name=name,
@@ -317,7 +353,12 @@ def _build(name: str, nodes: int, ip: str, unshare: str) -> Lab:
         bridge_netns=bridge_ns,
         nodes=tuple(
             LabNode(
-                n, address[n], netns[n], _find_init(launchers[n], n, roots[n], deadline), roots[n]
+                n,
+                address[n],
+                netns[n],
+                _find_init(launchers[n], n, roots[n], deadline),
+                roots[n],
+                cpus_of[n],
             )
             for n in names
         ),
@@ -412,6 +453,7 @@ def _write_metadata(lab: Lab, path: Path) -> None:
                 "netns": n.netns,
                 "init_pid": n.init_pid,
                 "root": str(n.root),
+                "cpus": list(n.cpus),
             }
             for n in lab.nodes
         ],
