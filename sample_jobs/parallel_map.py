@@ -4,7 +4,7 @@ Prints the time of each, the speed-up, and which nodes did the work; the last li
 Runs anywhere: in a lanray-tui job (``lanray-tui submit sample_jobs/parallel_map.py``), or
 on its own (it then joins the cluster named by RAY_ADDRESS, or starts a local Ray).
 
-    python parallel_map.py [--n 1000000] [--rounds 10] [--chunks-per-cpu 4]
+    python parallel_map.py [--n 1000000] [--rounds 10] [--chunks-per-cpu 16]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="how many numbers")
     ap.add_argument("--rounds", type=int, default=10, help="cost of each number")
-    ap.add_argument("--chunks-per-cpu", type=int, default=4)
+    ap.add_argument("--chunks-per-cpu", type=int, default=16)
     ap.add_argument("--skip-sequential", action="store_true", help="only the Ray run")
     args = ap.parse_args()
 
