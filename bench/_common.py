@@ -7,6 +7,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,11 +27,11 @@ def die(msg: str) -> None:
 
 
 @contextmanager
-def bench_lab(name: str, nodes: int) -> Iterator[labmod.Lab]:
+def bench_lab(name: str, nodes: int, cpus_per_node: int = 0) -> Iterator[labmod.Lab]:
     if os.geteuid() != 0:
         die("benchmarks run in the lab, which needs root")
     labmod.down(name)
-    lab = labmod.up(name, nodes)
+    lab = labmod.up(name, nodes, cpus_per_node)
     try:
         yield lab
     finally:
@@ -50,6 +51,18 @@ def on_node(
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
+
+
+def settle(max_s: float = 30.0, busy_percent: float = 15.0) -> float:
+    """Wait until this machine's CPUs are nearly idle (a node that just joined is still
+    starting Ray's agents), at most ``max_s``; returns the seconds waited."""
+    import psutil
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < max_s:
+        if psutil.cpu_percent(interval=1.0) < busy_percent:
+            break
+    return time.monotonic() - t0
 
 
 def checked(p: subprocess.CompletedProcess[str], what: str) -> str:

@@ -1,15 +1,20 @@
 """Scaling benchmark: the sample jobs on 1 node and on 2 nodes of 1 CPU each.
 
-In a 2-node lab where each node lends 1 CPU: first n1 hosts alone, then n2 joins. On each
-cluster, through `lanray-tui submit --follow`:
+In a 2-node lab where each node is a machine of 1 CPU (the lab gives each node a CPU of its
+own, and its Ray lends that 1 CPU), n1 hosts. Each run measures n1 alone, then n1 with n2
+(which joins for it and leaves after it), through `lanray-tui submit --follow`:
   a. sample_jobs/parallel_map.py --skip-sequential: the time of the Ray map
   b. sample_jobs/train_digits.py --skip-baseline --workers 1|2: the time of the training
      loop (Ray Train's start-up excluded, reported apart) and the final test accuracy
-Speed-up = time on 1 node / time on 2 nodes (median of --runs runs of each).
+Speed-up = time on 1 node / time on 2 nodes (median of --runs runs of each). Each job starts
+once the machine's CPUs are nearly idle (a node that has just joined is still starting Ray's
+agents), so the figures are those of a cluster at work, not of one still starting.
 
-    python bench/scaling.py [--runs N] [--epochs N] [--quick] [--json]
+    python bench/scaling.py [--runs N] [--epochs N] [--quick] [--shared-cpus] [--json]
 
---quick runs only parallel_map (under 3 minutes).
+--quick runs only parallel_map (under 3 minutes). --shared-cpus lets both nodes run on all
+of this machine's CPUs, as before nodes had CPUs of their own: n1 alone then has a second
+core for its Ray's background work, which no 1-CPU machine has.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import json
 import sys
 from typing import Any
 
-from _common import LANRAY, bench_lab, checked, die, median, on_node
+from _common import LANRAY, bench_lab, checked, die, median, on_node, settle
+
+TRAIN_BATCH = 128  # images per worker per step (train_digits' default)
 
 
 def result_of(output: str, what: str) -> dict[str, Any]:
@@ -36,15 +43,16 @@ def result_of(output: str, what: str) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--quick", action="store_true", help="only parallel_map")
+    ap.add_argument("--shared-cpus", action="store_true", help="nodes share all CPUs")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     pm: dict[int, list[float]] = {1: [], 2: []}
     train: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
-    with bench_lab("bsc", 2) as lab:
+    with bench_lab("bsc", 2, cpus_per_node=0 if args.shared_cpus else 1) as lab:
 
         def submit(script: str, *argv: str, timeout: float = 600) -> dict[str, Any]:
             p = on_node(
@@ -55,58 +63,58 @@ def main() -> int:
             )
             return result_of(p.stdout, script)
 
-        def measure(nodes: int) -> None:
-            for i in range(args.runs):
-                got = submit("parallel_map.py", "--skip-sequential")
-                if got["cpus"] != nodes:
-                    die(f"expected {nodes} CPU(s) in the cluster, Ray has {got['cpus']}")
-                pm[nodes].append(float(got["ray_s"]))
-                print(
-                    f"{nodes} node(s), run {i + 1}: parallel_map {got['ray_s']:.2f} s "
-                    f"on {got['nodes']} node(s)",
-                    file=sys.stderr,
-                )
+        def measure(nodes: int, run: int) -> None:
+            settle()
+            got = submit("parallel_map.py", "--skip-sequential")
+            if got["cpus"] != nodes:
+                die(f"expected {nodes} CPU(s) in the cluster, Ray has {got['cpus']}")
+            pm[nodes].append(float(got["ray_s"]))
+            print(
+                f"run {run}, {nodes} node(s): parallel_map {got['ray_s']:.2f} s "
+                f"on {got['nodes']} node(s)",
+                file=sys.stderr,
+            )
             if args.quick:
                 return
-            for i in range(args.runs):
-                got = submit(
-                    "train_digits.py",
-                    "--skip-baseline",
-                    "--workers",
-                    str(nodes),
-                    "--epochs",
-                    str(args.epochs),
-                )
-                train[nodes].append(got["parallel"])
-                print(
-                    f"{nodes} node(s), run {i + 1}: train_digits loop "
-                    f"{got['parallel']['train_s']:.2f} s (wall {got['parallel']['wall_s']:.1f} s), "
-                    f"accuracy {got['parallel']['accuracy']:.4f}",
-                    file=sys.stderr,
-                )
+            settle()
+            got = submit(
+                "train_digits.py",
+                "--skip-baseline",
+                "--workers",
+                str(nodes),
+                "--epochs",
+                str(args.epochs),
+                "--batch-size",
+                str(TRAIN_BATCH),
+            )
+            train[nodes].append(got["parallel"])
+            print(
+                f"run {run}, {nodes} node(s): train_digits loop "
+                f"{got['parallel']['train_s']:.2f} s (wall {got['parallel']['wall_s']:.1f} s), "
+                f"accuracy {got['parallel']['accuracy']:.4f}",
+                file=sys.stderr,
+            )
 
         checked(
             on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach", "--cpus", "1"]), "host"
         )
-        measure(1)
         token = checked(on_node(lab, "n1", [*LANRAY, "token"]), "token").strip()
         head = lab.node("n1").address
-        checked(
-            on_node(
-                lab,
-                "n2",
-                [*LANRAY, "join", head, "--token", token, "--headless", "--detach", "--cpus", "1"],
-            ),
-            "join",
-        )
-        measure(2)
-        for node in ("n2", "n1"):
-            on_node(lab, node, [*LANRAY, "leave"])
+        join = [*LANRAY, "join", head, "--token", token, "--headless", "--detach", "--cpus", "1"]
+        # Side by side: each run measures n1 alone, then n1 with n2 (which joins for it and
+        # leaves after it), so that drift in this machine's speed hits both alike.
+        for run in range(1, args.runs + 1):
+            measure(1, run)
+            checked(on_node(lab, "n2", join), "join")
+            measure(2, run)
+            checked(on_node(lab, "n2", [*LANRAY, "leave"]), "leave")
+        on_node(lab, "n1", [*LANRAY, "leave"])
 
     result: dict[str, Any] = {
         "parallel_map_speedup": round(median(pm[1]) / median(pm[2]), 3),
         "parallel_map_s": {str(k): round(median(v), 3) for k, v in pm.items()},
         "runs": args.runs,
+        "cpus_per_node": "shared" if args.shared_cpus else 1,
     }
     print(
         f"parallel_map: 1 node {median(pm[1]):.2f} s, 2 nodes {median(pm[2]):.2f} s "
