@@ -43,12 +43,13 @@ def result_of(output: str, what: str) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, help="runs of each (default: 5, 3 with --quick)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--quick", action="store_true", help="only parallel_map")
     ap.add_argument("--shared-cpus", action="store_true", help="nodes share all CPUs")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    args.runs = args.runs or (3 if args.quick else 5)
 
     pm: dict[int, list[float]] = {1: [], 2: []}
     train: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
