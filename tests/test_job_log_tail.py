@@ -9,7 +9,6 @@ in order, and the stream must end only when the job has.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from aiohttp import WSCloseCode, web
 
 from lanray_tui.core.job_service import JobService
+from tests.test_jobs_service import FakeWriter
 
 LOG = "".join(f"line {i}\n" for i in range(1, 9))
 
@@ -80,19 +80,13 @@ async def ray() -> AsyncIterator[tuple[TailingRay, str]]:
         await runner.cleanup()
 
 
-class Writer:
-    def __init__(self) -> None:
-        self.data = b""
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    async def drain(self) -> None:
-        pass
-
-    def lines(self) -> list[str]:
-        items = [json.loads(x) for x in self.data.splitlines()]
-        return [i["result"]["line"] for i in items if "line" in i.get("result", {})]
+async def followed_lines(svc: JobService, job: dict[str, Any]) -> list[str]:
+    """The log lines that following ``job`` sends, once the stream has ended."""
+    writer = FakeWriter()
+    stream = svc.streams["job_logs"]({"id": job["id"], "follow": True}, writer)  # type: ignore[arg-type]
+    await asyncio.wait_for(stream, 10)
+    items = [i.get("result", {}) for i in writer.items()]
+    return [i["line"] for i in items if "line" in i]
 
 
 async def running_job(tmp_path: Path, url: str) -> tuple[JobService, dict[str, Any], str]:
@@ -129,12 +123,7 @@ async def test_a_broken_tail_is_reopened_and_no_line_is_lost_or_doubled(
             fake.jobs[sid].update(status="SUCCEEDED", driver_exit_code=0)
 
         fake.then = {2: end}
-        writer = Writer()
-        await asyncio.wait_for(
-            svc.streams["job_logs"]({"id": job["id"], "follow": True}, writer),  # type: ignore[arg-type]
-            10,
-        )
-        assert writer.lines() == [f"line {i}" for i in range(1, 9)]
+        assert await followed_lines(svc, job) == [f"line {i}" for i in range(1, 9)]
         assert fake.tails == 2
     finally:
         svc.close()
@@ -150,13 +139,8 @@ async def test_lines_the_last_tail_missed_come_from_the_whole_log(
         fake.logs = LOG + "no newline at the end"
         fake.script = [LOG.index("line 7") + 3]
         fake.then = {1: lambda: fake.jobs[sid].update(status="FAILED", driver_exit_code=1)}
-        writer = Writer()
-        await asyncio.wait_for(
-            svc.streams["job_logs"]({"id": job["id"], "follow": True}, writer),  # type: ignore[arg-type]
-            10,
-        )
         want = [f"line {i}" for i in range(1, 9)] + ["no newline at the end"]
-        assert writer.lines() == want
+        assert await followed_lines(svc, job) == want
         assert fake.tails == 1
     finally:
         svc.close()
