@@ -73,11 +73,19 @@ def field_holding(text: str, typed: str) -> str | None:
 
 def type_into_command_field(session: str, command: str) -> None:
     """Type ``command`` where focus is, and see that it is the command field. On a loaded
-    machine a Tab can land before the form has focused its list: the text then shows in
-    another field, and a person would clear it and move on to the right one."""
+    machine keys can land before the form has focused its list: the text then shows in
+    another field or nowhere, and a person would clear it and move on to the right one."""
     tmux("send-keys", "-t", session, "-l", command)
-    for _ in range(3):
-        text = wait_screen(session, command, timeout=10)
+    text = ""
+    for _ in range(4):
+        try:
+            text = wait_screen(session, command, timeout=10)
+        except AssertionError:
+            # The keys were lost (the list kept focus, where typing does nothing): on.
+            tmux("send-keys", "-t", session, "Tab")
+            time.sleep(0.5)
+            tmux("send-keys", "-t", session, "-l", command)
+            continue
         where = field_holding(text, command)
         if where == "or a command":
             return
