@@ -76,12 +76,13 @@ def type_into_command_field(session: str, command: str) -> None:
     machine keys can land before the form has focused its list: the text then shows in
     another field or nowhere, and a person would clear it and move on to the right one."""
     tmux("send-keys", "-t", session, "-l", command)
-    text = ""
-    for _ in range(4):
+    seen: list[str] = []
+    for _ in range(8):
         try:
             text = wait_screen(session, command, timeout=10)
-        except AssertionError:
+        except AssertionError as exc:
             # The keys were lost (the list kept focus, where typing does nothing): on.
+            seen.append(str(exc))
             tmux("send-keys", "-t", session, "Tab")
             time.sleep(0.5)
             tmux("send-keys", "-t", session, "-l", command)
@@ -89,11 +90,14 @@ def type_into_command_field(session: str, command: str) -> None:
         where = field_holding(text, command)
         if where == "or a command":
             return
+        seen.append(f"in {where}:\n{text}")
         tmux("send-keys", "-t", session, "C-a", "C-k")  # clear the field it went into
         tmux("send-keys", "-t", session, "Tab" if where == "Script" else "BTab")
         time.sleep(0.5)
         tmux("send-keys", "-t", session, "-l", command)
-    raise AssertionError(f"{session}: {command!r} is not in the command field:\n{text}")
+    raise AssertionError(
+        f"{session}: {command!r} is not in the command field; the tries:\n" + "\n".join(seen)
+    )
 
 
 @pytest.fixture(scope="module")
