@@ -10,6 +10,10 @@ Speed-up = time on 1 node / time on 2 nodes (median of --runs runs of each). Eac
 once the machine's CPUs are nearly idle (a node that has just joined is still starting Ray's
 agents), so the figures are those of a cluster at work, not of one still starting.
 
+Each run then does the same work without Ray (bench/_plain.py): plain processes pinned to
+n1's CPU, then to n1's and n2's at once (the map in halves; the training loop under plain
+PyTorch DDP). Those speed-ups are what this machine gives by itself, the ceiling for Ray's.
+
     python bench/scaling.py [--runs N] [--epochs N] [--quick] [--shared-cpus] [--json]
 
 --quick runs only parallel_map (under 3 minutes). --shared-cpus lets both nodes run on all
@@ -25,8 +29,11 @@ import sys
 from typing import Any
 
 from _common import LANRAY, bench_lab, checked, die, median, on_node, settle
+from _plain import ddp_times, map_times
 
 TRAIN_BATCH = 128  # images per worker per step (train_digits' default)
+TRAIN_LR = 3e-3  # train_digits' default peak learning rate of one worker
+MAP_N, MAP_ROUNDS = 1_000_000, 10  # parallel_map's defaults
 
 
 def result_of(output: str, what: str) -> dict[str, Any]:
@@ -53,6 +60,8 @@ def main() -> int:
 
     pm: dict[int, list[float]] = {1: [], 2: []}
     train: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    plain_pm: dict[int, list[float]] = {1: [], 2: []}
+    plain_train: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     with bench_lab("bsc", 2, cpus_per_node=0 if args.shared_cpus else 1) as lab:
 
         def submit(script: str, *argv: str, timeout: float = 600) -> dict[str, Any]:
@@ -96,6 +105,26 @@ def main() -> int:
                 file=sys.stderr,
             )
 
+        def measure_plain(cpus: tuple[int, int], run: int) -> None:
+            settle()
+            one, two = map_times(cpus, MAP_N, MAP_ROUNDS)
+            plain_pm[1].append(one)
+            plain_pm[2].append(two)
+            print(f"run {run}, plain: map {one:.2f} s vs {two:.2f} s", file=sys.stderr)
+            if args.quick:
+                return
+            settle()
+            config = {"epochs": args.epochs, "batch_size": TRAIN_BATCH, "lr": TRAIN_LR, "seed": 0}
+            got = ddp_times(cpus, config)
+            for k in (1, 2):
+                plain_train[k].append(got[str(k)])
+            print(
+                f"run {run}, plain: training loop {got['1']['train_s']:.2f} s vs "
+                f"{got['2']['train_s']:.2f} s (DDP), accuracy {got['1']['accuracy']:.4f} vs "
+                f"{got['2']['accuracy']:.4f}",
+                file=sys.stderr,
+            )
+
         checked(
             on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach", "--cpus", "1"]), "host"
         )
@@ -104,11 +133,14 @@ def main() -> int:
         join = [*LANRAY, "join", head, "--token", token, "--headless", "--detach", "--cpus", "1"]
         # Side by side: each run measures n1 alone, then n1 with n2 (which joins for it and
         # leaves after it), so that drift in this machine's speed hits both alike.
+        cpus = (lab.node("n1").cpus + lab.node("n2").cpus)[:2]
         for run in range(1, args.runs + 1):
             measure(1, run)
             checked(on_node(lab, "n2", join), "join")
             measure(2, run)
             checked(on_node(lab, "n2", [*LANRAY, "leave"]), "leave")
+            if len(cpus) == 2:
+                measure_plain(cpus, run)
         on_node(lab, "n1", [*LANRAY, "leave"])
 
     result: dict[str, Any] = {
@@ -121,6 +153,13 @@ def main() -> int:
         f"parallel_map: 1 node {median(pm[1]):.2f} s, 2 nodes {median(pm[2]):.2f} s "
         f"-> speed-up {result['parallel_map_speedup']:.2f}x"
     )
+    if plain_pm[1]:
+        result["parallel_map_plain_speedup"] = round(median(plain_pm[1]) / median(plain_pm[2]), 3)
+        print(
+            f"  the same map in plain processes (no Ray), 1 CPU vs 2: "
+            f"{median(plain_pm[1]):.2f} s vs {median(plain_pm[2]):.2f} s "
+            f"-> {result['parallel_map_plain_speedup']:.2f}x"
+        )
     if not args.quick:
         t1 = median([r["train_s"] for r in train[1]])
         t2 = median([r["train_s"] for r in train[2]])
@@ -141,6 +180,19 @@ def main() -> int:
             f"-> speed-up {t1 / t2:.2f}x (wall {w1:.1f} s vs {w2:.1f} s); accuracy "
             f"{a1:.4f} vs {a2:.4f} (delta {a2 - a1:+.4f})"
         )
+        if plain_train[1]:
+            p1 = median([r["train_s"] for r in plain_train[1]])
+            p2 = median([r["train_s"] for r in plain_train[2]])
+            pa1 = median([r["accuracy"] for r in plain_train[1]])
+            pa2 = median([r["accuracy"] for r in plain_train[2]])
+            result.update(
+                train_plain_speedup=round(p1 / p2, 3),
+                train_plain_accuracy_delta=round(pa2 - pa1, 4),
+            )
+            print(
+                f"  the same loop in plain processes (no Ray; plain PyTorch DDP), 1 CPU vs 2: "
+                f"{p1:.2f} s vs {p2:.2f} s -> {p1 / p2:.2f}x; accuracy delta {pa2 - pa1:+.4f}"
+            )
     if args.json:
         print(json.dumps(result))
     return 0

@@ -69,6 +69,34 @@ def make_model() -> Any:
     )
 
 
+def make_optimizer(model: Any, lr: float, world: int, steps: int) -> tuple[Any, Any]:
+    """Adam with a one-cycle schedule over ``steps``; the peak learning rate is ``lr`` times
+    ``world``, as the global batch is ``world`` times one worker's."""
+    import torch
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr * world)
+    return opt, torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr * world, total_steps=max(1, steps)
+    )
+
+
+def train_epoch(
+    model: Any, loader: Any, opt: Any, schedule: Any, loss_fn: Any
+) -> tuple[float, int]:
+    """One pass over ``loader``: a step per batch. Returns the summed loss and the count."""
+    model.train()
+    total, count = 0.0, 0
+    for xb, yb in loader:
+        opt.zero_grad()
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        total += float(loss.item()) * len(yb)
+        count += len(yb)
+    return total, count
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """What every Ray Train worker runs."""
     import ray.train
@@ -87,11 +115,7 @@ def train_loop(config: dict[str, Any]) -> None:
     loader = ray.train.torch.prepare_data_loader(loader)  # shards it, moves batches to device
     model = ray.train.torch.prepare_model(make_model())  # DDP when world > 1
     device = ray.train.torch.get_device()
-    peak_lr = config["lr"] * world  # the global batch is `world` times one worker's
-    opt = torch.optim.Adam(model.parameters(), lr=peak_lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=peak_lr, total_steps=max(1, config["epochs"] * len(loader))
-    )
+    opt, schedule = make_optimizer(model, config["lr"], world, config["epochs"] * len(loader))
     loss_fn = nn.CrossEntropyLoss()
     history: list[dict[str, Any]] = []
     train_s = 0.0
@@ -99,16 +123,7 @@ def train_loop(config: dict[str, Any]) -> None:
         if world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        model.train()
-        total, count = 0.0, 0
-        for xb, yb in loader:
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-            schedule.step()
-            total += float(loss.item()) * len(yb)
-            count += len(yb)
+        total, count = train_epoch(model, loader, opt, schedule, loss_fn)
         train_s += time.perf_counter() - t0
         stats = torch.tensor([total, float(count)], device=device)
         if world > 1:
