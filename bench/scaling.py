@@ -12,7 +12,8 @@ agents), so the figures are those of a cluster at work, not of one still startin
 
 Each run then does the same work without Ray (bench/_plain.py): plain processes pinned to
 n1's CPU, then to n1's and n2's at once (the map in halves; the training loop under plain
-PyTorch DDP). Those speed-ups are what this machine gives by itself, the ceiling for Ray's.
+PyTorch DDP), while n1's Ray stays up, idle, as it is for the Ray runs. Those speed-ups are
+what this machine gives by itself when both of its CPUs work at once: the ceiling for Ray's.
 
     python bench/scaling.py [--runs N] [--epochs N] [--quick] [--shared-cpus] [--json]
 
