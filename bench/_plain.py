@@ -76,7 +76,7 @@ def _ddp_worker(
     torch.manual_seed(config["seed"])
     xtr, ytr, xte, yte = load_data(config["seed"])
     data = TensorDataset(xtr, ytr)
-    sampler = DistributedSampler(data, world, rank, shuffle=True) if world > 1 else None
+    sampler: Any = DistributedSampler(data, world, rank, shuffle=True) if world > 1 else None
     loader = DataLoader(
         data, batch_size=config["batch_size"], shuffle=sampler is None, sampler=sampler
     )

@@ -49,6 +49,11 @@ def result_of(output: str, what: str) -> dict[str, Any]:
     raise AssertionError  # unreachable
 
 
+def medians(runs: dict[int, list[dict[str, Any]]], key: str) -> tuple[float, float]:
+    """The median of ``key`` over the runs on 1 node, and over those on 2."""
+    return median([r[key] for r in runs[1]]), median([r[key] for r in runs[2]])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, help="runs of each (default: 5, 3 with --quick)")
@@ -162,12 +167,9 @@ def main() -> int:
             f"-> {result['parallel_map_plain_speedup']:.2f}x"
         )
     if not args.quick:
-        t1 = median([r["train_s"] for r in train[1]])
-        t2 = median([r["train_s"] for r in train[2]])
-        a1 = median([r["accuracy"] for r in train[1]])
-        a2 = median([r["accuracy"] for r in train[2]])
-        w1 = median([r["wall_s"] for r in train[1]])
-        w2 = median([r["wall_s"] for r in train[2]])
+        t1, t2 = medians(train, "train_s")
+        a1, a2 = medians(train, "accuracy")
+        w1, w2 = medians(train, "wall_s")
         result.update(
             train_speedup=round(t1 / t2, 3),
             train_accuracy_delta=round(a2 - a1, 4),
@@ -182,10 +184,8 @@ def main() -> int:
             f"{a1:.4f} vs {a2:.4f} (delta {a2 - a1:+.4f})"
         )
         if plain_train[1]:
-            p1 = median([r["train_s"] for r in plain_train[1]])
-            p2 = median([r["train_s"] for r in plain_train[2]])
-            pa1 = median([r["accuracy"] for r in plain_train[1]])
-            pa2 = median([r["accuracy"] for r in plain_train[2]])
+            p1, p2 = medians(plain_train, "train_s")
+            pa1, pa2 = medians(plain_train, "accuracy")
             result.update(
                 train_plain_speedup=round(p1 / p2, 3),
                 train_plain_accuracy_delta=round(pa2 - pa1, 4),
