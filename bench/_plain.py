@@ -2,9 +2,11 @@
 
 Each function runs the sample's own code in plain processes pinned to the lab nodes' CPUs,
 1 process on n1's CPU against 2 at once on n1's and n2's, and returns both times:
-  map_times: parallel_map's hash over ``n`` numbers, all in one process or half in each;
-  ddp_times: train_digits' loop (same data, model, batch per worker, learning-rate rule and
-      schedule) in one process, or in two under plain PyTorch DDP (gloo on loopback).
+  map_times: parallel_map's hash over its default numbers, all in one process or half in
+      each;
+  ddp_times: train_digits' loop (same data, model, default batch per worker and learning
+      rate, rule and schedule) in one process, or in two under plain PyTorch DDP (gloo on
+      loopback).
 So a reader can tell what is lost to Ray and lanray-tui from what this machine loses when
 both of its CPUs work at once, measured side by side with the Ray runs.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import socket
 import sys
 from pathlib import Path
@@ -21,15 +24,15 @@ from typing import Any
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_jobs"
 
 
-def _map_part(cpu: int, lo: int, hi: int, rounds: int, out: Any) -> None:
+def _map_part(cpu: int, part: int, parts: int, out: Any) -> None:
     os.sched_setaffinity(0, {cpu})
     sys.path.insert(0, str(SAMPLES))
     import time
 
-    from parallel_map import map_chunk
+    from parallel_map import ROUNDS, N, map_chunk
 
     t0 = time.perf_counter()
-    map_chunk(lo, hi, rounds)
+    map_chunk(part * N // parts, (part + 1) * N // parts, ROUNDS)
     out.put(time.perf_counter() - t0)
 
 
@@ -39,24 +42,29 @@ def _run(target: Any, argsets: list[tuple[Any, ...]]) -> list[Any]:
     procs = [ctx.Process(target=target, args=(*a, out)) for a in argsets]
     for p in procs:
         p.start()
-    got = [out.get(timeout=900) for _ in procs]
+    got: list[Any] = []
+    while len(got) < len(procs):
+        try:
+            got.append(out.get(timeout=1.0))
+        except queue.Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if failed:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"a plain process exited with {failed[0]}") from None
     for p in procs:
         p.join(timeout=60)
-        if p.exitcode != 0:
-            raise RuntimeError(f"a plain process exited with {p.exitcode}")
     return got
 
 
-def map_times(cpus: tuple[int, int], n: int, rounds: int) -> tuple[float, float]:
+def map_times(cpus: tuple[int, int]) -> tuple[float, float]:
     """Seconds for the map on cpus[0] alone, and on both CPUs at once (the slower half)."""
-    one = _run(_map_part, [(cpus[0], 0, n, rounds)])[0]
-    two = _run(_map_part, [(cpus[0], 0, n // 2, rounds), (cpus[1], n // 2, n, rounds)])
+    one = _run(_map_part, [(cpus[0], 0, 1)])[0]
+    two = _run(_map_part, [(cpus[0], 0, 2), (cpus[1], 1, 2)])
     return float(one), float(max(two))
 
 
-def _ddp_worker(
-    rank: int, cpus: tuple[int, ...], port: int, config: dict[str, Any], out: Any
-) -> None:
+def _ddp_worker(rank: int, cpus: tuple[int, ...], port: int, epochs: int, out: Any) -> None:
     os.sched_setaffinity(0, {cpus[rank]})
     # Gloo on loopback only: without this it picks the interface of the host name.
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
@@ -67,26 +75,24 @@ def _ddp_worker(
     import torch.distributed as dist
     from torch import nn
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-    from train_digits import load_data, make_model, make_optimizer, train_epoch
+    from train_digits import BATCH_SIZE, LR, load_data, make_model, make_optimizer, train_epoch
 
     torch.set_num_threads(1)  # as Ray gives a worker of 1 CPU
     world = len(cpus)
     if world > 1:
         dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.manual_seed(config["seed"])
-    xtr, ytr, xte, yte = load_data(config["seed"])
+    torch.manual_seed(0)  # train_digits' default seed
+    xtr, ytr, xte, yte = load_data(0)
     data = TensorDataset(xtr, ytr)
     sampler: Any = DistributedSampler(data, world, rank, shuffle=True) if world > 1 else None
-    loader = DataLoader(
-        data, batch_size=config["batch_size"], shuffle=sampler is None, sampler=sampler
-    )
+    loader = DataLoader(data, batch_size=BATCH_SIZE, shuffle=sampler is None, sampler=sampler)
     model = make_model()
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
-    opt, schedule = make_optimizer(model, config["lr"], world, config["epochs"] * len(loader))
+    opt, schedule = make_optimizer(model, LR, world, epochs * len(loader))
     loss_fn = nn.CrossEntropyLoss()
     train_s = 0.0
-    for epoch in range(config["epochs"]):
+    for epoch in range(epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
         t0 = time.perf_counter()
@@ -108,12 +114,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ddp_times(cpus: tuple[int, int], config: dict[str, Any]) -> dict[str, dict[str, float]]:
+def ddp_times(cpus: tuple[int, int], epochs: int) -> dict[str, dict[str, float]]:
     """Training-loop seconds and final accuracy of rank 0, with 1 and with 2 processes."""
     result: dict[str, dict[str, float]] = {}
     for world in (1, 2):
         port = _free_port()
-        got = _run(_ddp_worker, [(r, cpus[:world], port, config) for r in range(world)])
+        got = _run(_ddp_worker, [(r, cpus[:world], port, epochs) for r in range(world)])
         _, train_s, accuracy = min(got)  # rank 0
         result[str(world)] = {"train_s": float(train_s), "accuracy": float(accuracy)}
     return result

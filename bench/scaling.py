@@ -32,10 +32,6 @@ from typing import Any
 from _common import LANRAY, bench_lab, checked, die, median, on_node, settle
 from _plain import ddp_times, map_times
 
-TRAIN_BATCH = 128  # images per worker per step (train_digits' default)
-TRAIN_LR = 3e-3  # train_digits' default peak learning rate of one worker
-MAP_N, MAP_ROUNDS = 1_000_000, 10  # parallel_map's defaults
-
 
 def result_of(output: str, what: str) -> dict[str, Any]:
     """The sample's JSON line (the last one starting with '{')."""
@@ -100,8 +96,6 @@ def main() -> int:
                 str(nodes),
                 "--epochs",
                 str(args.epochs),
-                "--batch-size",
-                str(TRAIN_BATCH),
             )
             train[nodes].append(got["parallel"])
             print(
@@ -113,15 +107,14 @@ def main() -> int:
 
         def measure_plain(cpus: tuple[int, int], run: int) -> None:
             settle()
-            one, two = map_times(cpus, MAP_N, MAP_ROUNDS)
+            one, two = map_times(cpus)
             plain_pm[1].append(one)
             plain_pm[2].append(two)
             print(f"run {run}, plain: map {one:.2f} s vs {two:.2f} s", file=sys.stderr)
             if args.quick:
                 return
             settle()
-            config = {"epochs": args.epochs, "batch_size": TRAIN_BATCH, "lr": TRAIN_LR, "seed": 0}
-            got = ddp_times(cpus, config)
+            got = ddp_times(cpus, args.epochs)
             for k in (1, 2):
                 plain_train[k].append(got[str(k)])
             print(
@@ -146,7 +139,10 @@ def main() -> int:
             measure(2, run)
             checked(on_node(lab, "n2", [*LANRAY, "leave"]), "leave")
             if len(cpus) == 2:
-                measure_plain(cpus, run)
+                try:
+                    measure_plain(cpus, run)
+                except RuntimeError as exc:
+                    die(f"the run without Ray failed: {exc}")
         on_node(lab, "n1", [*LANRAY, "leave"])
 
     result: dict[str, Any] = {

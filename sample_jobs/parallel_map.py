@@ -18,6 +18,7 @@ from collections import Counter
 import ray
 
 MASK = (1 << 32) - 1
+N, ROUNDS = 1_000_000, 10  # the defaults: how many numbers, and the cost of each
 
 
 def work(x: int, rounds: int) -> int:
@@ -53,8 +54,8 @@ def map_chunk_task(lo: int, hi: int, rounds: int) -> tuple[int, str, str, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=1_000_000, help="how many numbers")
-    ap.add_argument("--rounds", type=int, default=10, help="cost of each number")
+    ap.add_argument("--n", type=int, default=N, help="how many numbers")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="cost of each number")
     ap.add_argument("--chunks-per-cpu", type=int, default=16)
     ap.add_argument("--skip-sequential", action="store_true", help="only the Ray run")
     args = ap.parse_args()

@@ -31,6 +31,8 @@ from typing import Any
 
 import ray
 
+BATCH_SIZE, LR = 128, 3e-3  # the defaults: images per worker per step, its peak rate
+
 
 def load_data(seed: int = 0) -> tuple[Any, Any, Any, Any]:
     """Digits as 1x16x16 float tensors (upsampled from 8x8), split 80/20 the same way
@@ -237,8 +239,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--workers", type=int, default=0, help="default: one per alive node")
-    ap.add_argument("--batch-size", type=int, default=128, help="batch size of each worker")
-    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of one worker")
+    ap.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="batch size of each worker")
+    ap.add_argument("--lr", type=float, default=LR, help="peak learning rate of one worker")
     ap.add_argument("--seed", type=int, default=0)
     out = Path.home() / "lanray_results"  # on the node that runs the driver (the head)
     ap.add_argument("--metrics", type=Path, default=out / "train_digits_metrics.jsonl")
