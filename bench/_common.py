@@ -76,6 +76,18 @@ def last_json(text: str) -> Any:
     return json.loads(text.strip().splitlines()[-1])
 
 
+def result_of(output: str, what: str) -> dict[str, Any]:
+    """A sample job's result: the last line starting with '{' in `submit --follow`'s output."""
+    lines = output.strip().splitlines()
+    if not lines or not lines[-1].startswith("SUCCEEDED"):
+        die(f"{what} did not succeed: {lines[-1] if lines else 'no output'}")
+    for line in reversed(lines):
+        if line.startswith("{"):
+            return json.loads(line)  # type: ignore[no-any-return]
+    die(f"{what} printed no result")
+    raise AssertionError  # unreachable
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 

@@ -64,7 +64,9 @@ def map_times(cpus: tuple[int, int]) -> tuple[float, float]:
     return float(one), float(max(two))
 
 
-def _ddp_worker(rank: int, cpus: tuple[int, ...], port: int, epochs: int, out: Any) -> None:
+def _ddp_worker(
+    rank: int, cpus: tuple[int, ...], port: int, epochs: int, balance: bool, out: Any
+) -> None:
     os.sched_setaffinity(0, {cpus[rank]})
     # Gloo on loopback only: without this it picks the interface of the host name.
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
@@ -74,8 +76,16 @@ def _ddp_worker(rank: int, cpus: tuple[int, ...], port: int, epochs: int, out: A
     import torch
     import torch.distributed as dist
     from torch import nn
-    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-    from train_digits import BATCH_SIZE, LR, load_data, make_model, make_optimizer, train_epoch
+    from torch.utils.data import DataLoader, TensorDataset
+    from train_digits import (
+        BATCH_SIZE,
+        LR,
+        Balancer,
+        load_data,
+        make_model,
+        make_optimizer,
+        train_epoch,
+    )
 
     torch.set_num_threads(1)  # as Ray gives a worker of 1 CPU
     world = len(cpus)
@@ -83,23 +93,23 @@ def _ddp_worker(rank: int, cpus: tuple[int, ...], port: int, epochs: int, out: A
         dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)  # train_digits' default seed
     xtr, ytr, xte, yte = load_data(0)
-    data = TensorDataset(xtr, ytr)
-    sampler: Any = DistributedSampler(data, world, rank, shuffle=True) if world > 1 else None
-    loader = DataLoader(data, batch_size=BATCH_SIZE, shuffle=sampler is None, sampler=sampler)
+    balancer = Balancer(len(xtr), BATCH_SIZE, world, rank, 0, balance)
+    loader = DataLoader(TensorDataset(xtr, ytr), batch_sampler=balancer)
     model = make_model()
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
+    balancer.attach(model)
     opt, schedule = make_optimizer(model, LR, world, epochs * len(loader))
     loss_fn = nn.CrossEntropyLoss()
     train_s = 0.0
     for epoch in range(epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        balancer.set_epoch(epoch)
         t0 = time.perf_counter()
-        train_epoch(model, loader, opt, schedule, loss_fn)
+        total, count = train_epoch(model, loader, opt, schedule, loss_fn, balancer)
+        balancer.rebalance(torch.device("cpu"))
         train_s += time.perf_counter() - t0
-        if world > 1:
-            dist.barrier()  # as the Ray run's per-epoch exchange of the loss
+        if world > 1:  # as the Ray run's per-epoch exchange of the loss
+            dist.all_reduce(torch.tensor([total, float(count)]))
     model.eval()
     with torch.no_grad():
         accuracy = float((model(xte).argmax(dim=1) == yte).float().mean())
@@ -114,12 +124,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ddp_times(cpus: tuple[int, int], epochs: int) -> dict[str, dict[str, float]]:
+def ddp_times(
+    cpus: tuple[int, int], epochs: int, balance: bool = True
+) -> dict[str, dict[str, float]]:
     """Training-loop seconds and final accuracy of rank 0, with 1 and with 2 processes."""
     result: dict[str, dict[str, float]] = {}
     for world in (1, 2):
         port = _free_port()
-        got = _run(_ddp_worker, [(r, cpus[:world], port, epochs) for r in range(world)])
+        argsets = [(r, cpus[:world], port, epochs, balance) for r in range(world)]
+        got = _run(_ddp_worker, argsets)
         _, train_s, accuracy = min(got)  # rank 0
         result[str(world)] = {"train_s": float(train_s), "accuracy": float(accuracy)}
     return result

@@ -29,20 +29,8 @@ import json
 import sys
 from typing import Any
 
-from _common import LANRAY, bench_lab, checked, die, median, on_node, settle
+from _common import LANRAY, bench_lab, checked, die, median, on_node, result_of, settle
 from _plain import ddp_times, map_times
-
-
-def result_of(output: str, what: str) -> dict[str, Any]:
-    """The sample's JSON line (the last one starting with '{')."""
-    lines = output.strip().splitlines()
-    if not lines or not lines[-1].startswith("SUCCEEDED"):
-        die(f"{what} did not succeed: {lines[-1] if lines else 'no output'}")
-    for line in reversed(lines):
-        if line.startswith("{"):
-            return json.loads(line)  # type: ignore[no-any-return]
-    die(f"{what} printed no result")
-    raise AssertionError  # unreachable
 
 
 def medians(runs: dict[int, list[dict[str, Any]]], key: str) -> tuple[float, float]:

@@ -2,18 +2,21 @@
 
 It trains twice for the same number of epochs: once on a single worker (the baseline), once
 on one worker per node of the cluster (or ``--workers N``), each worker seeing its shard of
-every epoch while the gradients are averaged across them. Each worker takes batches of
-``--batch-size`` images, so N workers take N times fewer, N times larger steps; the peak
+every epoch while the gradients are averaged across them. A step takes ``--batch-size``
+images per worker, so N workers take N times fewer, N times larger steps; the peak
 learning rate grows with N to match (the linear scaling rule), and a one-cycle schedule
 takes both runs to the same accuracy. Keeping each worker's batch whole keeps its compute
 per gradient exchange the same as the baseline's, which is what lets the time per epoch fall
-with the number of workers instead of being eaten by the exchanges. It writes the
+with the number of workers instead of being eaten by the exchanges. A step waits for the
+slowest worker, so each worker's part of every step follows its measured speed (see
+``Balancer``; ``--no-balance`` for equal parts). It writes the
 per-epoch loss and accuracy of both runs to a metrics file (JSON lines) and a results file
 (JSON) with times, accuracies and the speed-up; the last line printed is that JSON. GPUs are
 used when the cluster has one per worker. The digits ship with scikit-learn: nothing is
 downloaded.
 
     python train_digits.py [--epochs 12] [--workers N] [--batch-size 128] [--skip-baseline]
+        [--no-balance]
         [--metrics ~/lanray_results/train_digits_metrics.jsonl]
         [--results ~/lanray_results/train_digits_results.json]
 """
@@ -82,16 +85,120 @@ def make_optimizer(model: Any, lr: float, world: int, steps: int) -> tuple[Any, 
     )
 
 
+class Balancer:
+    """Each worker's share of every global batch, in proportion to its measured speed.
+
+    Synchronous data-parallel training steps at the pace of its slowest worker: with equal
+    shards, a laptop twice as fast as its peer, or a lab PC whose owner has just started
+    something, waits for the other at every step. Here every worker walks the same shuffled
+    order of the data set, one global batch (``batch_size`` images times the number of
+    workers) at a time, and takes its slice of each. After each epoch the workers swap
+    their speeds (images per second of compute: from a step's start until its gradients
+    are ready, so not counting the wait for the exchange) and the slices follow them. Each
+    worker's loss is weighted by its slice of the global batch, so the averaged gradient is
+    that of the whole global batch however it is split: the training is the same as with
+    equal shards, less the waiting. With one worker it is plain shuffled batching; on GPUs
+    the slices stay equal (a host clock does not time GPU work). Used as a DataLoader's
+    ``batch_sampler``.
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, world: int, rank: int, seed: int, balance: bool
+    ) -> None:
+        self.size, self.batch, self.world, self.rank = size, batch_size * world, world, rank
+        self.seed, self.balance, self.epoch = seed, balance, 0
+        self.shares = [1.0 / world] * world
+        self.compute_s, self.images, self._ready, self._t0 = 0.0, 0, 0.0, 0.0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _global_batches(self) -> list[Any]:
+        import torch
+
+        order = torch.randperm(
+            self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)
+        )
+        batches = [order[i : i + self.batch] for i in range(0, self.size, self.batch)]
+        return [b for b in batches if len(b) >= self.world]  # every worker gets an image
+
+    def __len__(self) -> int:
+        return len(self._global_batches())
+
+    def __iter__(self) -> Any:
+        for batch in self._global_batches():
+            sizes = split(len(batch), self.shares)
+            start = sum(sizes[: self.rank])
+            yield batch[start : start + sizes[self.rank]].tolist()
+
+    def loss_weight(self, images: int, step: int) -> float:
+        """What makes the averaged gradients those of the global batch of ``step``."""
+        whole = min(self.batch, self.size - step * self.batch)
+        return self.world * images / whole
+
+    def attach(self, model: Any) -> None:
+        """Time the gradients' readiness through the DDP model's communication hook."""
+        if self.world > 1 and hasattr(model, "register_comm_hook"):
+            model.register_comm_hook(self, Balancer._allreduce)
+
+    @staticmethod
+    def _allreduce(state, bucket):  # no annotations: DDP rejects them as strings
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        state._ready = time.perf_counter()
+        return default_hooks.allreduce_hook(None, bucket)  # DDP's own: the mean over workers
+
+    def step_started(self) -> None:
+        self._t0 = self._ready = time.perf_counter()
+
+    def step_computed(self, images: int) -> None:
+        end = self._ready if self._ready > self._t0 else time.perf_counter()
+        self.compute_s += end - self._t0
+        self.images += images
+
+    def rebalance(self, device: Any) -> None:
+        """After an epoch, on every worker at once: shares in proportion to the speeds."""
+        import torch
+        import torch.distributed as dist
+
+        mine = self.images / self.compute_s if self.compute_s > 0 else 0.0
+        self.compute_s, self.images = 0.0, 0
+        if self.world == 1 or not self.balance:
+            return
+        speeds = [torch.zeros(1, device=device) for _ in range(self.world)]
+        dist.all_gather(speeds, torch.tensor([mine], device=device))
+        got = [float(t) for t in speeds]
+        if min(got) <= 0:
+            return
+        floor = 1.0 / (4 * self.world)  # no worker falls below a quarter of an equal share
+        shares = [max(floor, speed / sum(got)) for speed in got]
+        self.shares = [share / sum(shares) for share in shares]
+
+
+def split(n: int, shares: list[float]) -> list[int]:
+    """``n`` images into parts in proportion to ``shares``, each part at least 1."""
+    sizes = [max(1, int(n * s)) for s in shares]
+    by_rest = sorted(range(len(shares)), key=lambda i: n * shares[i] - int(n * shares[i]))
+    while sum(sizes) < n:
+        sizes[by_rest.pop()] += 1
+    while sum(sizes) > n:
+        sizes[sizes.index(max(sizes))] -= 1
+    return sizes
+
+
 def train_epoch(
-    model: Any, loader: Any, opt: Any, schedule: Any, loss_fn: Any
+    model: Any, loader: Any, opt: Any, schedule: Any, loss_fn: Any, balancer: Balancer
 ) -> tuple[float, int]:
-    """One pass over ``loader``: a step per batch. Returns the summed loss and the count."""
+    """One pass over ``loader`` (batched by ``balancer``): a step per batch. Returns the
+    summed loss and the count."""
     model.train()
     total, count = 0.0, 0
-    for xb, yb in loader:
+    for step, (xb, yb) in enumerate(loader):
+        balancer.step_started()
         opt.zero_grad()
         loss = loss_fn(model(xb), yb)
-        loss.backward()
+        (loss * balancer.loss_weight(len(yb), step)).backward()
+        balancer.step_computed(len(yb))
         opt.step()
         schedule.step()
         total += float(loss.item()) * len(yb)
@@ -113,19 +220,29 @@ def train_loop(config: dict[str, Any]) -> None:
     world = ctx.get_world_size()
     rank = ctx.get_world_rank()
     xtr, ytr, xte, yte = load_data(config["seed"])
-    loader = DataLoader(TensorDataset(xtr, ytr), batch_size=config["batch_size"], shuffle=True)
-    loader = ray.train.torch.prepare_data_loader(loader)  # shards it, moves batches to device
-    model = ray.train.torch.prepare_model(make_model())  # DDP when world > 1
     device = ray.train.torch.get_device()
+    balancer = Balancer(
+        len(xtr),
+        config["batch_size"],
+        world,
+        rank,
+        config["seed"],
+        balance=config["balance"] and device.type == "cpu",
+    )
+    loader = DataLoader(TensorDataset(xtr, ytr), batch_sampler=balancer)
+    # the balancer shards the data; Ray Train moves the batches to the device
+    loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
+    model = ray.train.torch.prepare_model(make_model())  # DDP when world > 1
+    balancer.attach(model)
     opt, schedule = make_optimizer(model, config["lr"], world, config["epochs"] * len(loader))
     loss_fn = nn.CrossEntropyLoss()
     history: list[dict[str, Any]] = []
     train_s = 0.0
     for epoch in range(config["epochs"]):
-        if world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        balancer.set_epoch(epoch)
         t0 = time.perf_counter()
-        total, count = train_epoch(model, loader, opt, schedule, loss_fn)
+        total, count = train_epoch(model, loader, opt, schedule, loss_fn, balancer)
+        balancer.rebalance(device)  # part of the training: counted in its time
         train_s += time.perf_counter() - t0
         stats = torch.tensor([total, float(count)], device=device)
         if world > 1:
@@ -139,16 +256,18 @@ def train_loop(config: dict[str, Any]) -> None:
             "loss": float(stats[0] / stats[1]),
             "accuracy": acc,
             "epoch_s": time.perf_counter() - t0,
+            "shares": [round(x, 3) for x in balancer.shares],  # for the next epoch
         }
         history.append(row)
         if rank == 0:
             ray.get(config["sink"].add.remote(row))
             print(
                 f"  [{world} worker(s)] epoch {epoch + 1}: loss {row['loss']:.4f}, "
-                f"test accuracy {acc:.4f}",
+                f"test accuracy {acc:.4f}"
+                + (f", shares {'/'.join(f'{x:.2f}' for x in row['shares'])}" if world > 1 else ""),
                 flush=True,
             )
-            # for lanray-tui's job details view, which plots these rows
+            # for lanray-tui's job details view, which plots these rows' numbers
             metric = {"run": f"{world}w", **row}
             print("lanray-metric " + json.dumps(metric), flush=True)
     nodes = _nodes_of_workers(world)
@@ -230,6 +349,7 @@ def run(workers: int, use_gpu: bool, config: dict[str, Any], storage: str) -> di
         "train_s": got["train_s"],
         "accuracy": last["accuracy"],
         "loss": last["loss"],
+        "shares": last["shares"],
         "history": got["history"],
         "nodes": got["nodes"],
     }
@@ -239,13 +359,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--workers", type=int, default=0, help="default: one per alive node")
-    ap.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="batch size of each worker")
+    ap.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per worker per step")
     ap.add_argument("--lr", type=float, default=LR, help="peak learning rate of one worker")
     ap.add_argument("--seed", type=int, default=0)
     out = Path.home() / "lanray_results"  # on the node that runs the driver (the head)
     ap.add_argument("--metrics", type=Path, default=out / "train_digits_metrics.jsonl")
     ap.add_argument("--results", type=Path, default=out / "train_digits_results.json")
     ap.add_argument("--skip-baseline", action="store_true", help="only the distributed run")
+    ap.add_argument(
+        "--no-balance", action="store_true", help="equal shards, whatever each worker's speed"
+    )
     args = ap.parse_args()
 
     # Ray Train's preemption watcher polls Ray for draining nodes from an actor of its own;
@@ -270,6 +393,7 @@ def main() -> int:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "balance": not args.no_balance,
         "seed": args.seed,
     }
     storage = os.path.join(tempfile.gettempdir(), "lanray_train_digits")
@@ -293,6 +417,7 @@ def main() -> int:
         "device": "gpu" if use_gpu else "cpu",
         "batch_size_per_worker": args.batch_size,
         "peak_lr_per_worker": args.lr,
+        "balanced": not args.no_balance and not use_gpu,
         "parallel": {k: v for k, v in par.items() if k != "history"},
     }
     if base is not None:
