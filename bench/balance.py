@@ -98,7 +98,7 @@ def main() -> int:
         "epochs": args.epochs,
     }
     print(
-        f"train_digits ({args.epochs} epochs), n2 at about half speed: n1 alone {alone:.2f} s; "
+        f"train_digits ({args.epochs} epochs), n2 sharing its CPU: n1 alone {alone:.2f} s; "
         f"both, equal shards {equal:.2f} s ({result['equal_speedup']:.2f}x); both, balanced "
         f"{balanced:.2f} s ({result['balanced_speedup']:.2f}x): balancing "
         f"{result['balance_gain']:.2f}x faster; accuracy {acc['alone']:.4f} alone, "
