@@ -76,6 +76,15 @@ def last_json(text: str) -> Any:
     return json.loads(text.strip().splitlines()[-1])
 
 
+def host_on_n1(lab: labmod.Lab, cpus: int) -> list[str]:
+    """Start lanray-tui's host on n1, headless, lending ``cpus`` CPUs to Ray; returns the
+    command that joins another node to it, lending as many."""
+    lend = ["--headless", "--detach", "--cpus", str(cpus)]
+    checked(on_node(lab, "n1", [*LANRAY, "host", *lend]), "host")
+    token = checked(on_node(lab, "n1", [*LANRAY, "token"]), "token").strip()
+    return [*LANRAY, "join", lab.node("n1").address, "--token", token, *lend]
+
+
 def result_of(output: str, what: str) -> dict[str, Any]:
     """A sample job's result: the last line starting with '{' in `submit --follow`'s output."""
     lines = output.strip().splitlines()

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from typing import Any
 
-from _common import LANRAY, bench_lab, checked, median, on_node, result_of, settle
+from _common import LANRAY, bench_lab, checked, host_on_n1, median, on_node, result_of, settle
 
 from lanray_tui.core import lab as labmod
 
@@ -61,12 +61,7 @@ def main() -> int:
                 file=sys.stderr,
             )
 
-        checked(
-            on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach", "--cpus", "1"]), "host"
-        )
-        token = checked(on_node(lab, "n1", [*LANRAY, "token"]), "token").strip()
-        head = lab.node("n1").address
-        join = [*LANRAY, "join", head, "--token", token, "--headless", "--detach", "--cpus", "1"]
+        join = host_on_n1(lab, cpus=1)
         for run in range(1, args.runs + 1):
             print(f"run {run}", file=sys.stderr)
             settle()

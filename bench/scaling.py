@@ -29,7 +29,17 @@ import json
 import sys
 from typing import Any
 
-from _common import LANRAY, bench_lab, checked, die, median, on_node, result_of, settle
+from _common import (
+    LANRAY,
+    bench_lab,
+    checked,
+    die,
+    host_on_n1,
+    median,
+    on_node,
+    result_of,
+    settle,
+)
 from _plain import ddp_times, map_times
 
 
@@ -112,12 +122,7 @@ def main() -> int:
                 file=sys.stderr,
             )
 
-        checked(
-            on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach", "--cpus", "1"]), "host"
-        )
-        token = checked(on_node(lab, "n1", [*LANRAY, "token"]), "token").strip()
-        head = lab.node("n1").address
-        join = [*LANRAY, "join", head, "--token", token, "--headless", "--detach", "--cpus", "1"]
+        join = host_on_n1(lab, cpus=1)
         # Side by side: each run measures n1 alone, then n1 with n2 (which joins for it and
         # leaves after it), so that drift in this machine's speed hits both alike.
         cpus = (lab.node("n1").cpus + lab.node("n2").cpus)[:2]
