@@ -103,10 +103,8 @@ def _ddp_worker(
     loss_fn = nn.CrossEntropyLoss()
     train_s = 0.0
     for epoch in range(epochs):
-        balancer.set_epoch(epoch)
         t0 = time.perf_counter()
-        total, count = train_epoch(model, loader, opt, schedule, loss_fn, balancer)
-        balancer.rebalance(torch.device("cpu"))
+        total, count = train_epoch(model, loader, opt, schedule, loss_fn, balancer, epoch)
         train_s += time.perf_counter() - t0
         if world > 1:  # as the Ray run's per-epoch exchange of the loss
             dist.all_reduce(torch.tensor([total, float(count)]))

@@ -123,7 +123,8 @@ class Balancer:
         return [b for b in batches if len(b) >= self.world]  # every worker gets an image
 
     def __len__(self) -> int:
-        return len(self._global_batches())
+        full, rest = divmod(self.size, self.batch)
+        return full + (rest >= self.world)
 
     def __iter__(self) -> Any:
         for batch in self._global_batches():
@@ -187,11 +188,12 @@ def split(n: int, shares: list[float]) -> list[int]:
 
 
 def train_epoch(
-    model: Any, loader: Any, opt: Any, schedule: Any, loss_fn: Any, balancer: Balancer
+    model: Any, loader: Any, opt: Any, schedule: Any, loss_fn: Any, balancer: Balancer, epoch: int
 ) -> tuple[float, int]:
-    """One pass over ``loader`` (batched by ``balancer``): a step per batch. Returns the
-    summed loss and the count."""
+    """Epoch ``epoch``: a pass over ``loader`` (batched by ``balancer``), a step per batch,
+    then the workers' shares for the next. Returns the summed loss and the count."""
     model.train()
+    balancer.set_epoch(epoch)
     total, count = 0.0, 0
     for step, (xb, yb) in enumerate(loader):
         balancer.step_started()
@@ -203,6 +205,7 @@ def train_epoch(
         schedule.step()
         total += float(loss.item()) * len(yb)
         count += len(yb)
+    balancer.rebalance(next(model.parameters()).device)
     return total, count
 
 
@@ -239,10 +242,8 @@ def train_loop(config: dict[str, Any]) -> None:
     history: list[dict[str, Any]] = []
     train_s = 0.0
     for epoch in range(config["epochs"]):
-        balancer.set_epoch(epoch)
         t0 = time.perf_counter()
-        total, count = train_epoch(model, loader, opt, schedule, loss_fn, balancer)
-        balancer.rebalance(device)  # part of the training: counted in its time
+        total, count = train_epoch(model, loader, opt, schedule, loss_fn, balancer, epoch)
         train_s += time.perf_counter() - t0
         stats = torch.tensor([total, float(count)], device=device)
         if world > 1:

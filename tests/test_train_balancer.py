@@ -83,9 +83,7 @@ def _train(rank: int, cpus: tuple[int, int], port: int, balance: bool, out: Any)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if rank == 1 else None
     try:
         for epoch in range(2):
-            balancer.set_epoch(epoch)
-            train_epoch(model, loader, opt, schedule, nn.CrossEntropyLoss(), balancer)
-            balancer.rebalance(torch.device("cpu"))
+            train_epoch(model, loader, opt, schedule, nn.CrossEntropyLoss(), balancer, epoch)
             shares.append(balancer.shares[0])
     finally:
         if busy is not None:
