@@ -5,8 +5,8 @@ Each function runs the sample's own code in plain processes pinned to the lab no
   map_times: parallel_map's hash over its default numbers, all in one process or half in
       each;
   ddp_times: train_digits' loop (same data, model, default batch per worker and learning
-      rate, rule and schedule) in one process, or in two under plain PyTorch DDP (gloo on
-      loopback).
+      rate, rule and schedule) in one process, or in two (gloo on loopback) with the models
+      averaged at each epoch's end (train_digits' default), or under plain PyTorch DDP.
 So a reader can tell what is lost to Ray and lanray-tui from what this machine loses when
 both of its CPUs work at once, measured side by side with the Ray runs.
 """
@@ -65,7 +65,13 @@ def map_times(cpus: tuple[int, int]) -> tuple[float, float]:
 
 
 def _ddp_worker(
-    rank: int, cpus: tuple[int, ...], port: int, epochs: int, balance: bool, out: Any
+    rank: int,
+    cpus: tuple[int, ...],
+    port: int,
+    epochs: int,
+    balance: bool,
+    sync_every: int,
+    out: Any,
 ) -> None:
     os.sched_setaffinity(0, {cpus[rank]})
     # Gloo on loopback only: without this it picks the interface of the host name.
@@ -96,7 +102,7 @@ def _ddp_worker(
     balancer = Balancer(len(xtr), BATCH_SIZE, world, rank, 0, balance)
     loader = DataLoader(TensorDataset(xtr, ytr), batch_sampler=balancer)
     model = make_model()
-    if world > 1:
+    if world > 1 and sync_every == 1:
         model = nn.parallel.DistributedDataParallel(model)
     balancer.attach(model)
     opt, schedule = make_optimizer(model, LR, world, epochs * len(loader))
@@ -104,7 +110,9 @@ def _ddp_worker(
     train_s = 0.0
     for epoch in range(epochs):
         t0 = time.perf_counter()
-        total, count = train_epoch(model, loader, opt, schedule, loss_fn, balancer, epoch)
+        total, count = train_epoch(
+            model, loader, opt, schedule, loss_fn, balancer, epoch, sync_every
+        )
         train_s += time.perf_counter() - t0
         if world > 1:  # as the Ray run's per-epoch exchange of the loss
             dist.all_reduce(torch.tensor([total, float(count)]))
@@ -123,13 +131,14 @@ def _free_port() -> int:
 
 
 def ddp_times(
-    cpus: tuple[int, int], epochs: int, balance: bool = True
+    cpus: tuple[int, int], epochs: int, balance: bool = True, sync_every: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Training-loop seconds and final accuracy of rank 0, with 1 and with 2 processes."""
+    """Training-loop seconds and final accuracy of rank 0, with 1 and with 2 processes;
+    ``sync_every`` as train_epoch's (0: models averaged at each epoch's end, 1: DDP)."""
     result: dict[str, dict[str, float]] = {}
     for world in (1, 2):
         port = _free_port()
-        argsets = [(r, cpus[:world], port, epochs, balance) for r in range(world)]
+        argsets = [(r, cpus[:world], port, epochs, balance, sync_every) for r in range(world)]
         got = _run(_ddp_worker, argsets)
         _, train_s, accuracy = min(got)  # rank 0
         result[str(world)] = {"train_s": float(train_s), "accuracy": float(accuracy)}

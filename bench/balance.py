@@ -9,7 +9,9 @@ trains. Each run measures train_digits' training loop, through
   c. on both, with each worker's share of every batch following its speed (the default).
 b and c take turns going first. Speed-up = time on n1 alone / time on both (medians of
 --runs runs); balance_gain = time of b / time of c. Accuracy should not move: c trains on
-the same global batches as b.
+the same global batches as b. The training averages the gradients at every step
+(--sync step), where a slower worker costs the most; with train_digits' default
+(--sync epoch) only each epoch's end waits for it.
 
     python bench/balance.py [--runs N] [--epochs N] [--json]
 """
@@ -43,7 +45,7 @@ def main() -> int:
     with bench_lab("bbal", 2, cpus_per_node=1) as lab:
 
         def train(kind: str, *extra: str) -> None:
-            argv = ["--skip-baseline", "--epochs", str(args.epochs), *extra]
+            argv = ["--skip-baseline", "--sync", "step", "--epochs", str(args.epochs), *extra]
             p = on_node(
                 lab,
                 "n1",

@@ -5,14 +5,17 @@ own, and its Ray lends that 1 CPU), n1 hosts. Each run measures n1 alone, then n
 (which joins for it and leaves after it), through `lanray-tui submit --follow`:
   a. sample_jobs/parallel_map.py --skip-sequential: the time of the Ray map
   b. sample_jobs/train_digits.py --skip-baseline --workers 1|2: the time of the training
-     loop (Ray Train's start-up excluded, reported apart) and the final test accuracy
+     loop (Ray Train's start-up excluded, reported apart) and the final test accuracy, with
+     train_digits' default (models averaged at each epoch's end), then with --sync step
+     (gradients averaged at every step, PyTorch DDP) for comparison
 Speed-up = time on 1 node / time on 2 nodes (median of --runs runs of each). Each job starts
 once the machine's CPUs are nearly idle (a node that has just joined is still starting Ray's
 agents), so the figures are those of a cluster at work, not of one still starting.
 
 Each run then does the same work without Ray (bench/_plain.py): plain processes pinned to
-n1's CPU, then to n1's and n2's at once (the map in halves; the training loop under plain
-PyTorch DDP), while n1's Ray stays up, idle, as it is for the Ray runs. Those speed-ups are
+n1's CPU, then to n1's and n2's at once (the map in halves; the training loop as
+train_digits' default, under plain torch.distributed), while n1's Ray stays up, idle, as it
+is for the Ray runs. Those speed-ups are
 what this machine gives by itself when both of its CPUs work at once: the ceiling for Ray's.
 
     python bench/scaling.py [--runs N] [--epochs N] [--quick] [--shared-cpus] [--json]
@@ -60,6 +63,7 @@ def main() -> int:
 
     pm: dict[int, list[float]] = {1: [], 2: []}
     train: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    train_step: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     plain_pm: dict[int, list[float]] = {1: [], 2: []}
     plain_train: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     with bench_lab("bsc", 2, cpus_per_node=0 if args.shared_cpus else 1) as lab:
@@ -86,22 +90,26 @@ def main() -> int:
             )
             if args.quick:
                 return
-            settle()
-            got = submit(
-                "train_digits.py",
-                "--skip-baseline",
-                "--workers",
-                str(nodes),
-                "--epochs",
-                str(args.epochs),
-            )
-            train[nodes].append(got["parallel"])
-            print(
-                f"run {run}, {nodes} node(s): train_digits loop "
-                f"{got['parallel']['train_s']:.2f} s (wall {got['parallel']['wall_s']:.1f} s), "
-                f"accuracy {got['parallel']['accuracy']:.4f}",
-                file=sys.stderr,
-            )
+            for sync, into in (("epoch", train), ("step", train_step)):
+                settle()
+                got = submit(
+                    "train_digits.py",
+                    "--skip-baseline",
+                    "--workers",
+                    str(nodes),
+                    "--epochs",
+                    str(args.epochs),
+                    "--sync",
+                    sync,
+                )
+                into[nodes].append(got["parallel"])
+                print(
+                    f"run {run}, {nodes} node(s): train_digits loop (--sync {sync}) "
+                    f"{got['parallel']['train_s']:.2f} s "
+                    f"(wall {got['parallel']['wall_s']:.1f} s), "
+                    f"accuracy {got['parallel']['accuracy']:.4f}",
+                    file=sys.stderr,
+                )
 
         def measure_plain(cpus: tuple[int, int], run: int) -> None:
             settle()
@@ -117,7 +125,7 @@ def main() -> int:
                 plain_train[k].append(got[str(k)])
             print(
                 f"run {run}, plain: training loop {got['1']['train_s']:.2f} s vs "
-                f"{got['2']['train_s']:.2f} s (DDP), accuracy {got['1']['accuracy']:.4f} vs "
+                f"{got['2']['train_s']:.2f} s, accuracy {got['1']['accuracy']:.4f} vs "
                 f"{got['2']['accuracy']:.4f}",
                 file=sys.stderr,
             )
@@ -172,6 +180,18 @@ def main() -> int:
             f"-> speed-up {t1 / t2:.2f}x (wall {w1:.1f} s vs {w2:.1f} s); accuracy "
             f"{a1:.4f} vs {a2:.4f} (delta {a2 - a1:+.4f})"
         )
+        s1, s2 = medians(train_step, "train_s")
+        sa1, sa2 = medians(train_step, "accuracy")
+        result.update(
+            train_step_sync_speedup=round(s1 / s2, 3),
+            train_step_sync_accuracy_delta=round(sa2 - sa1, 4),
+            train_step_sync_s={"1": round(s1, 3), "2": round(s2, 3)},
+        )
+        print(
+            f"  with --sync step (DDP, gradients averaged at every step): loop {s1:.2f} s vs "
+            f"{s2:.2f} s -> {s1 / s2:.2f}x; accuracy {sa1:.4f} vs {sa2:.4f} "
+            f"(delta {sa2 - sa1:+.4f})"
+        )
         if plain_train[1]:
             p1, p2 = medians(plain_train, "train_s")
             pa1, pa2 = medians(plain_train, "accuracy")
@@ -180,7 +200,7 @@ def main() -> int:
                 train_plain_accuracy_delta=round(pa2 - pa1, 4),
             )
             print(
-                f"  the same loop in plain processes (no Ray; plain PyTorch DDP), 1 CPU vs 2: "
+                f"  the same loop in plain processes (no Ray), 1 CPU vs 2: "
                 f"{p1:.2f} s vs {p2:.2f} s -> {p1 / p2:.2f}x; accuracy delta {pa2 - pa1:+.4f}"
             )
     if args.json:

@@ -2,21 +2,21 @@
 
 It trains twice for the same number of epochs: once on a single worker (the baseline), once
 on one worker per node of the cluster (or ``--workers N``), each worker seeing its shard of
-every epoch while the gradients are averaged across them. A step takes ``--batch-size``
-images per worker, so N workers take N times fewer, N times larger steps; the peak
-learning rate grows with N to match (the linear scaling rule), and a one-cycle schedule
-takes both runs to the same accuracy. Keeping each worker's batch whole keeps its compute
-per gradient exchange the same as the baseline's, which is what lets the time per epoch fall
-with the number of workers instead of being eaten by the exchanges. A step waits for the
-slowest worker, so each worker's part of every step follows its measured speed (see
-``Balancer``; ``--no-balance`` for equal parts). It writes the
+every epoch. A step takes ``--batch-size`` images per worker, so N workers take N times
+fewer steps each; the peak learning rate grows with N (the linear scaling rule), and a
+one-cycle schedule takes both runs to the same accuracy. By default (``--sync epoch``) each
+worker steps on its own shard and the workers' models are averaged, weighted by their
+shares, at each epoch's end (local SGD): on a LAN an exchange costs more than a step, and
+every exchange makes all workers wait for the slowest. ``--sync step`` averages the
+gradients at every step instead (PyTorch DDP). Either way each worker's share of the data
+follows its measured speed (see ``Balancer``; ``--no-balance`` for equal shares). It writes the
 per-epoch loss and accuracy of both runs to a metrics file (JSON lines) and a results file
 (JSON) with times, accuracies and the speed-up; the last line printed is that JSON. GPUs are
 used when the cluster has one per worker. The digits ship with scikit-learn: nothing is
 downloaded.
 
     python train_digits.py [--epochs 12] [--workers N] [--batch-size 128] [--skip-baseline]
-        [--no-balance]
+        [--sync epoch|step] [--no-balance]
         [--metrics ~/lanray_results/train_digits_metrics.jsonl]
         [--results ~/lanray_results/train_digits_results.json]
 """
@@ -187,22 +187,48 @@ def split(n: int, shares: list[float]) -> list[int]:
     return sizes
 
 
+def average_model(model: Any, weight: float) -> None:
+    """Every worker's parameters become the same weighted mean (one exchange of them all)."""
+    import torch.distributed as dist
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+    flat = parameters_to_vector(model.parameters()) * weight
+    dist.all_reduce(flat)
+    vector_to_parameters(flat, model.parameters())
+
+
 def train_epoch(
-    model: Any, loader: Any, opt: Any, schedule: Any, loss_fn: Any, balancer: Balancer, epoch: int
+    model: Any,
+    loader: Any,
+    opt: Any,
+    schedule: Any,
+    loss_fn: Any,
+    balancer: Balancer,
+    epoch: int,
+    sync_every: int = 1,
 ) -> tuple[float, int]:
     """Epoch ``epoch``: a pass over ``loader`` (batched by ``balancer``), a step per batch,
-    then the workers' shares for the next. Returns the summed loss and the count."""
+    then the workers' shares for the next. Returns the summed loss and the count.
+
+    With ``sync_every`` 1 the model is DDP's and every step averages the gradients. With
+    ``sync_every`` K > 1, or 0 for "at the epoch's end only" (and more than one worker), the
+    model is a plain one: each worker steps on its own slices, and every K steps and at the
+    end of the epoch the workers' models are averaged, weighted by their shares (local SGD)."""
     model.train()
     balancer.set_epoch(epoch)
+    local = sync_every != 1 and balancer.world > 1
     total, count = 0.0, 0
+    steps = len(loader)
     for step, (xb, yb) in enumerate(loader):
         balancer.step_started()
         opt.zero_grad()
         loss = loss_fn(model(xb), yb)
-        (loss * balancer.loss_weight(len(yb), step)).backward()
+        (loss if local else loss * balancer.loss_weight(len(yb), step)).backward()
         balancer.step_computed(len(yb))
         opt.step()
         schedule.step()
+        if local and (step + 1 == steps or (sync_every and (step + 1) % sync_every == 0)):
+            average_model(model, balancer.shares[balancer.rank])
         total += float(loss.item()) * len(yb)
         count += len(yb)
     balancer.rebalance(next(model.parameters()).device)
@@ -235,7 +261,10 @@ def train_loop(config: dict[str, Any]) -> None:
     loader = DataLoader(TensorDataset(xtr, ytr), batch_sampler=balancer)
     # the balancer shards the data; Ray Train moves the batches to the device
     loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
-    model = ray.train.torch.prepare_model(make_model())  # DDP when world > 1
+    sync_every = config.get("sync_every", 1)
+    # DDP when world > 1, unless the models are averaged every few steps instead
+    strategy = "ddp" if sync_every == 1 else None
+    model = ray.train.torch.prepare_model(make_model(), parallel_strategy=strategy)
     balancer.attach(model)
     opt, schedule = make_optimizer(model, config["lr"], world, config["epochs"] * len(loader))
     loss_fn = nn.CrossEntropyLoss()
@@ -249,7 +278,9 @@ def train_loop(config: dict[str, Any]) -> None:
             # counted as training time, on some ranks and not on others.
             dist.barrier()
         t0 = time.perf_counter()
-        total, count = train_epoch(model, loader, opt, schedule, loss_fn, balancer, epoch)
+        total, count = train_epoch(
+            model, loader, opt, schedule, loss_fn, balancer, epoch, sync_every
+        )
         train_s += time.perf_counter() - t0
         stats = torch.tensor([total, float(count)], device=device)
         if world > 1:
@@ -376,6 +407,14 @@ def main() -> int:
     ap.add_argument(
         "--no-balance", action="store_true", help="equal shards, whatever each worker's speed"
     )
+    ap.add_argument(
+        "--sync",
+        choices=("epoch", "step"),
+        default="epoch",
+        help="epoch (the default): each worker steps on its own slices and the models are "
+        "averaged at each epoch's end (local SGD); step: the gradients are averaged at every "
+        "step (DDP)",
+    )
     args = ap.parse_args()
 
     # Ray Train's preemption watcher polls Ray for draining nodes from an actor of its own;
@@ -402,6 +441,7 @@ def main() -> int:
         "lr": args.lr,
         "balance": not args.no_balance,
         "seed": args.seed,
+        "sync_every": 1 if args.sync == "step" else 0,
     }
     storage = os.path.join(tempfile.gettempdir(), "lanray_train_digits")
     runs: dict[str, dict[str, Any]] = {}
@@ -425,6 +465,7 @@ def main() -> int:
         "batch_size_per_worker": args.batch_size,
         "peak_lr_per_worker": args.lr,
         "balanced": not args.no_balance and not use_gpu,
+        "sync": args.sync,
         "parallel": {k: v for k, v in par.items() if k != "history"},
     }
     if base is not None:

@@ -1,8 +1,9 @@
 """train_digits' Balancer: each worker's slice of every global batch follows its speed, and
 the training stays that of the whole global batch however it is split.
 
-The last test trains for real: two processes under PyTorch DDP (gloo on loopback), each on
-a CPU of its own, the second sharing its CPU with a busy loop, as a slower machine would.
+The last tests train for real: two processes (gloo on loopback), under PyTorch DDP or with
+their models averaged at each epoch's end, each on a CPU of its own, the second sharing its
+CPU with a busy loop, as a slower machine would.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def test_a_last_global_batch_too_small_to_share_is_left_out() -> None:
     assert len(b) == 1 == len(list(b))
 
 
-def _train(rank: int, cpus: tuple[int, int], port: int, balance: bool, out: Any) -> None:
+def _train(
+    rank: int, cpus: tuple[int, int], port: int, balance: bool, sync_every: int, out: Any
+) -> None:
     os.sched_setaffinity(0, {cpus[rank]})
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     import torch
@@ -75,7 +78,9 @@ def _train(rank: int, cpus: tuple[int, int], port: int, balance: bool, out: Any)
     xtr, ytr, _, _ = load_data(0)
     balancer = Balancer(len(xtr), 128, 2, rank, 0, balance)
     loader = DataLoader(TensorDataset(xtr, ytr), batch_sampler=balancer)
-    model = nn.parallel.DistributedDataParallel(make_model())
+    model = make_model()
+    if sync_every == 1:
+        model = nn.parallel.DistributedDataParallel(model)
     balancer.attach(model)
     opt, schedule = make_optimizer(model, 3e-3, 2, 2 * len(loader))
     shares = []
@@ -83,7 +88,9 @@ def _train(rank: int, cpus: tuple[int, int], port: int, balance: bool, out: Any)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if rank == 1 else None
     try:
         for epoch in range(2):
-            train_epoch(model, loader, opt, schedule, nn.CrossEntropyLoss(), balancer, epoch)
+            train_epoch(
+                model, loader, opt, schedule, nn.CrossEntropyLoss(), balancer, epoch, sync_every
+            )
             shares.append(balancer.shares[0])
     finally:
         if busy is not None:
@@ -94,14 +101,18 @@ def _train(rank: int, cpus: tuple[int, int], port: int, balance: bool, out: Any)
     out.put((rank, shares, weights.numpy()))
 
 
-def _two_workers(cpus: tuple[int, int], balance: bool) -> tuple[list[float], Any]:
-    """Rank 0's share after each epoch and its final weights."""
+def _two_workers(
+    cpus: tuple[int, int], balance: bool, sync_every: int = 1
+) -> list[tuple[int, list[float], Any]]:
+    """Each rank's share after each epoch and its final weights, by rank."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [ctx.Process(target=_train, args=(r, cpus, port, balance, out)) for r in (0, 1)]
+    procs = [
+        ctx.Process(target=_train, args=(r, cpus, port, balance, sync_every, out)) for r in (0, 1)
+    ]
     for p in procs:
         p.start()
     try:
@@ -112,17 +123,61 @@ def _two_workers(cpus: tuple[int, int], balance: bool) -> tuple[list[float], Any
         for p in procs:
             p.join(timeout=30)
             p.kill()
-    return got[0][1], got[0][2]
+    return got
 
 
 def test_a_slower_worker_gets_a_smaller_slice_and_the_training_is_unchanged() -> None:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs 2 CPUs: one per worker")
-    balanced, weights = _two_workers((cpus[0], cpus[1]), balance=True)
-    equal, equal_weights = _two_workers((cpus[0], cpus[1]), balance=False)
+    _, balanced, weights = _two_workers((cpus[0], cpus[1]), balance=True)[0]
+    _, equal, equal_weights = _two_workers((cpus[0], cpus[1]), balance=False)[0]
     assert equal == [0.5, 0.5]
     assert min(balanced) > 0.55, balanced  # the faster worker takes more of each batch
     # same global batches, same averaged gradients: the same model, but for rounding
     diff = abs(weights - equal_weights).max()
     assert diff < 1e-3, diff
+
+
+def test_epoch_sync_leaves_every_worker_with_the_same_averaged_model() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs: one per worker")
+    (_, shares, weights), (_, _, weights1) = _two_workers((cpus[0], cpus[1]), True, 0)
+    assert min(shares) > 0.55, shares  # still balanced: the faster worker takes more
+    assert (weights == weights1).all()  # averaged at the epoch's end: one model
+
+
+def _average(rank: int, port: int, out: Any) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+    from train_digits import average_model
+
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0 if rank == 0 else 3.0)
+    average_model(model, 0.75 if rank == 0 else 0.25)  # rank 0 took 3/4 of the images
+    out.put((rank, [float(v) for p in model.parameters() for v in p.reshape(-1)]))
+    dist.destroy_process_group()
+
+
+def test_average_model_is_the_mean_weighted_by_share() -> None:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [ctx.Process(target=_average, args=(r, port, out)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    try:
+        got = sorted(out.get(timeout=120) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            p.kill()
+    assert got[0][1] == got[1][1] == [1.5] * 8  # 0.75 * 1 + 0.25 * 3, weights and biases
