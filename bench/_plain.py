@@ -70,7 +70,7 @@ def _ddp_worker(
     port: int,
     epochs: int,
     balance: bool,
-    sync_every: int,
+    sync: str,
     out: Any,
 ) -> None:
     os.sched_setaffinity(0, {cpus[rank]})
@@ -102,7 +102,7 @@ def _ddp_worker(
     balancer = Balancer(len(xtr), BATCH_SIZE, world, rank, 0, balance)
     loader = DataLoader(TensorDataset(xtr, ytr), batch_sampler=balancer)
     model = make_model()
-    if world > 1 and sync_every == 1:
+    if world > 1 and sync == "step":
         model = nn.parallel.DistributedDataParallel(model)
     balancer.attach(model)
     opt, schedule = make_optimizer(model, LR, world, epochs * len(loader))
@@ -110,9 +110,7 @@ def _ddp_worker(
     train_s = 0.0
     for epoch in range(epochs):
         t0 = time.perf_counter()
-        total, count = train_epoch(
-            model, loader, opt, schedule, loss_fn, balancer, epoch, sync_every
-        )
+        total, count = train_epoch(model, loader, opt, schedule, loss_fn, balancer, epoch, sync)
         train_s += time.perf_counter() - t0
         if world > 1:  # as the Ray run's per-epoch exchange of the loss
             dist.all_reduce(torch.tensor([total, float(count)]))
@@ -131,14 +129,14 @@ def _free_port() -> int:
 
 
 def ddp_times(
-    cpus: tuple[int, int], epochs: int, balance: bool = True, sync_every: int = 0
+    cpus: tuple[int, int], epochs: int, balance: bool = True, sync: str = "epoch"
 ) -> dict[str, dict[str, float]]:
     """Training-loop seconds and final accuracy of rank 0, with 1 and with 2 processes;
-    ``sync_every`` as train_epoch's (0: models averaged at each epoch's end, 1: DDP)."""
+    ``sync`` as train_epoch's ("epoch": models averaged at each epoch's end, "step": DDP)."""
     result: dict[str, dict[str, float]] = {}
     for world in (1, 2):
         port = _free_port()
-        argsets = [(r, cpus[:world], port, epochs, balance, sync_every) for r in range(world)]
+        argsets = [(r, cpus[:world], port, epochs, balance, sync) for r in range(world)]
         got = _run(_ddp_worker, argsets)
         _, train_s, accuracy = min(got)  # rank 0
         result[str(world)] = {"train_s": float(train_s), "accuracy": float(accuracy)}

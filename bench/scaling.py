@@ -51,6 +51,11 @@ def medians(runs: dict[int, list[dict[str, Any]]], key: str) -> tuple[float, flo
     return median([r[key] for r in runs[1]]), median([r[key] for r in runs[2]])
 
 
+def speedup(runs: dict[int, list[dict[str, Any]]]) -> tuple[float, float, float, float]:
+    """Median training seconds on 1 and on 2, then median accuracy on 1 and on 2."""
+    return (*medians(runs, "train_s"), *medians(runs, "accuracy"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, help="runs of each (default: 5, 3 with --quick)")
@@ -164,8 +169,7 @@ def main() -> int:
             f"-> {result['parallel_map_plain_speedup']:.2f}x"
         )
     if not args.quick:
-        t1, t2 = medians(train, "train_s")
-        a1, a2 = medians(train, "accuracy")
+        t1, t2, a1, a2 = speedup(train)
         w1, w2 = medians(train, "wall_s")
         result.update(
             train_speedup=round(t1 / t2, 3),
@@ -180,8 +184,7 @@ def main() -> int:
             f"-> speed-up {t1 / t2:.2f}x (wall {w1:.1f} s vs {w2:.1f} s); accuracy "
             f"{a1:.4f} vs {a2:.4f} (delta {a2 - a1:+.4f})"
         )
-        s1, s2 = medians(train_step, "train_s")
-        sa1, sa2 = medians(train_step, "accuracy")
+        s1, s2, sa1, sa2 = speedup(train_step)
         result.update(
             train_step_sync_speedup=round(s1 / s2, 3),
             train_step_sync_accuracy_delta=round(sa2 - sa1, 4),
@@ -193,8 +196,7 @@ def main() -> int:
             f"(delta {sa2 - sa1:+.4f})"
         )
         if plain_train[1]:
-            p1, p2 = medians(plain_train, "train_s")
-            pa1, pa2 = medians(plain_train, "accuracy")
+            p1, p2, pa1, pa2 = speedup(plain_train)
             result.update(
                 train_plain_speedup=round(p1 / p2, 3),
                 train_plain_accuracy_delta=round(pa2 - pa1, 4),

@@ -205,20 +205,19 @@ def train_epoch(
     loss_fn: Any,
     balancer: Balancer,
     epoch: int,
-    sync_every: int = 1,
+    sync: str = "step",
 ) -> tuple[float, int]:
     """Epoch ``epoch``: a pass over ``loader`` (batched by ``balancer``), a step per batch,
     then the workers' shares for the next. Returns the summed loss and the count.
 
-    With ``sync_every`` 1 the model is DDP's and every step averages the gradients. With
-    ``sync_every`` K > 1, or 0 for "at the epoch's end only" (and more than one worker), the
-    model is a plain one: each worker steps on its own slices, and every K steps and at the
-    end of the epoch the workers' models are averaged, weighted by their shares (local SGD)."""
+    With ``sync`` "step" the model is DDP's and every step averages the gradients. With
+    "epoch" (and more than one worker) the model is a plain one: each worker steps on its
+    own slices, and at the epoch's end the workers' models are averaged, weighted by their
+    shares (local SGD)."""
     model.train()
     balancer.set_epoch(epoch)
-    local = sync_every != 1 and balancer.world > 1
+    local = sync == "epoch" and balancer.world > 1
     total, count = 0.0, 0
-    steps = len(loader)
     for step, (xb, yb) in enumerate(loader):
         balancer.step_started()
         opt.zero_grad()
@@ -227,10 +226,10 @@ def train_epoch(
         balancer.step_computed(len(yb))
         opt.step()
         schedule.step()
-        if local and (step + 1 == steps or (sync_every and (step + 1) % sync_every == 0)):
-            average_model(model, balancer.shares[balancer.rank])
         total += float(loss.item()) * len(yb)
         count += len(yb)
+    if local:
+        average_model(model, balancer.shares[balancer.rank])
     balancer.rebalance(next(model.parameters()).device)
     return total, count
 
@@ -261,9 +260,8 @@ def train_loop(config: dict[str, Any]) -> None:
     loader = DataLoader(TensorDataset(xtr, ytr), batch_sampler=balancer)
     # the balancer shards the data; Ray Train moves the batches to the device
     loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
-    sync_every = config.get("sync_every", 1)
-    # DDP when world > 1, unless the models are averaged every few steps instead
-    strategy = "ddp" if sync_every == 1 else None
+    # DDP when world > 1, unless the models are averaged at each epoch's end instead
+    strategy = "ddp" if config["sync"] == "step" else None
     model = ray.train.torch.prepare_model(make_model(), parallel_strategy=strategy)
     balancer.attach(model)
     opt, schedule = make_optimizer(model, config["lr"], world, config["epochs"] * len(loader))
@@ -279,7 +277,7 @@ def train_loop(config: dict[str, Any]) -> None:
             dist.barrier()
         t0 = time.perf_counter()
         total, count = train_epoch(
-            model, loader, opt, schedule, loss_fn, balancer, epoch, sync_every
+            model, loader, opt, schedule, loss_fn, balancer, epoch, config["sync"]
         )
         train_s += time.perf_counter() - t0
         stats = torch.tensor([total, float(count)], device=device)
@@ -441,7 +439,7 @@ def main() -> int:
         "lr": args.lr,
         "balance": not args.no_balance,
         "seed": args.seed,
-        "sync_every": 1 if args.sync == "step" else 0,
+        "sync": args.sync,
     }
     storage = os.path.join(tempfile.gettempdir(), "lanray_train_digits")
     runs: dict[str, dict[str, Any]] = {}

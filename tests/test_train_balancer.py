@@ -61,9 +61,7 @@ def test_a_last_global_batch_too_small_to_share_is_left_out() -> None:
     assert len(b) == 1 == len(list(b))
 
 
-def _train(
-    rank: int, cpus: tuple[int, int], port: int, balance: bool, sync_every: int, out: Any
-) -> None:
+def _train(rank: int, cpus: tuple[int, int], port: int, balance: bool, sync: str, out: Any) -> None:
     os.sched_setaffinity(0, {cpus[rank]})
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     import torch
@@ -79,7 +77,7 @@ def _train(
     balancer = Balancer(len(xtr), 128, 2, rank, 0, balance)
     loader = DataLoader(TensorDataset(xtr, ytr), batch_sampler=balancer)
     model = make_model()
-    if sync_every == 1:
+    if sync == "step":
         model = nn.parallel.DistributedDataParallel(model)
     balancer.attach(model)
     opt, schedule = make_optimizer(model, 3e-3, 2, 2 * len(loader))
@@ -88,9 +86,7 @@ def _train(
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if rank == 1 else None
     try:
         for epoch in range(2):
-            train_epoch(
-                model, loader, opt, schedule, nn.CrossEntropyLoss(), balancer, epoch, sync_every
-            )
+            train_epoch(model, loader, opt, schedule, nn.CrossEntropyLoss(), balancer, epoch, sync)
             shares.append(balancer.shares[0])
     finally:
         if busy is not None:
@@ -102,7 +98,7 @@ def _train(
 
 
 def _two_workers(
-    cpus: tuple[int, int], balance: bool, sync_every: int = 1
+    cpus: tuple[int, int], balance: bool, sync: str = "step"
 ) -> list[tuple[int, list[float], Any]]:
     """Each rank's share after each epoch and its final weights, by rank."""
     ctx = mp.get_context("spawn")
@@ -110,9 +106,7 @@ def _two_workers(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [
-        ctx.Process(target=_train, args=(r, cpus, port, balance, sync_every, out)) for r in (0, 1)
-    ]
+    procs = [ctx.Process(target=_train, args=(r, cpus, port, balance, sync, out)) for r in (0, 1)]
     for p in procs:
         p.start()
     try:
@@ -143,7 +137,7 @@ def test_epoch_sync_leaves_every_worker_with_the_same_averaged_model() -> None:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs 2 CPUs: one per worker")
-    (_, shares, weights), (_, _, weights1) = _two_workers((cpus[0], cpus[1]), True, 0)
+    (_, shares, weights), (_, _, weights1) = _two_workers((cpus[0], cpus[1]), True, "epoch")
     assert min(shares) > 0.55, shares  # still balanced: the faster worker takes more
     assert (weights == weights1).all()  # averaged at the epoch's end: one model
 
