@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = os.geteuid() == 0
+# The session's lab: its own name lets two checkouts run their suites side by side.
+LAB = os.environ.get("LANRAY_TEST_LAB", "t")
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (network and PID namespaces)")
 
 
@@ -43,12 +45,12 @@ def lab() -> Iterator[object]:
         pytest.skip("the lab needs root (network and PID namespaces)")
     from lanray_tui.core import lab as labmod
 
-    labmod.down("t")  # leftovers of a crashed run
-    made = labmod.up("t", 3)
+    labmod.down(LAB)  # leftovers of a crashed run
+    made = labmod.up(LAB, 3)
     try:
         yield made
     finally:
-        labmod.down("t")
+        labmod.down(LAB)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,77 @@
+"""Heartbeats and liveness.
+
+A worker beats once per interval to the host's cluster API, carrying its state, lending and
+resources. After ``missed`` unanswered beats its link is LOST; when beats come back it asks
+the supervisor to rejoin at once instead of waiting for Ray's own (slow) failure detection.
+The host keeps the beats in a :class:`~..cluster_api.HeartbeatBook` (served by
+:meth:`HeartbeatReceiver.op_heartbeat`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..cluster_api import HeartbeatBook
+from ..errors import LanrayError
+from .state import Clock, NodeState
+
+log = logging.getLogger("lanray.agent")
+
+#: Sends one beat; True when the host answered ok (never raises for a network failure).
+SendBeat = Callable[[dict[str, Any], float], Awaitable[bool]]
+
+
+class HeartbeatSender:
+    def __init__(
+        self,
+        node: NodeState,
+        clock: Clock,
+        send: SendBeat,
+        body: Callable[[], dict[str, Any]],
+        on_back: Callable[[], Awaitable[None]],
+        interval_s: float,
+        missed: int,
+    ) -> None:
+        self.node = node
+        self.clock = clock
+        self.send = send
+        self.body = body
+        self.on_back = on_back
+        self.interval_s = interval_s
+        self.missed = missed
+        self.failures = 0
+
+    async def beat_once(self) -> None:
+        ok = await self.send(self.body(), self.interval_s)
+        if ok:
+            if self.failures >= self.missed:
+                log.warning("the host answers again after %d missed heartbeats", self.failures)
+                await self.on_back()
+            self.failures, self.node.link = 0, "UP"
+            return
+        self.failures += 1
+        if self.failures == self.missed:
+            log.warning("lost the host: %d heartbeats unanswered", self.failures)
+            self.node.link = "LOST"
+
+    async def run(self) -> None:
+        while not self.node.stopping.is_set():
+            started = self.clock.monotonic()
+            await self.beat_once()
+            await self.clock.sleep(max(0.0, self.interval_s - (self.clock.monotonic() - started)))
+
+
+class HeartbeatReceiver:
+    """The host's side: the ``heartbeat`` op records each worker's beat."""
+
+    def __init__(self, node: NodeState, book: HeartbeatBook) -> None:
+        self.node = node
+        self.book = book
+
+    async def op_heartbeat(self, req: dict[str, Any]) -> Any:
+        if not self.node.is_host:
+            raise LanrayError("heartbeats go to the host")
+        self.book.record(req)
+        return {"ok": True}

@@ -1,0 +1,372 @@
+"""The node agent, wired: one long-lived process per machine that owns its part of the cluster.
+
+It supervises Ray (:mod:`.supervisor`), serves the control API (:mod:`.control_server`),
+heartbeats (:mod:`.heartbeats`), lends the machine only while its owner is away
+(:mod:`.lending_loop`) and, on the host, runs the cluster's services (:mod:`.host_services`).
+This module only builds those parts from the config and connects them. The agent runs on
+after the CLI or the TUI that started it exits, and after an SSH session drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from ... import __version__
+from ...adapters import ray_process
+from .. import cluster_api, credentials, netinfo, runtime
+from ..cluster_api import HeartbeatBook
+from ..config import Config
+from ..control import MAX_LINE
+from ..credentials import Credentials
+from ..errors import LanrayError
+from ..paths import Paths, ensure_private_dir
+from .control_server import ControlServer
+from .heartbeats import HeartbeatReceiver, HeartbeatSender
+from .host_services import HostServices
+from .lending_loop import LendingLoop, make_policy_parts
+from .node_ops import NodeOps, host_only
+from .ray_link import RayLink
+from .state import AgentState, Clock, NodeState, RealClock, Role, StopCause
+from .supervisor import RaySupervisor
+
+log = logging.getLogger("lanray.agent")
+
+FAILURE_LINGER_S = 3.0  # how long a failed agent waits for a client to read why
+STATUS_FROM_HOST_TIMEOUT_S = 5.0
+
+
+class AgentLock:
+    """An exclusive lock so that one HOME runs one agent, whatever races the CLI had."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+
+    def acquire(self) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(self.fd, 32).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise LanrayError(f"an agent already runs on this node (pid {other})") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+
+
+class Agent:
+    """One node's agent. ``role`` is ``host`` (Ray head) or ``worker`` (joins a head)."""
+
+    def __init__(
+        self, cfg: Config, role: str, paths: Paths | None = None, clock: Clock | None = None
+    ) -> None:
+        if role not in ("host", "worker"):
+            raise LanrayError(f"unknown role '{role}'")
+        self.cfg = cfg
+        self.paths = paths or cfg.paths()
+        self.role = Role(role)
+        self.clock = clock or RealClock()
+        self.creds_at_start = self._load_credentials()
+
+    def _load_credentials(self) -> Credentials:
+        stored = credentials.load(self.paths.credentials)
+        if self.role is Role.WORKER:
+            if stored is None or not stored.head_address:
+                raise LanrayError("no cluster to join: run 'lanray-tui join ADDRESS --token ...'")
+            return stored
+        if stored is None:
+            stored = Credentials.new(self.cfg["cluster_name"])
+        return stored
+
+    def run(self) -> int:
+        """Run until ``leave``, SIGTERM or a failed first start; returns the exit code."""
+        for d in (self.paths.runtime_dir, self.paths.state_dir, self.paths.data_dir):
+            ensure_private_dir(d)
+        AgentLock(self.paths.runtime_dir / "agent.lock").acquire()
+        return asyncio.run(Wiring(self).main())
+
+
+class Wiring:
+    """The parts of one running agent, built inside its event loop."""
+
+    def __init__(self, agent: Agent) -> None:
+        cfg, paths = agent.cfg, agent.paths
+        self.cfg, self.paths, self.clock = cfg, paths, agent.clock
+        node = self.node = NodeState(role=agent.role, creds=agent.creds_at_start)
+        self._prepare()
+        self.ray = RayLink(lambda: node.creds)
+        self.book = HeartbeatBook(
+            cfg["cluster.heartbeat_interval_s"], cfg["cluster.missed_heartbeats"]
+        )
+        self.supervisor = RaySupervisor(
+            node,
+            self.clock,
+            self._start_ray,
+            self.ray,
+            paths.ray_log,
+            float(cfg["ray.start_timeout_s"]),
+            on_started=self._adopt_node_ip,
+        )
+        sampler, watcher, policy = make_policy_parts(cfg)
+        self.lending = LendingLoop(
+            node,
+            self.clock,
+            self.supervisor,
+            self.ray,
+            sampler,
+            watcher,
+            policy,
+            policy_on=not node.is_host and bool(cfg["lending.enabled"]),
+            drain_deadline_s=int(cfg["lending.drain_deadline_s"]),
+            started_at=self.clock.monotonic(),
+        )
+        self.host = (
+            HostServices(node, cfg, self.clock, self.ray, paths.data_dir) if node.is_host else None
+        )
+        self.ops = NodeOps(
+            node,
+            self.ray,
+            {"ray": paths.ray_log, "agent": paths.agent_log},
+            self.runtime_view,
+            lambda: self.lending.sample,
+            lambda: self.host.free if self.host is not None else None,
+            self.book,
+            ask_host=None if node.is_host else self._status_from_host,
+        )
+        self.server = ControlServer(
+            lambda: node.creds.token,
+            forward_to=None if node.is_host else self._host_api,
+        )
+        self.server.handlers.update(
+            info=self.ops.op_info,
+            status=self.ops.op_status,
+            leave=self.ops.op_leave,
+            heartbeat=HeartbeatReceiver(node, self.book).op_heartbeat,
+            pause=self.lending.op_pause,
+            resume=self.lending.op_resume,
+            restart_ray=self.lending.op_restart_ray,
+            stop_ray=self.lending.op_stop_ray,
+            token=host_only("only the host prints the cluster token"),
+            code=host_only("only the host has a join code"),
+        )
+        self.server.streams["logs"] = self.ops.stream_logs
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ----- set-up -------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        node, cfg = self.node, self.cfg
+        if node.is_host:
+            node.node_ip = cfg["ray.node_ip"] or netinfo.ip_for_host()
+            node.creds = node.creds.replace(
+                head_address=node.node_ip,
+                gcs_port=cfg["ray.gcs_port"],
+                dashboard_port=cfg["ray.dashboard_port"],
+                cluster_name=cfg["cluster_name"],
+            )
+            credentials.save(self.paths.credentials, node.creds)
+        else:
+            node.node_ip = cfg["ray.node_ip"] or netinfo.ip_for_head(node.creds.head_address)
+
+    def _ray_spec(self) -> ray_process.RaySpec:
+        cfg = self.cfg
+        ports = {
+            k[4:]: v
+            for k, v in cfg.as_dict().items()
+            if k.startswith("ray.") and k.endswith("_port")
+        }
+        mem = cfg["lend.memory_gb"]
+        return ray_process.RaySpec(
+            head=self.node.is_host,
+            node_ip=self.node.node_ip,
+            temp_dir=self.paths.ray_temp_dir,
+            ports=ports,
+            address=self.node.creds.gcs_address,
+            num_cpus=cfg["lend.cpus"],
+            num_gpus=cfg["lend.gpus"],
+            memory_bytes=int(mem * 1024**3) if mem is not None else None,
+            include_dashboard=bool(cfg["ray.include_dashboard"]),
+            labels={"lanray-name": label_value(socket.gethostname())},
+        )
+
+    def _start_ray(self, progress: Any) -> ray_process.RayHandle:
+        n = self.node
+        return runtime.start_ray(
+            self.cfg,
+            self._ray_spec(),
+            n.creds.token,
+            self.paths.ray_log,
+            n.creds.cluster_id,
+            n.role.value,
+            progress,
+        )
+
+    def _adopt_node_ip(self, ray: ray_process.RayHandle) -> None:
+        """A container on its own network has its own address: Ray (and, on the host, the
+        cluster's head address) is where the runtime put it."""
+        ip = getattr(ray, "node_ip", "") or ""
+        if not ip or ip == self.node.node_ip:
+            return
+        self.node.node_ip = ip
+        if self.node.is_host:
+            self.node.creds = self.node.creds.replace(head_address=ip)
+            credentials.save(self.paths.credentials, self.node.creds)
+
+    def runtime_view(self) -> dict[str, Any]:
+        """How Ray runs here, for the nodes pane: the runtime and, under docker, the
+        container and whether it runs."""
+        kind = str(self.cfg["runtime.kind"])
+        view: dict[str, Any] = {"kind": kind}
+        if kind == "docker":
+            ray = self.supervisor.ray
+            view["container"] = str(getattr(ray, "name", "") or "")
+            view["container_state"] = (
+                "running"
+                if self.supervisor.running
+                else "stopped"
+                if not self.node.lent.is_set()
+                else "none"
+            )
+        return view
+
+    # ----- talking to the host (a worker) -------------------------------------------------
+
+    def _host_api(self) -> tuple[str, int]:
+        return self.node.creds.head_address, int(self.cfg["cluster.api_port"])
+
+    async def _ask_host(self, req: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        host, port = self._host_api()
+        with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError):
+            msg = await cluster_api.request(
+                host, port, {**req, "auth": self.node.creds.token}, timeout
+            )
+            return msg if isinstance(msg, dict) else None
+        return None
+
+    async def _status_from_host(self) -> dict[str, Any] | None:
+        msg = await self._ask_host({"op": "status"}, STATUS_FROM_HOST_TIMEOUT_S)
+        if msg is None or not msg.get("ok") or not isinstance(msg.get("result"), dict):
+            return None
+        result: dict[str, Any] = msg["result"]
+        return result if "nodes" in result else None
+
+    async def _send_beat(self, beat: dict[str, Any], timeout: float) -> bool:
+        msg = await self._ask_host({"op": "heartbeat", **beat}, timeout)
+        return bool(msg and msg.get("ok"))
+
+    def _beat(self) -> dict[str, Any]:
+        n = self.node
+        return {
+            "node_ip": n.node_ip,
+            "name": socket.gethostname(),
+            "state": n.state.value,
+            "lending": n.lending,
+            "resources": self.lending.sample,
+            "runtime": self.runtime_view(),
+        }
+
+    # ----- the main loop ------------------------------------------------------------------
+
+    async def main(self) -> int:
+        node = self.node
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, node.stop, StopCause.SIGNAL)
+        # SIGHUP: the terminal or SSH session went away; the agent stays.
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        server = await self._serve_local()
+        log.info(
+            "agent %s pid %d role %s on %s", __version__, os.getpid(), node.role.value, node.node_ip
+        )
+        supervisor = asyncio.create_task(self.supervisor.run())
+        await asyncio.sleep(0)  # let the supervisor spawn Ray first
+        api = await self._start_role()
+        self._tasks.append(asyncio.create_task(self.lending.run()))
+        await node.stopping.wait()
+        if node.state is AgentState.FAILED:
+            # Ray starts off the loop: a client waiting for it (host/join) should read why it
+            # failed from 'info' before the socket goes, not only find the agent gone.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(node.failure_told.wait(), FAILURE_LINGER_S)
+        failed = node.state is AgentState.FAILED
+        node.state = AgentState.STOPPING
+        await self._shut_down(server, api, supervisor)
+        log.info("agent stopped (%s)", node.detail or "leave")
+        return 1 if failed else 0
+
+    async def _serve_local(self) -> asyncio.Server:
+        sock_path = self.paths.socket
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()  # stale: we hold the lock, so no live agent owns it
+        old_umask = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(
+                self.server.serve_local, path=str(sock_path), limit=MAX_LINE
+            )
+        finally:
+            os.umask(old_umask)
+        os.chmod(sock_path, 0o600)
+        return server
+
+    async def _start_role(self) -> asyncio.Server | None:
+        """The host's services and cluster API, or a worker's heartbeats."""
+        if self.host is None:
+            sender = HeartbeatSender(
+                self.node,
+                self.clock,
+                self._send_beat,
+                self._beat,
+                self.supervisor.rejoin_if_lost,
+                float(self.cfg["cluster.heartbeat_interval_s"]),
+                int(self.cfg["cluster.missed_heartbeats"]),
+            )
+            self._tasks.append(asyncio.create_task(sender.run()))
+            return None
+        await self.host.start()
+        self.server.handlers.update(self.host.handlers)
+        self.server.streams.update(self.host.streams)
+        try:
+            return await asyncio.start_server(
+                self.server.serve_remote,
+                self.node.node_ip,
+                self.cfg["cluster.api_port"],
+                limit=MAX_LINE,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            log.error("cluster API not available: %s", exc)
+            return None
+
+    async def _shut_down(
+        self, server: asyncio.Server, api: asyncio.Server | None, supervisor: asyncio.Task[None]
+    ) -> None:
+        server.close()
+        if api is not None:
+            api.close()
+        for task in self._tasks:
+            task.cancel()
+        if self.host is not None:
+            self.host.close()
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        await asyncio.to_thread(self.supervisor.stop_ray)
+        if self.node.stop_cause is StopCause.LEAVE:
+            with contextlib.suppress(LanrayError):
+                await asyncio.to_thread(runtime.remove_ray, self.cfg, self.node.creds.cluster_id)
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.socket.unlink()
+
+
+def label_value(name: str) -> str:
+    """A host name as a Ray label value (letters, digits, '-', '_', '.'; at most 63)."""
+    clean = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:63].strip("-_.")
+    return clean or "node"

@@ -1,0 +1,165 @@
+"""The ops every node answers about itself: ``info``, ``status`` (with the host's view of
+every node's link and lending), ``logs`` (a stream of this node's Ray or agent log) and
+``leave``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from ... import __version__
+from ...adapters import ray_process
+from ..cluster_api import HeartbeatBook
+from ..control import encode
+from ..errors import LanrayError
+from ..models import AgentInfo, NodeInfo
+from .ray_link import RayView
+from .state import AgentState, NodeState, StopCause
+
+LOG_SOURCES = ("ray", "agent")
+LOG_POLL_S = 0.2
+
+#: Asks the host's cluster API for its status view (a worker); None when it can't.
+AskHost = Callable[[], Awaitable[dict[str, Any] | None]]
+
+
+class NodeOps:
+    def __init__(
+        self,
+        node: NodeState,
+        ray: RayView,
+        logs: dict[str, Path],
+        runtime_view: Callable[[], dict[str, Any]],
+        sample: Callable[[], dict[str, Any]],
+        free: Callable[[], dict[str, float] | None],
+        book: HeartbeatBook,
+        ask_host: AskHost | None = None,
+    ) -> None:
+        self.node = node
+        self.ray = ray
+        self.logs = logs
+        self.runtime_view = runtime_view
+        self.sample = sample
+        self.free = free
+        self.book = book
+        self.ask_host = ask_host
+
+    def info(self) -> AgentInfo:
+        n, c = self.node, self.node.creds
+        return AgentInfo(
+            pid=os.getpid(),
+            version=__version__,
+            role=n.role.value,
+            state=n.state.value,
+            detail=n.detail,
+            cluster_name=c.cluster_name,
+            cluster_id=c.cluster_id,
+            head_address=c.gcs_address,
+            node_ip=n.node_ip,
+            dashboard_url=c.dashboard_url,
+            ray_version=ray_process.ray_version(),
+            link=n.link,
+            lending=dict(n.lending),
+        )
+
+    async def op_info(self, req: dict[str, Any]) -> Any:
+        if self.node.state is AgentState.FAILED:
+            self.node.failure_told.set()
+        return self.info().to_json()
+
+    async def op_status(self, req: dict[str, Any]) -> Any:
+        if self.ask_host is not None and not req.get("auth"):
+            # the host knows the links and lending of every node: ask it, else Ray alone
+            result = await self.ask_host()
+            if result is not None:
+                return {
+                    "nodes": result["nodes"],
+                    "agent": self.info().to_json(),
+                    "free": result.get("free"),
+                }
+        nodes = await asyncio.to_thread(self.ray.nodes)
+        return {
+            "nodes": [self.node_view(n) for n in nodes],
+            "agent": self.info().to_json(),
+            "free": self.free() if self.node.is_host else None,
+        }
+
+    def node_view(self, n: NodeInfo) -> dict[str, Any]:
+        """A Ray node plus what the heartbeats say: its link, lending state and resources."""
+        view = n.to_json()
+        if n.role == "head":
+            link, age = ("UP" if self.node.is_host else "n/a"), None
+            lending, resources = self.node.lending, self.sample()
+            rt = self.runtime_view() if self.node.is_host else {}
+        else:
+            link, age = self.book.link(n.ip)
+            beat = self.book.beats.get(n.ip)
+            lending = beat.lending if beat else {}
+            resources = beat.resources if beat else {}
+            rt = beat.runtime if beat else {}
+        if n.state == "DEAD":
+            # an old entry: its current Ray is another row
+            link, age, lending, rt = "n/a", None, {}, {}
+        view.update(
+            link=link, last_heartbeat_s=age, lending=lending, resources=resources, runtime=rt
+        )
+        return view
+
+    async def op_leave(self, req: dict[str, Any]) -> Any:
+        self.node.stop(StopCause.LEAVE)
+        return {"pid": os.getpid()}
+
+    async def stream_logs(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        """Stream a log of this node: ``{"ok": true, "result": {"line": ...}}`` per line.
+
+        ``source`` is ``ray`` (what Ray printed) or ``agent``; ``lines`` says how many old
+        lines to send first; with ``follow`` new lines keep coming until the client goes.
+        """
+        source = req.get("source", "ray")
+        if not isinstance(source, str) or source not in self.logs:
+            raise LanrayError(f"no log source '{source}'")
+        try:
+            backlog = int(req.get("lines", 200))
+        except (TypeError, ValueError):
+            raise LanrayError("lines must be a whole number") from None
+        path, follow = self.logs[source], bool(req.get("follow", False))
+
+        def send(raw: bytes) -> None:
+            writer.write(encode({"ok": True, "result": {"line": raw.decode(errors="replace")}}))
+
+        pos = 0
+        with contextlib.suppress(OSError):
+            data = path.read_bytes()
+            pos = len(data)
+            for raw in data.splitlines()[-backlog:] if backlog > 0 else []:
+                send(raw)
+        await writer.drain()
+        partial = b""
+        while follow and not self.node.stopping.is_set():
+            await asyncio.sleep(LOG_POLL_S)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+            except OSError:
+                continue
+            pos += len(chunk)
+            *lines, partial = (partial + chunk).split(b"\n")
+            for raw in lines:
+                send(raw)
+            await writer.drain()  # raises ConnectionError when the client went away
+        writer.write(encode({"end": True}))
+
+
+def host_only(what: str) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+    """An op a worker refuses with one line (``token``, ``code``)."""
+
+    async def refuse(req: dict[str, Any]) -> Any:
+        raise LanrayError(what)
+
+    return refuse

@@ -1,0 +1,198 @@
+"""Ray supervision: start this node's Ray, wait until the head lists it, restart it when it
+dies, and stop it while the machine is withheld.
+
+Ray runs as ``ray start --block`` (or a container) so that its exit is seen at once. A first
+start that fails is a set-up problem and ends the agent with the reason; once Ray was ready,
+a crash is retried with backoff (:data:`RESTART_BACKOFF_S`), and a kick restarts it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from ...adapters import ray_process
+from ...adapters.ray_process import RayHandle
+from ..errors import LanrayError
+from ..logfiles import contains, tail
+from ..models import NodeInfo
+from .ray_link import RayView
+from .state import AgentState, Clock, NodeState
+
+log = logging.getLogger("lanray.agent")
+
+READY_POLL_S = 0.05
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
+
+#: Starts Ray (blocking; run in a thread). The argument reports the runtime's progress.
+StartRay = Callable[[Callable[[str], None]], RayHandle]
+
+
+class RaySupervisor:
+    def __init__(
+        self,
+        node: NodeState,
+        clock: Clock,
+        start: StartRay,
+        ray: RayView,
+        ray_log: Path,
+        start_timeout_s: float,
+        on_started: Callable[[RayHandle], None] = lambda _ray: None,
+    ) -> None:
+        self.node = node
+        self.clock = clock
+        self.start = start
+        self.ray_view = ray
+        self.ray_log = ray_log
+        self.start_timeout_s = start_timeout_s
+        self.on_started = on_started
+        self.ray: RayHandle | None = None
+        self.ever_ready = False
+        self.restarts = 0
+
+    # ----- what other parts ask -----------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.ray is not None and self.ray.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.ray.pid if self.ray is not None else None
+
+    def stop_ray(self) -> None:
+        """Stop Ray if it runs (blocking)."""
+        if self.ray is not None and self.ray.poll() is None:
+            log.info("stopping Ray (pid %d)", self.ray.pid)
+            self.ray.stop()
+
+    def is_me(self, n: NodeInfo) -> bool:
+        return (
+            n.state == "ALIVE"
+            and n.ip == self.node.node_ip
+            and (n.role == "head") == self.node.is_host
+        )
+
+    def my_node_id(self, timeout: float = 5.0) -> str:
+        """This node's ALIVE Ray node id, or "" (blocking)."""
+        return next((n.node_id for n in self.ray_view.nodes(timeout) if self.is_me(n)), "")
+
+    async def listed(self, timeout: float = 3.0) -> bool:
+        """True if the head lists this node ALIVE now."""
+        try:
+            nodes = await asyncio.to_thread(self.ray_view.nodes, timeout)
+        except LanrayError:
+            return False
+        return any(self.is_me(n) for n in nodes)
+
+    async def restart_now(self, why: str) -> None:
+        """Restart Ray at once (no backoff): the supervisor starts it again after it stops."""
+        self.node.detail = why
+        self.node.kick.set()
+        await asyncio.to_thread(self.stop_ray)
+
+    async def rejoin_if_lost(self) -> None:
+        """After a cut link, Ray's worker is often already dead for the head (or will abort
+        soon): if the head does not list it ALIVE, restart it now."""
+        if not self.node.lent.is_set():
+            return
+        if self.node.state is not AgentState.READY or not await self.listed():
+            log.warning("rejoining: restarting the Ray worker")
+            await self.restart_now("link came back")
+
+    # ----- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        node = self.node
+        while not node.stopping.is_set():
+            if not node.lent.is_set():
+                node.state, node.detail = AgentState.PAUSED, node.lending["reason"]
+                await self.clock.wait_any([node.lent, node.stopping])
+                continue
+            if not await self._run_once():
+                return
+            if node.stopping.is_set():
+                return
+            await self._after_exit()
+
+    async def _run_once(self) -> bool:
+        """Start Ray and follow it until it exits; False when the agent must stop."""
+        node = self.node
+        node.kick.clear()
+        log_start = self.ray_log.stat().st_size if self.ray_log.exists() else 0
+        try:
+            # in a thread: the docker runtime may pull an image for minutes, and the
+            # control socket must answer meanwhile (the detail shows the pull's progress)
+            ray = await asyncio.to_thread(self.start, self._progress)
+        except LanrayError as exc:
+            log.error("Ray did not start: %s", exc)
+            node.fail(str(exc))
+            return False
+        self.ray = ray
+        self.on_started(ray)
+        log.info("started Ray (pid %d)", ray.pid)
+        if await self._wait_ready(log_start):
+            self.ever_ready = True
+            self.restarts = 0
+            node.state, node.detail = AgentState.READY, ""
+            log.info("Ray is ready")
+            rc = await asyncio.to_thread(ray.wait)
+            if node.stopping.is_set():
+                return False
+            why = tail(self.ray_log, 1, log_start)
+            node.detail = f"Ray exited with code {rc}" + (f": {why}" if why else "")
+        elif node.stopping.is_set():
+            return False
+        if not self.ever_ready and node.lent.is_set() and not node.kick.is_set():
+            # A first start that fails is a set-up problem: report it and go.
+            await asyncio.to_thread(self.stop_ray)
+            log.error("Ray did not start: %s", node.detail)
+            node.fail(node.detail)
+            return False
+        return True
+
+    async def _after_exit(self) -> None:
+        node = self.node
+        await asyncio.to_thread(self.stop_ray)
+        if not node.lent.is_set():
+            log.info("Ray stopped: %s", node.lending["reason"])
+            return
+        node.state = AgentState.RESTARTING
+        if node.kick.is_set():
+            self.restarts = 0
+            log.warning("restarting Ray now: %s", node.detail)
+            return
+        delay = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
+        self.restarts += 1
+        log.warning("%s; restarting Ray in %.0f s", node.detail, delay)
+        await self.clock.wait_any([node.stopping, node.kick], timeout=delay)
+
+    def _progress(self, line: str) -> None:
+        """What the runtime does while Ray starts (pulling an image...), for ``info``."""
+        if self.node.state is AgentState.STARTING:
+            self.node.detail = line
+
+    async def _wait_ready(self, log_start: int) -> bool:
+        """Wait for Ray to say it started, then for the head to list this node ALIVE."""
+        assert self.ray is not None
+        node = self.node
+        deadline = self.clock.monotonic() + self.start_timeout_s
+        started = False
+        while self.clock.monotonic() < deadline and not node.stopping.is_set():
+            if node.kick.is_set() or not node.lent.is_set():
+                node.detail = "start abandoned"
+                return False
+            if self.ray.poll() is not None:
+                why = tail(self.ray_log, 3, log_start) or "no output"
+                node.detail = f"Ray exited with code {self.ray.returncode}: {why}"
+                return False
+            if not started:
+                started = contains(self.ray_log, log_start, ray_process.STARTED_MARKER)
+            if started and await self.listed(2.0):
+                return True
+            await self.clock.sleep(READY_POLL_S)
+        if not node.stopping.is_set():
+            node.detail = f"Ray was not ready after {self.start_timeout_s:g} s"
+        return False

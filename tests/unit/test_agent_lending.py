@@ -1,0 +1,142 @@
+"""The lending loop with a fake clock, a fake Ray and the real policy: the owner's return
+drains and stops Ray at once; lending comes back only after the hysteresis; pause/resume."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from lanray_tui.core.agent.lending_loop import LendingLoop
+from lanray_tui.core.agent.state import NodeState, Role
+from lanray_tui.core.agent.supervisor import RaySupervisor
+from lanray_tui.core.credentials import Credentials
+from lanray_tui.core.errors import LanrayError
+from lanray_tui.core.lending import Lender, Policy
+from lanray_tui.core.resources import InputIdle, Sample
+from tests.helpers.clock import FakeClock
+from tests.helpers.fake_ray import NODE_IP, FakeRayView, FakeStarter
+from tests.helpers.samples import sample
+
+AWAY = InputIdle(3600.0, "keyboard")
+BACK = InputIdle(2.0, "keyboard")
+
+
+class Machine:
+    def __init__(self) -> None:
+        self.ray_root_pid: int | None = None
+        self.now = sample()
+        self.idle = AWAY
+        self.closed = False
+
+    def sample(self) -> Sample:
+        return self.now
+
+    def __call__(self) -> InputIdle:
+        return self.idle
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make(tmp_path: Path, resume_after_s: float = 60.0) -> tuple[LendingLoop, Machine, FakeRayView]:
+    clock = FakeClock()
+    node = NodeState(role=Role.WORKER, creds=Credentials.new("t"), node_ip=NODE_IP)
+    starter = FakeStarter(tmp_path / "ray.log")
+    view = FakeRayView(starter)
+    sup = RaySupervisor(node, clock, starter, view, starter.log, 5.0)
+    starter(None)  # Ray runs
+    sup.ray = starter.current
+    machine = Machine()
+    policy = Lender(Policy(idle_minutes=5, resume_after_s=resume_after_s), clock)
+    loop = LendingLoop(
+        node, clock, sup, view, machine, machine, policy, True, 30, started_at=clock.now - 7200
+    )
+    return loop, machine, view
+
+
+async def test_owner_back_drains_then_stops_ray(tmp_path: Path) -> None:
+    loop, machine, view = make(tmp_path)
+    await loop.step()
+    assert loop.node.lent.is_set() and loop.sample["cpus"] == 8
+    machine.idle = BACK
+    await loop.step()
+    assert not loop.node.lent.is_set()
+    assert loop.node.lending["state"] == "owner-active"
+    assert view.drains == [("id-me", 30, loop.node.lending["reason"])]
+    assert loop.supervisor.ray is not None and loop.supervisor.ray.stopped  # type: ignore[attr-defined]
+
+
+async def test_drain_waits_for_running_tasks_up_to_the_deadline(tmp_path: Path) -> None:
+    loop, _, view = make(tmp_path)
+    view.tasks = 2
+    t0 = loop.clock.monotonic()
+    assert await loop.drain_and_wait(10, "owner back")
+    assert loop.clock.monotonic() - t0 == pytest.approx(10.0)
+    view.tasks = 0
+    t0 = loop.clock.monotonic()
+    assert await loop.drain_and_wait(10, "owner back")
+    assert loop.clock.monotonic() == t0
+
+
+async def test_lends_again_only_after_the_hysteresis(tmp_path: Path) -> None:
+    loop, machine, _ = make(tmp_path, resume_after_s=60)
+    clock: FakeClock = loop.clock  # type: ignore[assignment]
+    machine.idle = BACK
+    await loop.step()
+    assert not loop.node.lent.is_set()
+    machine.idle = InputIdle(600.0, "keyboard")  # away again
+    await loop.step()
+    assert not loop.node.lent.is_set() and "lending again in" in loop.node.lending["reason"]
+    clock.now += 59
+    await loop.step()
+    assert not loop.node.lent.is_set()
+    clock.now += 2
+    await loop.step()
+    assert loop.node.lent.is_set() and loop.node.lending["state"] == "lending"
+
+
+async def test_pause_and_resume_by_hand(tmp_path: Path) -> None:
+    loop, _, view = make(tmp_path)
+    got = await loop.op_pause({"reason": "exam", "deadline_s": 3})
+    assert got == {"state": "paused", "drained": True}
+    assert view.drains[-1] == ("id-me", 3, "exam")
+    assert loop.node.manual == "paused" and not loop.node.lent.is_set()
+    await loop.step()  # the policy does not lend a node paused by hand
+    assert not loop.node.lent.is_set()
+    assert await loop.op_pause({}) == {"state": "paused", "drained": False}
+    with pytest.raises(LanrayError, match="start it first"):
+        await loop.op_restart_ray({})
+    assert await loop.op_resume({}) == {"state": "lending"}
+    assert loop.node.lent.is_set() and loop.node.manual == "auto"
+
+
+@pytest.mark.parametrize("bad", ["soon", None, [1]])
+async def test_a_bad_deadline_is_one_line(tmp_path: Path, bad: object) -> None:
+    loop, _, _ = make(tmp_path)
+    with pytest.raises(LanrayError, match="deadline_s"):
+        await loop.op_pause({"deadline_s": bad})
+    assert loop.node.lent.is_set()
+
+
+async def test_the_host_does_not_pause(tmp_path: Path) -> None:
+    loop, _, _ = make(tmp_path)
+    loop.node.role = Role.HOST
+    with pytest.raises(LanrayError, match="only joined nodes pause"):
+        await loop.op_pause({})
+    assert await loop.op_stop_ray({}) == {"state": "stopped", "drained": False}
+    assert not loop.node.lent.is_set()
+
+
+async def test_run_samples_every_second_and_closes_the_reader(tmp_path: Path) -> None:
+    loop, machine, _ = make(tmp_path)
+    clock: FakeClock = loop.clock  # type: ignore[assignment]
+
+    async def stop_later() -> None:
+        while len(clock.sleeps) < 3:
+            await asyncio.sleep(0)
+        loop.node.stopping.set()
+
+    await asyncio.gather(loop.run(), stop_later())
+    assert clock.sleeps[:3] == [1.0, 1.0, 1.0] and machine.closed
