@@ -29,7 +29,7 @@ def inside(mode: str, head: str, token: str) -> None:
     """Time one start inside this node; print {"seconds": ...}."""
     from lanray_tui.adapters import ray_dashboard, ray_process
     from lanray_tui.core import config
-    from lanray_tui.core.agent import Agent
+    from lanray_tui.core.agent.ray_start import ray_spec
 
     os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
     cfg = config.load()
@@ -46,12 +46,8 @@ def inside(mode: str, head: str, token: str) -> None:
         )
     else:
         # the very flags the agent would use, without --block
-        agent = Agent.__new__(Agent)
-        agent.cfg, agent.role, agent.paths, agent.node_ip = cfg, role, cfg.paths(), me
-        from lanray_tui.core.credentials import Credentials
-
-        agent.creds = Credentials("0" * 16, "bench", token, "", head, 6379, 8265)
-        argv = [a for a in agent._ray_spec().argv() if a != "--block"]
+        spec = ray_spec(cfg, cfg.paths(), role == "host", me, f"{head}:6379")
+        argv = [a for a in spec.argv() if a != "--block"]
         p = subprocess.run(argv, capture_output=True, env=ray_process.auth_env(token))
     if p.returncode != 0:
         print(json.dumps({"error": (p.stderr or p.stdout).decode()[-300:]}))

@@ -85,7 +85,12 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="seconds to listen")
     p.add_argument("--no-arp", action="store_true", help="skip the ARP sweep")
-    sub.add_parser("leave", help="stop this node's Ray and agent (on the host: the cluster)")
+    p = sub.add_parser("leave", help="stop this node's Ray and agent (on the host: the cluster)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with no agent running: stop this node's Ray that an agent left behind",
+    )
     p = sub.add_parser("pause", help="stop lending this machine: drain its Ray worker")
     p.add_argument("--deadline", type=int, metavar="S", help="seconds running tasks get")
     sub.add_parser("resume", help="lend this machine again (or start what 'stop' stopped)")
@@ -395,7 +400,12 @@ def _stop(args: argparse.Namespace) -> int:
 def _leave(args: argparse.Namespace) -> int:
     from .core import lifecycle
 
-    pid = lifecycle.leave(_config(args).paths())
+    paths = _config(args).paths()
+    if args.force and lifecycle.running_agent(paths) is None:
+        ray_pid = lifecycle.stop_orphan_ray(paths)
+        print(f"stopped this node's Ray (pid {ray_pid})")
+        return 0
+    pid = lifecycle.leave(paths)
     print(f"left the cluster; agent pid {pid} and its Ray have stopped")
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,44 @@ class NativeRay:
 
     def stop(self) -> int | None:
         return stop(self.proc)
+
+
+class AdoptedRay:
+    """A ``ray start --block`` that an earlier agent started and this one took over: not
+    this process's child, so it is watched by PID and stopped by signals."""
+
+    adopted = True
+    POLL_S = 0.2
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._returncode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._returncode
+
+    def poll(self) -> int | None:
+        if self._returncode is None and not system.pid_alive(self._pid):
+            self._returncode = -1  # its real exit code went to its parent, not to us
+        return self._returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"ray start (pid {self._pid})", timeout or 0)
+            time.sleep(self.POLL_S)
+        assert self._returncode is not None
+        return self._returncode
+
+    def stop(self) -> int | None:
+        system.terminate_tree(self._pid, 15.0)
+        return self.poll()
 
 
 def start(spec: RaySpec, token: str, log_path: Path) -> NativeRay:

@@ -51,6 +51,33 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def process_started(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch), None if it is gone or a zombie."""
+    try:
+        p = psutil.Process(pid)
+        return None if p.status() == psutil.STATUS_ZOMBIE else float(p.create_time())
+    except psutil.Error:
+        return None
+
+
+def process_argv(pid: int) -> list[str]:
+    try:
+        return list(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return []
+
+
+def pids_with_argv(parts: list[str]) -> list[int]:
+    """PIDs of this user's processes whose command line holds every one of ``parts``."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "uids"]):
+        with contextlib.suppress(psutil.Error, TypeError):
+            argv = p.info["cmdline"] or []
+            if p.info["uids"].real == os.getuid() and all(x in argv for x in parts):
+                found.append(p.pid)
+    return found
+
+
 def descendants(pid: int) -> list[int]:
     """PIDs of every process below ``pid`` (empty if it is gone)."""
     try:

@@ -164,6 +164,22 @@ def leave(paths: Paths, timeout: float = 60.0) -> int:
     raise LanrayError(f"the agent (pid {info.pid}) did not stop within {timeout:.0f} s")
 
 
+def stop_orphan_ray(paths: Paths) -> int:
+    """Stop this node's ``ray start`` that no agent runs (``leave --force``); its PID."""
+    from . import ray_record
+
+    pid = ray_record.running_ray(paths.ray_record, paths.ray_temp_dir)
+    if pid is None:
+        raise NotRunningError(
+            "no lanray-tui agent and no Ray of it run on this node: nothing to leave"
+        )
+    system.terminate_tree(pid, 15.0)
+    if system.pid_alive(pid):
+        raise LanrayError(f"Ray (pid {pid}) did not stop; try again as its owner")
+    ray_record.forget(paths.ray_record)
+    return pid
+
+
 # ----- joining: by token, by code, or again with stored credentials -------------------------
 
 

@@ -65,6 +65,11 @@ class Paths:
         return self.state_dir / "ray-start.log"
 
     @property
+    def ray_record(self) -> Path:
+        """Which ``ray start`` this node's agent started (a restarted agent adopts it)."""
+        return self.state_dir / "ray.json"
+
+    @property
     def credentials(self) -> Path:
         """Cluster credentials (token, cluster key): mode 0600."""
         return self.data_dir / "cluster.json"

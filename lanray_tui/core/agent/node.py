@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from ... import __version__
-from ...adapters import ray_process
 from .. import cluster_api, credentials, netinfo, runtime
 from ..cluster_api import HeartbeatBook
 from ..config import Config
@@ -34,6 +33,7 @@ from .host_services import HostServices
 from .lending_loop import LendingLoop, make_policy_parts
 from .node_ops import NodeOps, host_only
 from .ray_link import RayLink
+from .ray_start import RayStarter
 from .state import AgentState, Clock, NodeState, RealClock, Role, StopCause
 from .supervisor import RaySupervisor
 
@@ -106,14 +106,15 @@ class Wiring:
         self.book = HeartbeatBook(
             cfg["cluster.heartbeat_interval_s"], cfg["cluster.missed_heartbeats"]
         )
+        self.starter = RayStarter(cfg, paths, node)
         self.supervisor = RaySupervisor(
             node,
             self.clock,
-            self._start_ray,
+            self.starter,
             self.ray,
             paths.ray_log,
             float(cfg["ray.start_timeout_s"]),
-            on_started=self._adopt_node_ip,
+            on_started=self.starter.adopt_node_ip,
         )
         sampler, watcher, policy = make_policy_parts(cfg)
         self.lending = LendingLoop(
@@ -145,6 +146,11 @@ class Wiring:
             lambda: node.creds.token,
             forward_to=None if node.is_host else self._host_api,
         )
+        self._register_ops()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _register_ops(self) -> None:
+        node = self.node
         self.server.handlers.update(
             info=self.ops.op_info,
             status=self.ops.op_status,
@@ -158,7 +164,6 @@ class Wiring:
             code=host_only("only the host has a join code"),
         )
         self.server.streams["logs"] = self.ops.stream_logs
-        self._tasks: list[asyncio.Task[None]] = []
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -176,66 +181,8 @@ class Wiring:
         else:
             node.node_ip = cfg["ray.node_ip"] or netinfo.ip_for_head(node.creds.head_address)
 
-    def _ray_spec(self) -> ray_process.RaySpec:
-        cfg = self.cfg
-        ports = {
-            k[4:]: v
-            for k, v in cfg.as_dict().items()
-            if k.startswith("ray.") and k.endswith("_port")
-        }
-        mem = cfg["lend.memory_gb"]
-        return ray_process.RaySpec(
-            head=self.node.is_host,
-            node_ip=self.node.node_ip,
-            temp_dir=self.paths.ray_temp_dir,
-            ports=ports,
-            address=self.node.creds.gcs_address,
-            num_cpus=cfg["lend.cpus"],
-            num_gpus=cfg["lend.gpus"],
-            memory_bytes=int(mem * 1024**3) if mem is not None else None,
-            include_dashboard=bool(cfg["ray.include_dashboard"]),
-            labels={"lanray-name": label_value(socket.gethostname())},
-        )
-
-    def _start_ray(self, progress: Any) -> ray_process.RayHandle:
-        n = self.node
-        return runtime.start_ray(
-            self.cfg,
-            self._ray_spec(),
-            n.creds.token,
-            self.paths.ray_log,
-            n.creds.cluster_id,
-            n.role.value,
-            progress,
-        )
-
-    def _adopt_node_ip(self, ray: ray_process.RayHandle) -> None:
-        """A container on its own network has its own address: Ray (and, on the host, the
-        cluster's head address) is where the runtime put it."""
-        ip = getattr(ray, "node_ip", "") or ""
-        if not ip or ip == self.node.node_ip:
-            return
-        self.node.node_ip = ip
-        if self.node.is_host:
-            self.node.creds = self.node.creds.replace(head_address=ip)
-            credentials.save(self.paths.credentials, self.node.creds)
-
     def runtime_view(self) -> dict[str, Any]:
-        """How Ray runs here, for the nodes pane: the runtime and, under docker, the
-        container and whether it runs."""
-        kind = str(self.cfg["runtime.kind"])
-        view: dict[str, Any] = {"kind": kind}
-        if kind == "docker":
-            ray = self.supervisor.ray
-            view["container"] = str(getattr(ray, "name", "") or "")
-            view["container_state"] = (
-                "running"
-                if self.supervisor.running
-                else "stopped"
-                if not self.node.lent.is_set()
-                else "none"
-            )
-        return view
+        return self.starter.runtime_view(self.supervisor.ray, self.supervisor.running)
 
     # ----- talking to the host (a worker) -------------------------------------------------
 
@@ -364,9 +311,3 @@ class Wiring:
                 await asyncio.to_thread(runtime.remove_ray, self.cfg, self.node.creds.cluster_id)
         with contextlib.suppress(FileNotFoundError):
             self.paths.socket.unlink()
-
-
-def label_value(name: str) -> str:
-    """A host name as a Ray label value (letters, digits, '-', '_', '.'; at most 63)."""
-    clean = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:63].strip("-_.")
-    return clean or "node"

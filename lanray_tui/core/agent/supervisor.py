@@ -179,7 +179,7 @@ class RaySupervisor:
         assert self.ray is not None
         node = self.node
         deadline = self.clock.monotonic() + self.start_timeout_s
-        started = False
+        started = bool(getattr(self.ray, "adopted", False))  # it said so to the last agent
         while self.clock.monotonic() < deadline and not node.stopping.is_set():
             if node.kick.is_set() or not node.lent.is_set():
                 node.detail = "start abandoned"
