@@ -162,7 +162,9 @@ class Agent:
             )
             credentials.save(self.paths.credentials, self.creds)
         else:
-            self.node_ip = self.cfg["ray.node_ip"] or netinfo.ip_for_head(self.creds.head_address)
+            self.node_ip = self.cfg["ray.node_ip"] or netinfo.ip_for_head(
+                self.creds.head_address, own_address=runtime.chooses_node_ip(self.cfg)
+            )
 
     # ----- the main loop ------------------------------------------------------------------
 
