@@ -127,6 +127,8 @@ def build_parser() -> Parser:
     from . import cli_jobs
 
     cli_jobs.add_parsers(sub)
+    p = sub.add_parser("samples", help="list the sample jobs that ship with lanray-tui")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("agent")  # internal: the agent in the foreground (also for systemd)
     p.add_argument("--role", choices=["host", "worker"], required=True)
@@ -449,6 +451,24 @@ def _lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _samples(args: argparse.Namespace) -> int:
+    from .core import samples
+
+    found = samples.samples()
+    if args.json:
+        print(json.dumps({"samples": [s.to_json() for s in found]}, indent=2))
+        return 0
+    if not found:
+        raise LanrayError("this install has no sample jobs")
+    width = max(len(s.name) for s in found)
+    for s in found:
+        print(f"{s.name.ljust(width)}  {s.path}")
+        if s.summary:
+            print(f"{' ' * width}  {s.summary}")
+    print(f"queue one from any directory: {PROG} submit {samples.PREFIX}/NAME.py --follow")
+    return 0
+
+
 def _agent(args: argparse.Namespace) -> int:
     import logging
 
@@ -488,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "lab": _lab,
             "scan": _scan,
             "code": _code,
+            "samples": _samples,
             "agent": _agent,
         }
         from . import cli_jobs

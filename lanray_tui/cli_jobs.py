@@ -190,13 +190,17 @@ def _ended_line(job: dict[str, Any]) -> str:
 
 
 def _print_logs(args: argparse.Namespace, job_id: str, follow: bool) -> dict[str, Any] | None:
-    """Stream a job's log to stdout; returns the job as the stream's last item gave it."""
+    """Stream a job's log to stdout; returns the job as the stream's last item gave it.
+    Ray's colour codes are stripped unless stdout is a terminal and NO_COLOR is unset."""
+    from .core.ansi import strip_ansi, wants_plain
+
+    plain = wants_plain(sys.stdout.isatty())
     last: dict[str, Any] | None = None
     for item in _client(args).stream("job_logs", id=job_id, follow=follow):
         if not isinstance(item, dict):
             continue
         if "line" in item:
-            print(item["line"], flush=True)
+            print(strip_ansi(item["line"]) if plain else item["line"], flush=True)
         elif "job" in item:
             last = item["job"]
     return last

@@ -1,5 +1,9 @@
 """Configuration: configs/default.yaml, then the user's XDG file, then ``--config FILE``.
 
+The defaults ship inside the package (``lanray_tui/_data/configs/default.yaml``, in a checkout
+a symlink to the top-level ``configs/``) and are read with ``importlib.resources``, so a wheel
+or pipx install finds them like a checkout does.
+
 Every key must be known, of the right type and in range; otherwise loading stops with a
 :class:`ConfigError` whose one line names the file, the key and the reason.
 """
@@ -10,15 +14,21 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import ConfigError
 from .paths import Paths
 
-DEFAULT_FILE = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+# A pathlib.Path for every installed package (pip unpacks wheels); typed as what
+# importlib.resources promises, which is all read_file needs.
+DEFAULT_FILE: Traversable = resources.files("lanray_tui") / "_data" / "configs" / "default.yaml"
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,7 @@ def _check(key: str, value: Any, file: str) -> None:
             raise ConfigError(f"{file}: '{key}' {reason} (got {value!r})")
 
 
-def read_file(path: Path) -> dict[str, Any]:
+def read_file(path: Path | Traversable) -> dict[str, Any]:
     """Read and validate one YAML file into flat dotted keys."""
     file = str(path)
     try:
@@ -187,7 +197,7 @@ class Config:
     ``sources`` lists the files that were merged, lowest priority first.
     """
 
-    def __init__(self, values: dict[str, Any], sources: list[Path]) -> None:
+    def __init__(self, values: dict[str, Any], sources: list[Path | Traversable]) -> None:
         self._values = values
         self.sources = sources
 
@@ -228,7 +238,7 @@ def _check_cross(values: Mapping[str, Any], file: str) -> None:
 def load(explicit: Path | None = None, paths: Paths | None = None) -> Config:
     """Merge the default file, the user's XDG config (if present) and ``explicit``."""
     paths = paths or Paths.from_env()
-    files = [DEFAULT_FILE]
+    files: list[Path | Traversable] = [DEFAULT_FILE]
     if paths.user_config.exists():
         files.append(paths.user_config)
     if explicit is not None:

@@ -53,8 +53,27 @@ def resolve_ipv4(host: str) -> str:
         raise LanrayError(f"cannot resolve '{host}' to an IPv4 address") from None
 
 
-def ip_for_head(head: str) -> str:
-    """The address a joining node gives Ray: the one of the interface that reaches ``head``."""
+def route_refusal(
+    head_ip: str, src: str, iface: system.Interface | None, own_address: bool = False
+) -> str | None:
+    """Why ``src`` (reached through ``iface``) is no address to give Ray, or None when it is.
+
+    A native node must not hand Ray a container bridge's or a virtual interface's address:
+    nobody on the LAN could reach it. When the runtime gives Ray an address of its own (a
+    container on a named Docker network, ``own_address``), the route only says how the agent
+    reaches the head, and a bridge on the way is what that network is.
+    """
+    if own_address or iface is None or usable(iface):
+        return None
+    return (
+        f"the route to {head_ip} goes through {iface.name} ({src}), which is not a LAN "
+        "interface; set ray.node_ip in the config"
+    )
+
+
+def ip_for_head(head: str, own_address: bool = False) -> str:
+    """The address a joining node gives Ray: the one of the interface that reaches ``head``
+    (with ``own_address``, the runtime replaces it with the container's own address)."""
     head_ip = resolve_ipv4(head)
     if ipaddress.IPv4Address(head_ip).is_loopback:
         return "127.0.0.1"  # a single-machine cluster: everything on loopback
@@ -62,12 +81,9 @@ def ip_for_head(head: str) -> str:
     if src is None:
         raise LanrayError(f"no route from this machine to {head_ip}: is the LAN cable plugged in?")
     by_addr = {i.address: i for i in system.ipv4_interfaces()}
-    iface = by_addr.get(src)
-    if iface is not None and not usable(iface):
-        raise LanrayError(
-            f"the route to {head_ip} goes through {iface.name} ({src}), which is not a LAN "
-            "interface; set ray.node_ip in the config"
-        )
+    refusal = route_refusal(head_ip, src, by_addr.get(src), own_address)
+    if refusal:
+        raise LanrayError(refusal)
     return src
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import samples
 from .errors import LanrayError
 from .paths import Paths
 
@@ -58,6 +59,9 @@ def build_spec(paths: Paths, sub: Submission) -> dict[str, Any]:
     working_dir = sub.working_dir
     if sub.script is not None:
         path = sub.script.expanduser()
+        if not path.is_file():
+            # `submit sample_jobs/NAME.py` from anywhere: the sample that ships with lanray-tui
+            path = samples.packaged(path) or path
         if not path.is_file():
             raise LanrayError(f"no such script: '{sub.script}'")
         path = path.resolve()
@@ -165,33 +169,11 @@ def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> None:
 
 
 def sample_jobs_dir() -> Path | None:
-    """The ``sample_jobs/`` folder that ships beside the package (a checkout or an
-    editable install), or None when this install has none."""
-    here = Path(__file__).resolve().parents[2] / "sample_jobs"
-    return here if here.is_dir() else None
+    """The folder of the sample jobs that ship with lanray-tui (None when this install has
+    none); see :mod:`lanray_tui.core.samples`."""
+    return samples.sample_jobs_dir()
 
 
 def sample_jobs() -> list[tuple[str, str]]:
     """(path, first line of its docstring) of each sample job, by name."""
-    root = sample_jobs_dir()
-    if root is None:
-        return []
-    out = []
-    for path in sorted(root.glob("*.py")):
-        if path.name.startswith("_"):
-            continue
-        out.append((str(path), _summary(path)))
-    return out
-
-
-def _summary(path: Path) -> str:
-    try:
-        head = path.read_text(errors="replace")[:2000]
-    except OSError:
-        return ""
-    for quote in ('"""', "'''"):
-        start = head.find(quote)
-        if start != -1:
-            body = head[start + 3 :].strip().splitlines()
-            return body[0].strip() if body else ""
-    return ""
+    return [(str(s.path), s.summary) for s in samples.samples()]

@@ -179,7 +179,9 @@ class Wiring:
             )
             credentials.save(self.paths.credentials, node.creds)
         else:
-            node.node_ip = cfg["ray.node_ip"] or netinfo.ip_for_head(node.creds.head_address)
+            node.node_ip = cfg["ray.node_ip"] or netinfo.ip_for_head(
+                node.creds.head_address, own_address=runtime.chooses_node_ip(cfg)
+            )
 
     def runtime_view(self) -> dict[str, Any]:
         return self.starter.runtime_view(self.supervisor.ray, self.supervisor.running)
