@@ -126,6 +126,7 @@ def wait_ready(
     ctl = client(paths)
     deadline = time.monotonic() + timeout
     last, last_detail = "", ""
+    info: AgentInfo | None = None
     while time.monotonic() < deadline:
         try:
             info = AgentInfo.from_json(ctl.call("info", timeout=3.0))
@@ -134,8 +135,9 @@ def wait_ready(
         if info is not None:
             if info.state != last and progress is not None:
                 progress(info.state)
-            # while starting, the runtime's steps (pulling an image: layers and bytes)
-            starting = info.state == "starting" and info.detail != last_detail
+            # while starting, the runtime's steps (pulling an image: layers and bytes), and
+            # why a start is retried ("Ray start failed: GCS busy; retrying in 7 s ...")
+            starting = info.state in ("starting", "restarting") and info.detail != last_detail
             if starting and info.detail and progress is not None:
                 progress(info.detail)
             last, last_detail = info.state, info.detail
@@ -147,6 +149,11 @@ def wait_ready(
             why = tail(paths.agent_log, 1) or "no output"
             raise LanrayError(f"the agent exited: {why}")
         time.sleep(0.05)
+    if info is not None and "retrying" in info.detail:
+        raise LanrayError(
+            f"Ray has not started yet ({info.detail}); the agent (pid {info.pid}) keeps "
+            "retrying: see 'lanray-tui status', or stop it with 'lanray-tui leave'"
+        )
     raise LanrayError(f"the agent was not ready after {timeout:.0f} s (see {paths.agent_log})")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lanray_tui.core.agent.start_policy import StartRetry
 from lanray_tui.core.agent.state import AgentState, NodeState, Role, StopCause
 from lanray_tui.core.agent.supervisor import RESTART_BACKOFF_S, RaySupervisor
 from lanray_tui.core.credentials import Credentials
@@ -71,19 +72,85 @@ async def test_restarts_that_never_get_ready_back_off_exponentially(tmp_path: Pa
 
 
 async def test_a_first_start_that_fails_ends_the_agent_with_the_reason(tmp_path: Path) -> None:
-    sup, _, _ = make(tmp_path, fail_with=LanrayError("ray: command not found"))
+    sup, _, _ = make(tmp_path, fail_with=LanrayError("ray: command not found"))  # permanent
     await asyncio.wait_for(sup.run(), 5)
     assert sup.node.state is AgentState.FAILED
     assert sup.node.detail == "ray: command not found"
     assert sup.node.stop_cause is StopCause.FAILED
 
 
-async def test_a_first_start_that_never_gets_ready_fails(tmp_path: Path) -> None:
-    sup, starter, _ = make(tmp_path, marker=False)
+async def test_a_first_start_that_never_gets_ready_retries_with_backoff(tmp_path: Path) -> None:
+    sup, starter, clock = make(tmp_path, marker=False)
+    sup.retry = StartRetry(rng=lambda lo, hi: 1.0)
+    task = asyncio.create_task(sup.run())
+    await until(lambda: len(clock.waits) >= 7)
+    assert clock.waits[:7] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert all(r.stopped for r in starter.started[:7])
+    seen = sup.node.detail
+    assert seen.startswith("Ray start failed: not ready in time; retrying in ")
+    assert sup.node.stop_cause is StopCause.NONE  # it never gives up on a passing cause
+    starter.marker = True  # the GCS is no longer busy
+    await until(lambda: sup.node.state is AgentState.READY)
+    assert sup.retry.attempt == 0
+    sup.node.stop(StopCause.SIGNAL)
+    starter.current.stop()
+    await asyncio.wait_for(task, 5)
+
+
+def test_the_status_line_says_why_when_and_which_attempt() -> None:
+    retry = StartRetry(rng=lambda lo, hi: 0.875)
+    retry.next_delay()
+    retry.next_delay()
+    delay = retry.next_delay()
+    assert delay == 7.0
+    line = retry.line(
+        "The current node timed out during startup. ... the GCS has become overloaded", delay
+    )
+    assert line == "Ray start failed: GCS busy; retrying in 7 s (attempt 3)"
+
+
+def test_jitter_stays_within_its_bounds() -> None:
+    retry = StartRetry()
+    for attempt in range(1, 40):
+        raw = min(60.0, 2.0 * 2 ** (attempt - 1))
+        assert 0.5 * raw <= retry.next_delay() <= 1.5 * raw
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        "Version mismatch: The cluster was started with: Ray: 2.59.0",
+        "rpc error: UNAUTHENTICATED: invalid token",
+        "Ray already runs on this node (pid 7) for another cluster ('x'); stop it with ...",
+        "the 'podman' runtime is not available yet; use runtime.kind: native",
+    ],
+)
+async def test_causes_that_cannot_pass_end_the_agent(tmp_path: Path, cause: str) -> None:
+    sup, _, clock = make(tmp_path, fail_with=LanrayError(cause))
     await asyncio.wait_for(sup.run(), 5)
-    assert sup.node.state is AgentState.FAILED
-    assert sup.node.detail == "Ray was not ready after 5 s"
-    assert starter.current.stopped
+    assert sup.node.state is AgentState.FAILED and sup.node.detail == cause
+    assert clock.waits == []
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        "The current node timed out during startup. the GCS has become overloaded",
+        "Failed to connect to GCS at address 10.0.0.1:6379 within 5 seconds",
+        "Ray exited with code 1: no output",
+    ],
+)
+async def test_causes_that_can_pass_are_retried(tmp_path: Path, cause: str) -> None:
+    sup, starter, clock = make(tmp_path, fail_with=LanrayError(cause))
+    task = asyncio.create_task(sup.run())
+    await until(lambda: len(clock.waits) >= 2)
+    assert sup.node.state in (AgentState.RESTARTING, AgentState.STARTING)
+    assert "retrying in" in sup.node.detail and not sup.node.stopping.is_set()
+    starter.fail_with = None
+    await until(lambda: sup.node.state is AgentState.READY)
+    sup.node.stop(StopCause.SIGNAL)
+    starter.current.stop()
+    await asyncio.wait_for(task, 5)
 
 
 async def test_a_kick_restarts_at_once_without_backoff(tmp_path: Path) -> None:

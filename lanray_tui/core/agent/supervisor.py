@@ -19,6 +19,7 @@ from ..errors import LanrayError
 from ..logfiles import contains, tail
 from ..models import NodeInfo
 from .ray_link import RayView
+from .start_policy import StartRetry, is_permanent
 from .state import AgentState, Clock, NodeState
 
 log = logging.getLogger("lanray.agent")
@@ -40,6 +41,7 @@ class RaySupervisor:
         ray_log: Path,
         start_timeout_s: float,
         on_started: Callable[[RayHandle], None] = lambda _ray: None,
+        retry: StartRetry | None = None,
     ) -> None:
         self.node = node
         self.clock = clock
@@ -51,6 +53,8 @@ class RaySupervisor:
         self.ray: RayHandle | None = None
         self.ever_ready = False
         self.restarts = 0
+        self.retry = retry or StartRetry()
+        self._retried = False
 
     # ----- what other parts ask -----------------------------------------------------------
 
@@ -115,27 +119,28 @@ class RaySupervisor:
                 return
             if node.stopping.is_set():
                 return
-            await self._after_exit()
+            if not self._retried:
+                await self._after_exit()
 
     async def _run_once(self) -> bool:
         """Start Ray and follow it until it exits; False when the agent must stop."""
         node = self.node
         node.kick.clear()
+        self._retried = False  # a failed start waits its backoff in _start_failed
         log_start = self.ray_log.stat().st_size if self.ray_log.exists() else 0
         try:
             # in a thread: the docker runtime may pull an image for minutes, and the
             # control socket must answer meanwhile (the detail shows the pull's progress)
             ray = await asyncio.to_thread(self.start, self._progress)
         except LanrayError as exc:
-            log.error("Ray did not start: %s", exc)
-            node.fail(str(exc))
-            return False
+            return await self._start_failed(str(exc))
         self.ray = ray
         self.on_started(ray)
         log.info("started Ray (pid %d)", ray.pid)
         if await self._wait_ready(log_start):
             self.ever_ready = True
             self.restarts = 0
+            self.retry.reset()
             node.state, node.detail = AgentState.READY, ""
             log.info("Ray is ready")
             rc = await asyncio.to_thread(ray.wait)
@@ -146,12 +151,25 @@ class RaySupervisor:
         elif node.stopping.is_set():
             return False
         if not self.ever_ready and node.lent.is_set() and not node.kick.is_set():
-            # A first start that fails is a set-up problem: report it and go.
             await asyncio.to_thread(self.stop_ray)
-            log.error("Ray did not start: %s", node.detail)
-            node.fail(node.detail)
-            return False
+            return await self._start_failed(node.detail)
         return True
+
+    async def _start_failed(self, detail: str) -> bool:
+        """A start that never got ready: end the agent for a cause that will not pass, else
+        retry after a jittered backoff (a join storm, a head that is not up yet)."""
+        node = self.node
+        if is_permanent(detail):
+            log.error("Ray did not start: %s", detail)
+            node.fail(detail)
+            return False
+        self._retried = True
+        delay = self.retry.next_delay()
+        node.state, node.detail = AgentState.RESTARTING, self.retry.line(detail, delay)
+        log.warning("%s (%s)", node.detail, detail)
+        await self.clock.wait_any([node.stopping, node.kick], timeout=delay)
+        node.state = AgentState.STARTING
+        return not node.stopping.is_set()
 
     async def _after_exit(self) -> None:
         node = self.node
