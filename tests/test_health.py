@@ -74,6 +74,11 @@ def test_pause_drains_without_losing_tasks_and_resume_rejoins(cluster: dict[str,
         wait_for(lambda: row(n1, n2.address).get("state") != "ALIVE", timeout=15)
         agent = n2.status()["agent"]
         assert agent["state"] == "paused" and agent["lending"]["state"] == "paused"
+        for _ in range(5):  # the host shows why, never DEAD: n2's agent still beats
+            seen = row(n1, n2.address)
+            assert seen["state"] == "WITHHELD" and seen["link"] == "UP", seen
+            assert seen["lending"] == {"state": "paused", "reason": "paused by hand"}
+            time.sleep(1)
         out, _ = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
@@ -85,6 +90,8 @@ def test_pause_drains_without_losing_tasks_and_resume_rejoins(cluster: dict[str,
     assert n2.lanray("resume").returncode == 0
     wait_for(lambda: row(n1, n2.address).get("state") == "ALIVE", timeout=60)
     assert row(n1, n2.address)["lending"]["state"] == "lending"
+    rows = [n for n in n1.status()["nodes"] if n["ip"] == n2.address]
+    assert len(rows) == 1 and rows[0]["ray_restarts"] >= 1  # one row per machine
 
 
 def test_restart_and_stop_by_hand_keep_the_agent(cluster: dict[str, Any]) -> None:

@@ -84,13 +84,15 @@ class NodeOps:
                 }
         nodes = await asyncio.to_thread(self.ray.nodes)
         return {
-            "nodes": [self.node_view(n) for n in nodes],
+            "nodes": [self.node_view(n, earlier) for n, earlier in fold(nodes)],
             "agent": self.info().to_json(),
             "free": self.free() if self.node.is_host else None,
         }
 
-    def node_view(self, n: NodeInfo) -> dict[str, Any]:
-        """A Ray node plus what the heartbeats say: its link, lending state and resources."""
+    def node_view(self, n: NodeInfo, earlier: int = 0) -> dict[str, Any]:
+        """A machine's row: its current Ray node plus what the heartbeats say (its link,
+        lending state and resources). A node its owner withholds is WITHHELD with the
+        reason, not DEAD: its Ray is stopped on purpose and its agent still beats."""
         view = n.to_json()
         if n.role == "head":
             link, age = ("UP" if self.node.is_host else "n/a"), None
@@ -102,11 +104,20 @@ class NodeOps:
             lending = beat.lending if beat else {}
             resources = beat.resources if beat else {}
             rt = beat.runtime if beat else {}
-        if n.state == "DEAD":
-            # an old entry: its current Ray is another row
+            if n.state == "DEAD" and link == "UP" and beat is not None:
+                if lending.get("state", "lending") != "lending":
+                    view["state"] = "WITHHELD"
+                elif beat.state in ("starting", "restarting"):
+                    view["state"] = "RESTARTING"
+        if view["state"] == "DEAD":
             link, age, lending, rt = "n/a", None, {}, {}
         view.update(
-            link=link, last_heartbeat_s=age, lending=lending, resources=resources, runtime=rt
+            link=link,
+            last_heartbeat_s=age,
+            lending=lending,
+            resources=resources,
+            runtime=rt,
+            ray_restarts=earlier,
         )
         return view
 
@@ -154,6 +165,19 @@ class NodeOps:
                 send(raw)
             await writer.drain()  # raises ConnectionError when the client went away
         writer.write(encode({"end": True}))
+
+
+def fold(nodes: list[NodeInfo]) -> list[tuple[NodeInfo, int]]:
+    """One row per machine (address and role): its ALIVE Ray node, else its last listed one,
+    with how many earlier Ray nodes (restarts, rejoins) it had."""
+    groups: dict[tuple[str, str], list[NodeInfo]] = {}
+    for n in nodes:
+        groups.setdefault((n.ip, n.role), []).append(n)
+    rows = []
+    for group in groups.values():
+        alive = [n for n in group if n.state == "ALIVE"]
+        rows.append(((alive or group)[-1], len(group) - 1))
+    return rows
 
 
 def host_only(what: str) -> Callable[[dict[str, Any]], Awaitable[Any]]:
