@@ -30,9 +30,6 @@ if TYPE_CHECKING:
     from .core.paths import Paths
     from .screens.session import Session
 
-BENCH_EXIT_ENV = "LANRAY_BENCH_EXIT_ON_FIRST_FRAME"
-BENCH_STAMP_ENV = "LANRAY_BENCH_STAMP_FILE"
-
 
 class LanrayApp(App[int]):
     """``initial`` ("host" or "join") opens that screen instead of the menu when no agent
@@ -53,9 +50,7 @@ class LanrayApp(App[int]):
         self.agent_info: AgentInfo | None = None
         self.problem = ""
         self._pending: str | None = None  # "host" or "join" asked for before the config loaded
-        self._bench_done = False
         self._watch = watch
-        self._bench_exit = os.environ.get(BENCH_EXIT_ENV) == "1"
 
     def compose(self) -> ComposeResult:
         yield Static("lanray-tui: looking for this node's agent…", id="probing")
@@ -93,7 +88,6 @@ class LanrayApp(App[int]):
         self.problem = message.error
         if message.info is None and self.initial is None:
             await self._show(self._menu_screen())
-            self._first_screen_shown()
 
     async def on_config_loaded(self, message: messages.ConfigLoaded) -> None:
         self.session = message.session
@@ -101,37 +95,19 @@ class LanrayApp(App[int]):
         if message.error:
             self.problem = message.error
         pending, self._pending = self._pending, None
-        shown = False
         if self.session is not None and self.agent_info is not None:
             await self._show(self._cluster_screen(self.agent_info))
-            shown = True
         elif self.session is not None and (pending or self.initial) == "host":
             await self.on_show_host_form(messages.ShowHostForm())
-            shown = True
         elif self.session is not None and (pending or self.initial) == "join":
             await self.on_show_join(messages.ShowJoin())
-            shown = True
         elif len(self.screen_stack) < 2:
             await self._show(self._menu_screen())
-            shown = True
         elif message.error:
             from .screens.menu import MenuScreen
 
             if isinstance(self.screen, MenuScreen):
                 self.screen.set_problem(self._menu_problem())
-        if shown:
-            self._first_screen_shown()
-
-    def _first_screen_shown(self) -> None:
-        if self._bench_exit and not self._bench_done:
-            self._bench_done = True
-            self.call_after_refresh(self._exit_for_bench)
-
-    def _exit_for_bench(self) -> None:
-        stamp_file = os.environ.get(BENCH_STAMP_ENV)
-        if stamp_file:
-            Path(stamp_file).write_text(repr(time.time()))
-        self.exit(0)
 
     # ----- navigation ---------------------------------------------------------------------
 

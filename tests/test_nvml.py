@@ -209,3 +209,14 @@ def test_an_adapter_that_raises_does_not_stop_the_sampler() -> None:
 
     s = Sampler(None, gpus=Broken()).sample()
     assert s.gpus == () and "boom" in s.gpus_reason
+
+
+def test_the_sampler_reads_the_gpus_it_is_given_and_else_the_shared_nvml(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    given = Sampler(None, gpus=nvml.Nvml(FakeNvml({}))).sample()
+    assert [g.uuid for g in given.gpus] == ["GPU-0000-0", "GPU-0000-1"]
+    # Without one, the process-wide reader that runtime's GPU count uses too.
+    monkeypatch.setattr(nvml, "_default", nvml.Nvml(FakeNvml({}, init_error=9)))
+    default = Sampler(None).sample()
+    assert default.gpus == () and default.gpus_reason == "NVML: driver not loaded"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import LanrayError
+from ..core.types import LanrayError
 
 HINT = "use runtime.kind: native"
 DEFAULT_HOST = "unix:///var/run/docker.sock"

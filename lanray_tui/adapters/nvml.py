@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..core.resources import GpuProcess, GpuSample, Reading
+from ..core.types import GpuProcess, GpuSample, Reading
 from . import system
 
 # NVML return codes (nvml.h); stable across driver versions.

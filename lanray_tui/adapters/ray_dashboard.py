@@ -10,8 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from ..core.errors import LanrayError
-from ..core.models import NodeInfo
+from ..core.types import LanrayError, NodeInfo
 
 
 class DashboardError(LanrayError):

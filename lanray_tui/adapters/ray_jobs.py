@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import LanrayError
+from ..core.types import LanrayError
 from . import ray_process
 
 # Ray's job states (JobStatus)

@@ -39,10 +39,6 @@ def cpu_count() -> int:
     return psutil.cpu_count(logical=True) or 1
 
 
-def total_memory_bytes() -> int:
-    return int(psutil.virtual_memory().total)
-
-
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` runs and is not a zombie."""
     try:

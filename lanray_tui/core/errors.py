@@ -1,16 +1,14 @@
-"""Errors meant for people: each carries one line that the CLI and TUI show as is."""
+"""Errors meant for people: each carries one line that the CLI and TUI show as is.
+
+:class:`LanrayError` itself lives in :mod:`.types`, the leaf module the adapters may import;
+it is re-exported here, where the rest of the code has always found it.
+"""
 
 from __future__ import annotations
 
+from .types import LanrayError
 
-class LanrayError(Exception):
-    """An error whose message is one line a user can act on.
-
-    The CLI prints it as ``lanray-tui: error: MESSAGE`` and exits non-zero; the TUI shows
-    it in a notification. Never raise it with a multi-line message.
-    """
-
-    exit_code = 1
+__all__ = ["ConfigError", "LanrayError", "NotRunningError"]
 
 
 class ConfigError(LanrayError):

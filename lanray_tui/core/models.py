@@ -1,86 +1,17 @@
-"""Plain data that crosses the control socket and feeds both faces (CLI and TUI)."""
+"""Plain data that crosses the control socket and feeds both faces (CLI and TUI).
+
+:class:`NodeInfo` lives in :mod:`.types` (the dashboard adapter builds it, and adapters may
+import only that leaf module); it is re-exported here with ``GIB``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-GIB = 1024**3
+from .types import GIB, NodeInfo
 
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """One Ray node as the head sees it."""
-
-    node_id: str
-    ip: str
-    name: str
-    role: str  # "head" | "worker"
-    state: str  # "ALIVE" | "DEAD"
-    cpus: float
-    gpus: float
-    memory_gb: float
-    # From the host's heartbeats (absent in a bare Ray row):
-    link: str = "n/a"  # "UP" | "UNREACHABLE" | "n/a"
-    lending: str = ""  # "lending" | "paused" | "owner-active" | ...
-    cpu_pct: float | None = None
-    mem_pct: float | None = None
-    gpu_pct: float | None = None  # mean utilisation of its GPUs
-    gpu_mem_pct: float | None = None  # GPU memory used, of all its GPUs
-    gpu_note: str = ""  # why there is no GPU figure ("NVML: no driver", ...)
-    runtime: str = ""  # "native" | "docker running" | ...
-    lending_reason: str = ""
-    resources: dict[str, Any] = field(default_factory=dict, compare=False)  # the raw sample
-
-    @classmethod
-    def from_status(cls, d: dict[str, Any]) -> NodeInfo:
-        """A row of ``status``: Ray's fields plus link, lending and resource figures."""
-        res = d.get("resources") or {}
-        cpu, used, total = res.get("cpu_pct"), res.get("mem_used"), res.get("mem_total")
-        gpus = [g for g in res.get("gpus") or [] if isinstance(g, dict)]
-        utils = [g["util"] for g in gpus if _is_num(g.get("util"))]
-        mem_used = [g["mem_used"] for g in gpus if _is_num(g.get("mem_used"))]
-        mem_total = [g["mem_total"] for g in gpus if _is_num(g.get("mem_total"))]
-        rt = d.get("runtime") or {}
-        runtime = str(rt.get("kind", ""))
-        if rt.get("container_state"):
-            runtime += f" {rt['container_state']}"
-        return cls(
-            **{k: d[k] for k in ("node_id", "ip", "name", "role", "state", "cpus", "gpus")},
-            memory_gb=d["memory_gb"],
-            link=str(d.get("link", "n/a")),
-            lending=str((d.get("lending") or {}).get("state", "")),
-            cpu_pct=float(cpu) if isinstance(cpu, (int, float)) else None,
-            mem_pct=100.0 * used / total
-            if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total
-            else None,
-            gpu_pct=sum(utils) / len(utils) if utils else None,
-            gpu_mem_pct=100.0 * sum(mem_used) / sum(mem_total)
-            if mem_total and len(mem_used) == len(mem_total) and sum(mem_total)
-            else None,
-            gpu_note=str(res.get("gpus_reason") or ""),
-            runtime=runtime,
-            lending_reason=str((d.get("lending") or {}).get("reason", "")),
-            resources=dict(res),
-        )
-
-    @classmethod
-    def from_ray(cls, row: dict[str, Any]) -> NodeInfo:
-        res = row.get("resources_total") or {}
-        labels = row.get("labels") or {}
-        return cls(
-            node_id=str(row.get("node_id", "")),
-            ip=str(row.get("node_ip", "")),
-            name=str(labels.get("lanray-name") or row.get("node_name") or row.get("node_ip", "")),
-            role="head" if row.get("is_head_node") else "worker",
-            state=str(row.get("state", "")),
-            cpus=float(res.get("CPU", 0.0)),
-            gpus=float(res.get("GPU", 0.0)),
-            memory_gb=round(float(res.get("memory", 0.0)) / GIB, 2),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["GIB", "AgentInfo", "NodeInfo"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +38,3 @@ class AgentInfo:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> AgentInfo:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

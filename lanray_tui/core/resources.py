@@ -20,48 +20,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
-from ..adapters import system
+from ..adapters import nvml, system
+from .types import GpuProcess, GpuSample, Reading
+
+__all__ = [
+    "GpuProcess",
+    "GpuSample",
+    "GpuSource",
+    "InputIdle",
+    "InputWatcher",
+    "Reading",
+    "Sample",
+    "Sampler",
+    "TtlCache",
+]
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 T = TypeVar("T")
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class Reading:
-    """A number, or ``value=None`` and the reason it is not available.
-
-    JSON: the number itself, or the reason as a string (a string always means n/a).
-    """
-
-    value: float | None
-    reason: str = ""
-
-    @classmethod
-    def na(cls, reason: str) -> Reading:
-        return cls(None, reason)
-
-    @property
-    def ok(self) -> bool:
-        return self.value is not None
-
-    def format(self, spec: str = ".0f", unit: str = "") -> str:
-        """``"63 °C"`` with ``unit=" °C"``; ``"n/a"`` when there is no value."""
-        return "n/a" if self.value is None else f"{self.value:{spec}}{unit}"
-
-    def __str__(self) -> str:
-        return f"n/a: {self.reason}" if self.value is None else f"{self.value:g}"
-
-    def to_json(self) -> float | str:
-        return (self.reason or "n/a") if self.value is None else self.value
-
-    @classmethod
-    def from_json(cls, v: Any) -> Reading:
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return cls(float(v))
-        return cls(None, str(v))
 
 
 class TtlCache(Generic[T]):
@@ -80,75 +58,6 @@ class TtlCache(Generic[T]):
 
     def clear(self) -> None:
         self._value, self._at = None, -math.inf
-
-
-@dataclass(frozen=True)
-class GpuProcess:
-    """A process holding a GPU context."""
-
-    pid: int
-    name: str
-    memory: int | None  # bytes of GPU memory it uses; None where NVML cannot say
-    ray: bool  # Ray's (below ray_root_pid) rather than the owner's
-    kind: str = "compute"  # "compute" | "graphics" (a display server, a browser, a game)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "name": self.name, "mem": self.memory, "ray": self.ray,
-                "kind": self.kind}  # fmt: skip
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> GpuProcess:
-        return cls(int(d["pid"]), str(d["name"]), d.get("mem"), bool(d["ray"]), d["kind"])
-
-
-@dataclass(frozen=True)
-class GpuSample:
-    """One NVIDIA GPU, as NVML sees it."""
-
-    index: int
-    uuid: str
-    name: str
-    utilization: Reading  # percent
-    memory_used: Reading  # bytes
-    memory_total: Reading  # bytes
-    temperature_c: Reading
-    power_w: Reading
-    processes: tuple[GpuProcess, ...] = ()
-    processes_reason: str = ""  # why ``processes`` may be incomplete ("" if it is not)
-
-    @property
-    def owner_compute(self) -> list[GpuProcess]:
-        """Compute processes that are not Ray's: the owner is using this GPU."""
-        return [p for p in self.processes if not p.ray and p.kind == "compute"]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "uuid": self.uuid,
-            "name": self.name,
-            "util": self.utilization.to_json(),
-            "mem_used": self.memory_used.to_json(),
-            "mem_total": self.memory_total.to_json(),
-            "temp_c": self.temperature_c.to_json(),
-            "power_w": self.power_w.to_json(),
-            "procs": [p.to_json() for p in self.processes],
-            "procs_reason": self.processes_reason,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> GpuSample:
-        return cls(
-            index=int(d["index"]),
-            uuid=str(d["uuid"]),
-            name=str(d["name"]),
-            utilization=Reading.from_json(d["util"]),
-            memory_used=Reading.from_json(d["mem_used"]),
-            memory_total=Reading.from_json(d["mem_total"]),
-            temperature_c=Reading.from_json(d["temp_c"]),
-            power_w=Reading.from_json(d["power_w"]),
-            processes=tuple(GpuProcess.from_json(p) for p in d.get("procs", [])),
-            processes_reason=str(d.get("procs_reason", "")),
-        )
 
 
 @dataclass(frozen=True)
@@ -217,7 +126,8 @@ class Sample:
 
 
 class GpuSource(Protocol):
-    """What the sampler needs from the NVML adapter (``adapters.nvml.Nvml``)."""
+    """What the sampler needs from a GPU reader: ``adapters.nvml.Nvml`` on a real machine,
+    a small fake in tests."""
 
     def read(self, is_ray: Callable[[int], bool]) -> tuple[list[GpuSample], str]: ...
 
@@ -238,6 +148,9 @@ class Sampler:
     are read. A Ray process started in between is found at the next listing and its CPU
     time since it started is then counted as Ray's, so the owner's average stays right.
     Battery and CPU temperature are read every ``slow_ttl_s``.
+
+    ``gpus`` reads the GPUs; without one, the process-wide NVML reader
+    (``adapters.nvml.default()``) that the rest of the agent shares.
     """
 
     def __init__(
@@ -250,11 +163,7 @@ class Sampler:
         slow_ttl_s: float = 10.0,
         clock: Clock = time.monotonic,
     ) -> None:
-        if gpus is None:
-            from ..adapters.nvml import Nvml  # here: nvml imports this module's types
-
-            gpus = Nvml()
-        self._gpus = gpus
+        self._gpus = gpus if gpus is not None else nvml.default()
         self._root = ray_root_pid
         self._window = owner_window_s
         self._tree_ttl = tree_ttl_s
