@@ -189,9 +189,11 @@ class LendingLoop:
 
 def make_policy_parts(cfg: Any) -> tuple[Sampler, InputReader, Policy]:
     """The real sampler, input reader and lending policy (imported only when the agent runs)."""
+    from ...adapters import nvml
     from ..lending import Lender
     from ..lending import Policy as LendingPolicy
     from ..resources import InputWatcher
     from ..resources import Sampler as RealSampler
 
-    return RealSampler(), InputWatcher(), Lender(LendingPolicy.from_config(cfg))
+    sampler = RealSampler(gpus=nvml.default())
+    return sampler, InputWatcher(), Lender(LendingPolicy.from_config(cfg))
