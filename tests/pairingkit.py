@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lanray_tui.core.announcer import PairingService
@@ -112,3 +115,36 @@ async def raw_client(port: int, payload: bytes, source: str = "127.0.0.1") -> tu
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+FLOOD_HELLO = b'{"cluster_id":null,"node_name":"flood","v":2}'
+
+
+def flood(port: int, attempts: int, concurrency: int) -> None:
+    """``attempts`` bad attempts, ``concurrency`` at once from as many loopback addresses:
+    each a fresh SPAKE2 message from the wrong side, so that each costs the host its SPAKE2
+    work and is then dropped. (A random element of the right side would count as a guess when
+    it happens to be in the group: the host cannot tell it from a wrong code.) Run it in a
+    process of its own (``python -m tests.pairingkit PORT N C``), as an attacker would be."""
+
+    def one(i: int) -> None:
+        payload = frame(FLOOD_HELLO) + frame(b"B" + os.urandom(32)) + frame(os.urandom(32))
+        sock = socket.socket()
+        try:
+            sock.settimeout(5.0)
+            sock.bind((f"127.0.1.{i % concurrency + 1}", 0))
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(payload)
+            while sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(attempts)))
+
+
+if __name__ == "__main__":
+    flood(*(int(arg) for arg in sys.argv[1:4]))

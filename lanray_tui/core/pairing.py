@@ -41,8 +41,8 @@ anyone (see the README's Security section).
 
 Whether a tag may be checked is asked again just before checking it, in the same event-loop
 step that records the failure, so parallel connections cannot go past any limit. The SPAKE2
-arithmetic (pure Python, about 15 ms a side) runs in a small thread pool of its own, never on
-the event loop, so a flood on the pairing port cannot delay heartbeats or the control socket.
+arithmetic (pure Python, about 15 ms a side) runs in a thread of its own, never on the event
+loop, so a flood on the pairing port cannot delay heartbeats or the control socket.
 """
 
 from __future__ import annotations
