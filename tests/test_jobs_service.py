@@ -184,8 +184,10 @@ async def test_priority_slots_and_waiting_for_the_cluster(
     assert (await service.op("job", id=ids[0]))["node"] == "10.0.0.7"  # where its driver runs
     ray.set(a["submission_id"], "SUCCEEDED", driver_exit_code=0, end_time=int(time.time() * 1e3))
     await service.until(lambda: ray.posts == 3)
+    # the POST is answered a moment before the queue records it: wait for the record
+    await service.until(lambda: _all(service, [ids[1]], "SUBMITTED"))
     st = await service.states()
-    assert st[ids[0]] == "SUCCEEDED" and st[ids[1]] == "SUBMITTED" and st[ids[3]] == "QUEUED"
+    assert st[ids[0]] == "SUCCEEDED" and st[ids[3]] == "QUEUED"
 
 
 async def _all(service: Service, ids: list[str], state: str) -> bool:
@@ -299,6 +301,7 @@ async def test_uploads_are_kept_and_given_back_to_a_forgetful_head(
     )["id"]
     copy = service.svc.packages_dir / "_ray_pkg_0123456789abcdef.zip"
     await service.until(copy.is_file)
+    await service.until(lambda: ray.posts == 2)  # both blockers are in Ray before they end
     ray.packages.clear()  # the head restarted: its uploads are gone
     for sid in list(ray.jobs):
         ray.set(sid, "SUCCEEDED", driver_exit_code=0)
