@@ -80,7 +80,10 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("token", help="print the cluster token (host only)")
-    sub.add_parser("code", help="print a current join code (host only)")
+    p = sub.add_parser("code", help="print a live join code, opening pairing (host only)")
+    p.add_argument("--uses", type=int, metavar="N", help="a new code that pairs up to N machines")
+    p.add_argument("--minutes", type=float, metavar="M", help="a new code that lives M minutes")
+    p.add_argument("--close", action="store_true", help="close pairing: no code is live")
     p = sub.add_parser("scan", help="list the hosts on the LAN")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="seconds to listen")
@@ -270,10 +273,21 @@ def _scan(args: argparse.Namespace) -> int:
 
 def _code(args: argparse.Namespace) -> int:
     from .core import lifecycle
+    from .core.joincode import CodeRequest
 
-    got = lifecycle.client(_config(args).paths()).call("code")
+    # Checked here too, so that a bad value is one line before any agent is asked.
+    req = CodeRequest.from_json(
+        {"close": args.close, "open": not args.close, "uses": args.uses, "minutes": args.minutes}
+    )
+    got = lifecycle.client(_config(args).paths()).call("code", **req.to_json())
+    if got.get("pairing_summary"):
+        print(got["pairing_summary"])
+    if not got.get("code"):
+        print("pairing closed: no join code is live")
+        return 0
     left = int(got["expires_in"])
-    print(f"valid for {left // 60} min {left % 60} s; join code: {got['code']}")
+    uses = f"; {got['uses_left']} uses" if args.uses is not None and "uses_left" in got else ""
+    print(f"valid for {left // 60} min {left % 60} s{uses}; join code: {got['code']}")
     return 0
 
 

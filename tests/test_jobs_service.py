@@ -20,7 +20,7 @@ import pytest
 
 from lanray_tui.adapters import ray_jobs
 from lanray_tui.core.errors import LanrayError
-from lanray_tui.core.job_service import LOST_REASON, JobService
+from lanray_tui.core.job_service import LOST_REASON, JobService, package_file_name
 from lanray_tui.core.jobs import QUEUED, RUNNING, JobQueue, JobSpec
 
 
@@ -184,8 +184,10 @@ async def test_priority_slots_and_waiting_for_the_cluster(
     assert (await service.op("job", id=ids[0]))["node"] == "10.0.0.7"  # where its driver runs
     ray.set(a["submission_id"], "SUCCEEDED", driver_exit_code=0, end_time=int(time.time() * 1e3))
     await service.until(lambda: ray.posts == 3)
+    # the POST is answered a moment before the queue records it: wait for the record
+    await service.until(lambda: _all(service, [ids[1]], "SUBMITTED"))
     st = await service.states()
-    assert st[ids[0]] == "SUCCEEDED" and st[ids[1]] == "SUBMITTED" and st[ids[3]] == "QUEUED"
+    assert st[ids[0]] == "SUCCEEDED" and st[ids[3]] == "QUEUED"
 
 
 async def _all(service: Service, ids: list[str], state: str) -> bool:
@@ -275,7 +277,7 @@ async def test_uploads_are_kept_and_given_back_to_a_forgetful_head(
     service: Service, fake: tuple[FakeRay, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ray, _ = fake
-    ray.packages["_ray_pkg_kept.zip"] = b"zip bytes"
+    ray.packages["_ray_pkg_0123456789abcdef.zip"] = b"zip bytes"
 
     def fetch(gcs: str, token: str, uri: str, dest: Path, timeout: float = 60.0) -> None:
         name = uri.partition("://")[2]
@@ -289,26 +291,88 @@ async def test_uploads_are_kept_and_given_back_to_a_forgetful_head(
     blocker2 = (await service.op("submit", spec=cmd("block2")))["id"]
     kept = (
         await service.op(
-            "submit", spec={"script": "s.py", "working_dir": "gcs://_ray_pkg_kept.zip"}
+            "submit", spec={"script": "s.py", "working_dir": "gcs://_ray_pkg_0123456789abcdef.zip"}
         )
     )["id"]
     never = (
         await service.op(
-            "submit", spec={"script": "s.py", "working_dir": "gcs://_ray_pkg_never.zip"}
+            "submit", spec={"script": "s.py", "working_dir": "gcs://_ray_pkg_fedcba9876543210.zip"}
         )
     )["id"]
-    copy = service.svc.packages_dir / "_ray_pkg_kept.zip"
+    copy = service.svc.packages_dir / "_ray_pkg_0123456789abcdef.zip"
     await service.until(copy.is_file)
+    await service.until(lambda: ray.posts == 2)  # both blockers are in Ray before they end
     ray.packages.clear()  # the head restarted: its uploads are gone
     for sid in list(ray.jobs):
         ray.set(sid, "SUCCEEDED", driver_exit_code=0)
     await service.until(lambda: _all(service, [blocker, blocker2], "SUCCEEDED"))
     await service.until(lambda: _all(service, [kept], "SUBMITTED"))
-    assert ray.packages["_ray_pkg_kept.zip"] == b"zip bytes"  # uploaded again from the copy
+    assert (
+        ray.packages["_ray_pkg_0123456789abcdef.zip"] == b"zip bytes"
+    )  # uploaded again from the copy
     await service.until(lambda: _all(service, [never], "FAILED"))
     assert "no copy was kept" in (await service.op("job", id=never))["message"]
     with pytest.raises(LanrayError, match="no longer kept"):
         await service.op("retry", id=never)
+
+
+BAD_URIS = [
+    "gcs:///tmp/escape.zip",  # absolute
+    "gcs://../_ray_pkg_0123.zip",  # ..
+    "gcs://..",
+    "gcs://a/b",
+    "gcs://evil.zip",  # not Ray's _ray_pkg_<hex>.zip form
+    "gcs://_ray_pkg_XYZ.zip",
+]
+
+
+async def test_bad_package_uris_fail_their_job_alone(
+    service: Service, fake: tuple[FakeRay, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ray, _ = fake
+    ray.packages["_ray_pkg_00ff.zip"] = b"zip bytes"
+    fetched: list[str] = []
+
+    def fetch(gcs: str, token: str, uri: str, dest: Path, timeout: float = 60.0) -> None:
+        fetched.append(uri)
+        assert dest.parent == service.svc.packages_dir
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(ray.packages[uri.partition("://")[2]])
+
+    monkeypatch.setattr(ray_jobs, "fetch_package", fetch)
+    service.ready = False
+    # The bad ones come first in the queue: a stall behind them would keep the good one waiting.
+    bad = [
+        (await service.op("submit", spec={"script": "s.py", "working_dir": u, "priority": 9}))["id"]
+        for u in BAD_URIS
+    ]
+    good = (
+        await service.op(
+            "submit", spec={"script": "s.py", "working_dir": "gcs://_ray_pkg_00ff.zip"}
+        )
+    )["id"]
+    service.ready = True
+    await service.until(lambda: _all(service, [good], "SUBMITTED"))
+    await service.until(lambda: _all(service, bad, "FAILED"))
+    for job_id, uri in zip(bad, BAD_URIS, strict=True):
+        job = await service.op("job", id=job_id)
+        assert job["message"].startswith(f"its working_dir {uri!r} is not a package Ray made")
+        with pytest.raises(LanrayError, match="is not a package Ray made"):
+            await service.op("retry", id=job_id)
+    assert ray.posts == 1  # only the good job reached Ray
+    assert service.svc._last_error == ""  # and the scheduler never tripped over the bad ones
+    await service.until(lambda: fetched == ["gcs://_ray_pkg_00ff.zip"])
+    assert not Path("/tmp/escape.zip").exists()
+    assert sorted(p.name for p in service.svc.packages_dir.iterdir()) == ["_ray_pkg_00ff.zip"]
+
+
+def test_package_file_name() -> None:
+    assert package_file_name("gcs://_ray_pkg_0123456789abcdef.zip") == (
+        "_ray_pkg_0123456789abcdef.zip"
+    )
+    for uri in [*BAD_URIS, "https://_ray_pkg_00.zip", "gcs://_ray_pkg_00.zip/", "gcs://"]:
+        with pytest.raises(LanrayError, match="not a package Ray made"):
+            package_file_name(uri)
 
 
 async def test_job_logs_of_a_finished_job(service: Service, fake: tuple[FakeRay, str]) -> None:

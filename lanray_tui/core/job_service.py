@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 import sys
 import time
@@ -61,6 +62,9 @@ STOP_WAIT_S = 15.0  # how long cancel waits for Ray to confirm a stop
 FINAL_WAIT_S = 10.0  # how long a log stream waits for the job's final state
 TAIL_RETRY_S = 0.5  # how soon a broken log tail of a running job is opened again
 KEEP_PACKAGE_S = 24 * 3600.0  # copies of packages outlive their job's end by this much
+# Ray names an uploaded working_dir after its content hash: gcs://_ray_pkg_<hex>.zip. The name
+# becomes a file in packages_dir, so nothing else (a '/', '..', an absolute path) is accepted.
+_PACKAGE_NAME = re.compile(r"_ray_pkg_[0-9a-f]{1,64}\.zip")
 LOST_REASON = (
     "Ray no longer knows this job: the cluster's head restarted (or it was deleted in Ray)"
 )
@@ -315,7 +319,9 @@ class JobService:
     # ----- packages: a copy of each uploaded working_dir ---------------------------------
 
     def _copy_path(self, uri: str) -> Path:
-        return self.packages_dir / ray_jobs.package_name(uri)
+        """Where the copy of a ``gcs://`` package is kept; raises :class:`JobError` for a URI
+        that is not Ray's own ``gcs://_ray_pkg_<hex>.zip`` form."""
+        return self.packages_dir / package_file_name(uri)
 
     def _ensure_package(self, api: RayJobs, job: Job) -> bool:
         """Make sure Ray holds the job's working_dir (uploading the kept copy if it lost
@@ -323,9 +329,15 @@ class JobService:
         uri = job.spec.working_dir
         if not uri.startswith("gcs://"):
             return True
+        try:
+            copy = self._copy_path(uri)
+        except JobError as exc:
+            # Only this job fails: the scheduler goes on with the ones behind it.
+            self.queue.transition(job.id, [QUEUED], FAILED, ended=time.time(), message=str(exc))
+            log.warning("job %s: %s", job.id, exc)
+            return False
         if api.package_exists(uri):
             return True
-        copy = self._copy_path(uri)
         if copy.is_file():
             api.put_package(uri, copy.read_bytes())
             log.info("job %s: uploaded its working_dir %s again from the kept copy", job.id, uri)
@@ -363,7 +375,7 @@ class JobService:
         return {
             j.spec.working_dir
             for j in self.queue.jobs()
-            if j.spec.working_dir.startswith("gcs://")
+            if _is_package_uri(j.spec.working_dir)
             and (j.state not in FINAL or (j.ended or now) > now - KEEP_PACKAGE_S)
         }
 
@@ -382,7 +394,7 @@ class JobService:
     def _collect_copies(self) -> None:
         if not self.packages_dir.is_dir():
             return
-        keep = {ray_jobs.package_name(u) for u in self._wanted_packages()}
+        keep = {package_file_name(u) for u in self._wanted_packages()}
         for f in self.packages_dir.iterdir():
             if f.name not in keep and f.suffix == ".zip":
                 with contextlib.suppress(OSError):
@@ -417,6 +429,8 @@ class JobService:
                 f"job {job.id} is {job.state}: only failed, lost or cancelled jobs can be retried"
             )
         uri = job.spec.working_dir
+        if uri.startswith("gcs://"):
+            package_file_name(uri)  # a bad name fails again: say why at once
         if uri.startswith("gcs://") and not await asyncio.to_thread(self._package_available, uri):
             raise JobError(
                 f"the working_dir of job {job.id} is no longer kept (Ray drops unused uploads "
@@ -428,6 +442,8 @@ class JobService:
         return job.to_json()
 
     def _package_available(self, uri: str) -> bool:
+        if not _is_package_uri(uri):
+            return False
         if self._copy_path(uri).is_file():
             return True
         try:
@@ -612,6 +628,30 @@ class _LineSplitter:
         if self.partial:
             self.send({"line": self.partial})
             self.partial = ""
+
+
+def package_file_name(uri: str) -> str:
+    """The file name of a ``gcs://`` working_dir package, checked to be Ray's own form
+    (``_ray_pkg_<hex>.zip``) so that it stays inside the package folder.
+
+    Raises :class:`JobError` with one line otherwise (an absolute path, ``..``, ``a/b``).
+    """
+    name = ray_jobs.package_name(uri)
+    if not uri.startswith("gcs://") or not _PACKAGE_NAME.fullmatch(name):
+        shown = "".join(ch if ch.isprintable() else "?" for ch in uri[:120])
+        raise JobError(
+            f"its working_dir {shown!r} is not a package Ray made "
+            "(gcs://_ray_pkg_<hex>.zip): submit it again"
+        )
+    return name
+
+
+def _is_package_uri(uri: str) -> bool:
+    try:
+        package_file_name(uri)
+    except JobError:
+        return False
+    return True
 
 
 def _job_id(req: dict[str, Any]) -> str:

@@ -2,19 +2,47 @@
 
 SPAKE2 turns the short code into a strong shared key without the code crossing the wire, and
 an eavesdropper or a fake host learns nothing it could test guesses against offline. Each
-connection is one online guess; :class:`~lanray_tui.core.joincode.CodeBook` burns a code after
-a few wrong ones.
+connection is one online guess; :class:`~lanray_tui.core.joincode.CodeBook` decides whether
+pairing is open at all and keeps the host-wide budget of failed attempts.
 
 Frames are a 4-byte big-endian length and a body (JSON or raw bytes), at most 64 KiB:
 
-1. joiner -> host: hello ``{"v": 1, "cluster_id": ..., "node_name": ...}``, then SPAKE2 A msg
+1. joiner -> host: hello ``{"v": 2, "cluster_id": ..., "node_name": ...}``, then SPAKE2 A msg
 2. host -> joiner: SPAKE2 B msg
-3. both: K = SPAKE2 finish; HKDF-SHA256 (salt = SHA-256 of the hello frame, so the hello cannot
-   be altered in transit) gives a confirm key and a seal key
-4. joiner -> host: HMAC(confirm, b"joiner"); on a mismatch the host sends
+3. both: K = SPAKE2 finish; HKDF-SHA256 with salt = SHA-256 of the transcript (the three
+   frames above, as sent) gives a confirm key and a seal key
+4. joiner -> host: HMAC(confirm, b"joiner" + transcript hash); on a mismatch the host sends
    ``{"ok": false, "error": "wrong code"}`` and stops, having sent nothing derived from K
-5. host -> joiner: HMAC(confirm, b"host"), then nonce + ChaCha20Poly1305(seal) of the
-   credentials JSON with associated data ``b"lanray-creds-v1"``
+5. host -> joiner: HMAC(confirm, b"host" + transcript hash), then nonce +
+   ChaCha20Poly1305(seal) of the credentials JSON with associated data ``b"lanray-creds-v1"``
+
+What counts as a guess, and why. The host cannot tell a wrong code from a random tag: both
+are a key confirmation that does not verify, and that indistinguishability is what stops
+offline guessing. So the only thing that counts as a failure is a tag that does not verify
+at the end of a full, fresh exchange; everything a peer can send more cheaply is dropped and
+costs nothing:
+
+- no live code, a locked or backing-off budget, a source over its limit, too many open
+  connections: refused before any SPAKE2 work (``PairingService``);
+- a bad hello, a SPAKE2 message that is not 33 bytes or not a group element, a SPAKE2 message
+  seen before (a replay, dropped whether or not its first use paired), a tag that is not
+  32 bytes, a hang-up before the tag: dropped, not counted;
+- the keys are bound to the whole transcript, so a tag from another exchange never verifies
+  and a replayed exchange cannot be completed.
+
+A peer can still send a fresh group element and 32 random bytes and get one failure
+counted; that costs it a TCP connection per failure and is what the budget is for. Failures
+never burn the code: each counts against its source address (``per_source``, then that
+address alone is refused) and against the host-wide budget (backoff, then ``LOCKED`` until
+the owner issues a new code). A stranger with one address cannot shut pairing for anyone
+else; one with many addresses can spend the host-wide budget, which the owner sees as
+"N failed pairing attempts from ...", but cannot guess the code faster than the budget lets
+anyone (see the README's Security section).
+
+Whether a tag may be checked is asked again just before checking it, in the same event-loop
+step that records the failure, so parallel connections cannot go past any limit. The SPAKE2
+arithmetic (pure Python, about 15 ms a side) runs in a thread of its own, never on the event
+loop, so a flood on the pairing port cannot delay heartbeats or the control socket.
 """
 
 from __future__ import annotations
@@ -29,8 +57,9 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -40,10 +69,11 @@ from spake2 import SPAKE2_A, SPAKE2_B
 
 from lanray_tui.core import joincode
 from lanray_tui.core.errors import LanrayError
+from lanray_tui.core.joincode import CodeBook
 
 log = logging.getLogger(__name__)
 
-PAIRING_VERSION = 1
+PAIRING_VERSION = 2  # 2: keys and tags bound to the transcript
 MAX_FRAME = 64 * 1024
 _LEN = struct.Struct(">I")
 _ID_JOINER = b"lanray joiner v1"
@@ -51,9 +81,14 @@ _ID_HOST = b"lanray host v1"
 _AAD = b"lanray-creds-v1"
 _NONCE_LEN = 12
 _MAC_LEN = 32
+_SPAKE_MSG_LEN = 33  # a side byte and an Ed25519 group element
 _MAX_NAME = 64
 _WRONG_CODE = "wrong code"
 _CODE_EXPIRED = "code expired"
+_OLD_VERSION = "unsupported pairing version: use the same lanray-tui version as the host"
+
+T = TypeVar("T")
+RunBlocking = Callable[[Callable[[], T]], Awaitable[T]]
 
 
 class PairingError(LanrayError):
@@ -62,6 +97,31 @@ class PairingError(LanrayError):
 
 class _BadPeer(Exception):
     """Internal: the other side sent something we do not accept."""
+
+
+class _Version(_BadPeer):
+    """Internal: a hello of another pairing version."""
+
+
+class ReplayGuard:
+    """Remembers the last ``size`` SPAKE2 messages seen (as digests) to drop replays."""
+
+    def __init__(self, size: int = 16384) -> None:
+        self.size = size
+        self.replays = 0
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+
+    def fresh(self, message: bytes) -> bool:
+        """True the first time ``message`` is seen; it is remembered either way."""
+        digest = hashlib.sha256(message).digest()[:16]
+        if digest in self._seen:
+            self._seen.move_to_end(digest)
+            self.replays += 1
+            return False
+        self._seen[digest] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return True
 
 
 def _frame(body: bytes) -> bytes:
@@ -76,15 +136,29 @@ def _error_frame(error: str) -> bytes:
     return _frame(_json_bytes({"ok": False, "error": error}))
 
 
-def _derive(key: bytes, hello: bytes) -> tuple[bytes, bytes]:
-    salt = hashlib.sha256(hello).digest()
-    confirm = HKDF(SHA256(), 32, salt, b"lanray confirm").derive(key)
-    seal = HKDF(SHA256(), 32, salt, b"lanray seal").derive(key)
+def _transcript(hello: bytes, msg_a: bytes, msg_b: bytes) -> bytes:
+    """SHA-256 of the three frames as sent: the keys and tags are bound to them all."""
+    return hashlib.sha256(_frame(hello) + _frame(msg_a) + _frame(msg_b)).digest()
+
+
+def _derive(key: bytes, transcript: bytes) -> tuple[bytes, bytes]:
+    confirm = HKDF(SHA256(), 32, transcript, b"lanray confirm").derive(key)
+    seal = HKDF(SHA256(), 32, transcript, b"lanray seal").derive(key)
     return confirm, seal
 
 
-def _confirm_tag(confirm_key: bytes, side: bytes) -> bytes:
-    return hmac.new(confirm_key, side, hashlib.sha256).digest()
+def _confirm_tag(confirm_key: bytes, side: bytes, transcript: bytes) -> bytes:
+    return hmac.new(confirm_key, side + transcript, hashlib.sha256).digest()
+
+
+def _host_spake(code: str, msg_a: bytes) -> tuple[bytes, bytes]:
+    """The host's SPAKE2 work (blocking, ~30 ms): its message and the shared key."""
+    spake = SPAKE2_B(code.encode(), idA=_ID_JOINER, idB=_ID_HOST)
+    msg_b = spake.start()
+    try:
+        return msg_b, spake.finish(msg_a)
+    except Exception as e:
+        raise _BadPeer(f"bad SPAKE2 message: {e!r}") from None
 
 
 def _printable_line(value: str, limit: int = 80) -> str:
@@ -105,7 +179,7 @@ def _parse_hello(body: bytes) -> dict[str, Any]:
         raise _BadPeer("hello has the wrong fields")
     version, cluster_id, node_name = hello["v"], hello["cluster_id"], hello["node_name"]
     if type(version) is not int or version != PAIRING_VERSION:
-        raise _BadPeer(f"unsupported version {version!r}")
+        raise _Version(f"unsupported version {version!r}")
     if not _is_name(node_name):
         raise _BadPeer("bad node_name")
     if cluster_id is not None and (not isinstance(cluster_id, str) or len(cluster_id) > _MAX_NAME):
@@ -123,46 +197,62 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
+async def _in_thread(fn: Callable[[], T]) -> T:
+    return await asyncio.to_thread(fn)
+
+
 async def _serve(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    code_for_attempt: Callable[[], str],
+    book: CodeBook,
+    source: str,
     on_success: Callable[[dict[str, Any]], dict[str, Any]],
-    on_failure: Callable[[], None],
+    replay: ReplayGuard,
+    run_blocking: RunBlocking[tuple[bytes, bytes]],
 ) -> bool:
     hello_bytes = await _read_frame(reader)
     try:
         hello = _parse_hello(hello_bytes)
-    except _BadPeer:
-        writer.write(_error_frame("bad hello"))
+    except _BadPeer as e:
+        writer.write(_error_frame(_OLD_VERSION if isinstance(e, _Version) else "bad hello"))
         await writer.drain()
         raise
     msg_a = await _read_frame(reader)
-    code = joincode.normalize(code_for_attempt())
-    spake = SPAKE2_B(code.encode(), idA=_ID_JOINER, idB=_ID_HOST)
-    writer.write(_frame(spake.start()))
+    if len(msg_a) != _SPAKE_MSG_LEN:
+        raise _BadPeer(f"SPAKE2 message of {len(msg_a)} bytes")
+    if not replay.fresh(msg_a):
+        raise _BadPeer("replayed SPAKE2 message")
+    code = book.live()
+    reason = book.refusal(source)
+    if code is None or reason is not None:
+        writer.write(_error_frame(reason or "pairing is closed"))
+        await writer.drain()
+        return False
+    code = joincode.normalize(code)
+    msg_b, key = await run_blocking(lambda: _host_spake(code, msg_a))
+    transcript = _transcript(hello_bytes, msg_a, msg_b)
+    confirm_key, seal_key = _derive(key, transcript)
+    writer.write(_frame(msg_b))
     await writer.drain()
-    try:
-        key = spake.finish(msg_a)
-    except Exception as e:
-        raise _BadPeer(f"bad SPAKE2 message: {e!r}") from None
-    confirm_key, seal_key = _derive(key, hello_bytes)
 
     tag = await _read_frame(reader)
-    if not hmac.compare_digest(tag, _confirm_tag(confirm_key, b"joiner")):
+    if len(tag) != _MAC_LEN:
+        raise _BadPeer(f"confirmation of {len(tag)} bytes")
+    # Asked again now: parallel attempts, or the owner, may have changed things meanwhile. No
+    # await from here to the count, so no other connection can slip in between.
+    reason = book.refusal(source)
+    if reason is not None or joincode.normalize(book.live() or "") != code:
+        writer.write(_error_frame(reason or _CODE_EXPIRED))
+        await writer.drain()
+        return False
+    if not hmac.compare_digest(tag, _confirm_tag(confirm_key, b"joiner", transcript)):
         # Count first: a joiner that hangs up at once must still use up a guess.
-        on_failure()
+        book.fail(source)
         writer.write(_error_frame(_WRONG_CODE))
         await writer.drain()
-        log.debug("pairing: wrong code from %r", hello["node_name"])
+        log.debug("pairing: wrong code from %s (%r)", source, hello["node_name"])
         return False
-    # Parallel connections all start with the same code; if wrong guesses on the others burned
-    # it meanwhile, this one must not succeed with it.
-    if joincode.normalize(code_for_attempt()) != code:
-        writer.write(_error_frame(_CODE_EXPIRED))
-        await writer.drain()
-        return False
-
+    book.use()
     try:
         credentials = on_success(hello)
     except Exception:
@@ -173,7 +263,7 @@ async def _serve(
     sealed = ChaCha20Poly1305(seal_key).encrypt(nonce, _json_bytes(credentials), _AAD)
     if len(nonce) + len(sealed) > MAX_FRAME:
         raise ValueError("credentials too large for one frame")
-    writer.write(_frame(_confirm_tag(confirm_key, b"host")) + _frame(nonce + sealed))
+    writer.write(_frame(_confirm_tag(confirm_key, b"host", transcript)) + _frame(nonce + sealed))
     await writer.drain()
     return True
 
@@ -182,36 +272,63 @@ async def serve_pairing(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     *,
-    code_for_attempt: Callable[[], str],
+    book: CodeBook,
+    source: str,
     on_success: Callable[[dict[str, Any]], dict[str, Any]],
-    on_failure: Callable[[], None],
+    replay: ReplayGuard,
+    run_blocking: RunBlocking[tuple[bytes, bytes]] = _in_thread,
     timeout: float = 10.0,
 ) -> bool:
-    """Run the host side of one pairing connection, then close it; True if the joiner paired.
+    """Run the host side of one pairing connection from ``source``, then close it; True if
+    the joiner paired.
 
-    ``code_for_attempt()`` gives the host's current code; ``on_success(hello)`` returns the
-    credentials to send; ``on_failure()`` is called on a wrong code. Never raises on bad input
-    (bad frames, oversize, timeout, disconnect): it logs at debug level and closes.
+    ``book`` says whether pairing is open and counts the outcome; ``on_success(hello)``
+    returns the credentials to send; ``run_blocking`` runs the SPAKE2 arithmetic off the
+    event loop. Never raises on bad input (bad frames, oversize, timeout, disconnect): it logs
+    at debug level and closes.
     """
-    peer = writer.get_extra_info("peername")
     try:
         return await asyncio.wait_for(
-            _serve(reader, writer, code_for_attempt, on_success, on_failure), timeout
+            _serve(reader, writer, book, source, on_success, replay, run_blocking), timeout
         )
     except asyncio.TimeoutError:
-        log.debug("pairing: %s timed out", peer)
+        log.debug("pairing: %s timed out", source)
     except (asyncio.IncompleteReadError, ConnectionError):
-        log.debug("pairing: %s closed the connection", peer)
+        log.debug("pairing: %s closed the connection", source)
     except _BadPeer as e:
-        log.debug("pairing: %s sent bad data: %s", peer, e)
+        log.debug("pairing: %s sent bad data: %s", source, e)
     except Exception:
         # The listener must survive anything one connection does, bugs in callbacks included.
-        log.debug("pairing: %s failed", peer, exc_info=True)
+        log.debug("pairing: %s failed", source, exc_info=True)
     finally:
         writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), 1.0)
     return False
+
+
+async def _drain_input(reader: asyncio.StreamReader) -> None:
+    while await reader.read(MAX_FRAME):
+        pass
+
+
+async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reason: str) -> None:
+    """Tell a joiner why pairing is refused and close, with no SPAKE2 work.
+
+    What the joiner already sent is read (for at most a second) before closing: closing
+    with unread data would reset the connection and lose the reason on the way.
+    """
+    try:
+        writer.write(_error_frame(reason))
+        await writer.drain()
+        writer.write_eof()
+        await asyncio.wait_for(_drain_input(reader), 1.0)
+    except (asyncio.TimeoutError, ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
 
 
 # -------------------------------------------------------------------------- joiner side
@@ -269,6 +386,8 @@ def _raise_if_refused(body: bytes) -> None:
         raise PairingError("wrong join code")
     if error == _CODE_EXPIRED:
         raise PairingError("join code expired; ask the host for its current code")
+    if isinstance(error, str) and error.startswith(("pairing is ", "too many failed", "unsupp")):
+        raise PairingError(f"host refused pairing: {_printable_line(error, 120)}")
     raise PairingError(f"host refused pairing: {_printable_line(str(error))}")
 
 
@@ -276,15 +395,17 @@ def _exchange(conn: _Conn, code: str, node_name: str, cluster_id: str | None) ->
     hello = _json_bytes({"v": PAIRING_VERSION, "cluster_id": cluster_id, "node_name": node_name})
     spake = SPAKE2_A(code.encode(), idA=_ID_JOINER, idB=_ID_HOST)
     conn.send(hello)
-    conn.send(spake.start())
+    msg_a = spake.start()
+    conn.send(msg_a)
     msg_b = conn.recv()
     try:
         key = spake.finish(msg_b)
     except Exception:
         raise PairingError("bad reply from host (key exchange failed)") from None
-    confirm_key, seal_key = _derive(key, hello)
-    conn.send(_confirm_tag(confirm_key, b"joiner"))
-    if not hmac.compare_digest(conn.recv(), _confirm_tag(confirm_key, b"host")):
+    transcript = _transcript(hello, msg_a, msg_b)
+    confirm_key, seal_key = _derive(key, transcript)
+    conn.send(_confirm_tag(confirm_key, b"joiner", transcript))
+    if not hmac.compare_digest(conn.recv(), _confirm_tag(confirm_key, b"host", transcript)):
         raise PairingError("host failed key confirmation; it may not be the real host")
     sealed = conn.recv()
     try:
