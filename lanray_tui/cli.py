@@ -342,6 +342,12 @@ def _status(args: argparse.Namespace) -> int:
             f"free: {free.get('free_cpus', 0):g} CPUs, {free.get('free_gpus', 0):g} GPUs, "
             f"{free.get('free_memory_gb', 0):.1f} GiB"
         )
+    pairing = result.get("pairing") or {}
+    if pairing.get("pairing_summary"):
+        print(f"pairing: {pairing['pairing_summary']}")
+    withheld = [n for n in result["nodes"] if n["state"] == "WITHHELD"]
+    for n in withheld:
+        print(f"{n['name']} withheld: {(n.get('lending') or {}).get('reason', '')}")
     rows = [("NAME", "IP", "ROLE", "STATE", "LINK", "LENDING", "CPUS", "CPU%", "GPUS", "MEMORY")]
     for n in result["nodes"]:
         rows.append(

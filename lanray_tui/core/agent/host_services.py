@@ -109,6 +109,7 @@ class HostServices:
             max_uses=cfg["pairing.code_uses"],
             max_failures=cfg["pairing.max_failures"],
         )
+        self.codes.issue()  # the code 'host' prints and the host screen shows
         try:
             self.pairing = PairingService(self.codes, self.credentials_for_joiner)
             await self.pairing.start(self.node.node_ip, cfg["pairing.port"])
@@ -192,15 +193,19 @@ class HostServices:
     # ----- ops ----------------------------------------------------------------------------
 
     async def op_code(self, req: dict[str, Any]) -> Any:
+        """The live join code; ``open``, ``uses``/``minutes`` and ``close`` act on pairing."""
+        from ..joincode import CodeRequest
+
         if self.codes is None:
             raise LanrayError("join codes are not available yet: the host is still starting")
-        code = self.codes.current()
-        return {
-            "code": code,
-            "expires_in": round(self.codes.expires_in()),
-            "failures_total": self.codes.failures_total,
-            "pairing": self.pairing is not None,
-        }
+        self.codes.answer(CodeRequest.from_json(req))
+        return {**self.pairing_view(), "pairing": self.pairing is not None}
+
+    def pairing_view(self) -> dict[str, Any]:
+        """The pairing part of ``code`` and ``status``: the live code and failed attempts."""
+        if self.pairing is not None:
+            return self.pairing.summary()
+        return self.codes.summary() if self.codes is not None else {}
 
     async def op_token(self, req: dict[str, Any]) -> Any:
         return self.node.creds.token

@@ -141,6 +141,7 @@ class Wiring:
             lambda: self.host.free if self.host is not None else None,
             self.book,
             ask_host=None if node.is_host else self._status_from_host,
+            pairing=self.host.pairing_view if self.host is not None else dict,
         )
         self.server = ControlServer(
             lambda: node.creds.token,

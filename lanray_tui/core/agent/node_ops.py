@@ -39,6 +39,7 @@ class NodeOps:
         free: Callable[[], dict[str, float] | None],
         book: HeartbeatBook,
         ask_host: AskHost | None = None,
+        pairing: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.node = node
         self.ray = ray
@@ -48,6 +49,7 @@ class NodeOps:
         self.free = free
         self.book = book
         self.ask_host = ask_host
+        self.pairing = pairing
 
     def info(self) -> AgentInfo:
         n, c = self.node, self.node.creds
@@ -87,6 +89,7 @@ class NodeOps:
             "nodes": [self.node_view(n, earlier) for n, earlier in fold(nodes)],
             "agent": self.info().to_json(),
             "free": self.free() if self.node.is_host else None,
+            **({"pairing": self.pairing()} if self.node.is_host else {}),
         }
 
     def node_view(self, n: NodeInfo, earlier: int = 0) -> dict[str, Any]:
