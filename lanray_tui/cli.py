@@ -133,6 +133,9 @@ def build_parser() -> Parser:
     p = sub.add_parser("samples", help="list the sample jobs that ship with lanray-tui")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    from . import cli_service
+
+    cli_service.add_parser(sub)
     p = sub.add_parser("agent")  # internal: the agent in the foreground (also for systemd)
     p.add_argument("--role", choices=["host", "worker"], required=True)
     p.add_argument("--name", metavar="NAME")
@@ -429,7 +432,18 @@ def _leave(args: argparse.Namespace) -> int:
         return 0
     pid = lifecycle.leave(paths)
     print(f"left the cluster; agent pid {pid} and its Ray have stopped")
+    from .cli_service import after_leave
+
+    note = after_leave()
+    if note:
+        print(note)
     return 0
+
+
+def _service(args: argparse.Namespace) -> int:
+    from . import cli_service
+
+    return cli_service.run(args, args.config, _config(args).paths())
 
 
 def _lab(args: argparse.Namespace) -> int:
@@ -530,6 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "code": _code,
             "samples": _samples,
             "agent": _agent,
+            "service": _service,
         }
         from . import cli_jobs
 

@@ -84,3 +84,32 @@ def test_a_ray_of_another_cluster_is_refused_and_leave_force_clears_it(lab: Any)
         assert recorded_ray(n3) != ray_pid
     finally:
         n3.leave()
+
+
+def test_the_foreground_agent_supervises_ray_and_stops_it_on_sigterm(lab: Any) -> None:
+    """What a systemd unit runs: 'lanray-tui agent --role host' in the foreground."""
+    import subprocess
+
+    from tests.labkit import LANRAY
+
+    n3 = Node(lab, "n3")
+    agent = n3.popen([*LANRAY, "agent", "--role", "host"], stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: n3.agent_running() and n3.status()["agent"]["state"] == "ready", 120)
+        first = recorded_ray(n3)
+        n3.run(["kill", "-9", str(first)], check=True)
+        wait_for(lambda: recorded_ray(n3) != first, 60)
+        wait_for(lambda: n3.status()["agent"]["state"] == "ready", 120)
+        second = recorded_ray(n3)
+        pid = int(n3.status()["agent"]["pid"])
+        n3.run(["kill", "-TERM", str(pid)], check=True)
+        out, _ = agent.communicate(timeout=90)
+        assert agent.returncode == 0, out[-2000:]
+        assert "restarting Ray" in out
+        assert n3.run(["kill", "-0", str(second)]).returncode != 0  # its Ray stopped too
+        assert not n3.agent_running()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        n3.leave()
