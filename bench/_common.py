@@ -76,13 +76,22 @@ def last_json(text: str) -> Any:
     return json.loads(text.strip().splitlines()[-1])
 
 
+def token_file(lab: labmod.Lab, token: str) -> str:
+    """The cluster token in a private file every lab node can read: a join takes it with
+    --token-file, since a token on a command line is refused."""
+    path = Path(lab.node("n1").root).parent / "cluster-token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
 def host_on_n1(lab: labmod.Lab, cpus: int) -> list[str]:
     """Start lanray-tui's host on n1, headless, lending ``cpus`` CPUs to Ray; returns the
     command that joins another node to it, lending as many."""
     lend = ["--headless", "--detach", "--cpus", str(cpus)]
     checked(on_node(lab, "n1", [*LANRAY, "host", *lend]), "host")
     token = checked(on_node(lab, "n1", [*LANRAY, "token"]), "token").strip()
-    return [*LANRAY, "join", lab.node("n1").address, "--token", token, *lend]
+    return [*LANRAY, "join", lab.node("n1").address, "--token-file", token_file(lab, token), *lend]
 
 
 def result_of(output: str, what: str) -> dict[str, Any]:

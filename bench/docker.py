@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _common import LANRAY, ROOT, bench_lab, checked, die, median, on_node
+from _common import LANRAY, ROOT, bench_lab, checked, die, median, on_node, token_file
 
 # This file is bench/docker.py: with bench/ first on sys.path, `import docker` (the SDK, in
 # the adapter) would find this script instead. _common is imported; bench/ can go.
@@ -171,7 +171,15 @@ def main() -> int:
                     )
                 )
                 token = checked(on_node(lab, "n1", [*LANRAY, "token"]), "token").strip()
-                join = [*LANRAY, "join", head_ip, "--token", token, "--headless", "--detach"]
+                join = [
+                    *LANRAY,
+                    "join",
+                    head_ip,
+                    "--token-file",
+                    token_file(lab, token),
+                    "--headless",
+                    "--detach",
+                ]
                 times["native-join"].append(
                     timed(lambda: checked(on_node(lab, "n2", join), "native join"))
                 )
@@ -191,11 +199,19 @@ def main() -> int:
                     )
                     st = json.loads(host.lanray("status", "--json"))
                     ip = st["agent"]["node_ip"]
+                    token_path = tmp / f"token{i}"
                     token = host.lanray("token").strip()
+                    token_path.write_text(token)
+                    token_path.chmod(0o600)
                     times["docker-join"].append(
                         timed(
                             lambda: worker.lanray(
-                                "join", ip, "--token", token, "--headless", "--detach"
+                                "join",
+                                ip,
+                                "--token-file",
+                                str(token_path),
+                                "--headless",
+                                "--detach",
                             )
                         )
                     )

@@ -42,7 +42,9 @@ def inside(mode: str, head: str, token: str) -> None:
         p = subprocess.run([*LANRAY, "host", "--headless", "--detach"], capture_output=True)
     elif mode == "lanray-join":
         p = subprocess.run(
-            [*LANRAY, "join", head, "--token", token, "--headless", "--detach"], capture_output=True
+            [*LANRAY, "join", head, "--token", "-", "--headless", "--detach"],
+            input=token.encode(),
+            capture_output=True,
         )
     else:
         # the very flags the agent would use, without --block

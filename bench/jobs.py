@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 
-from _common import LANRAY, bench_lab, checked, last_json, median, on_node
+from _common import LANRAY, bench_lab, checked, last_json, median, on_node, token_file
 
 INSIDE = os.path.abspath(__file__)
 JOB = "import sys, time\nprint('running', sys.argv[1:], flush=True)\ntime.sleep(0.5)\n"
@@ -133,7 +133,17 @@ def main() -> int:
             head = lab.node("n1").address
             checked(
                 on_node(
-                    lab, "n2", [*LANRAY, "join", head, "--token", token, "--headless", "--detach"]
+                    lab,
+                    "n2",
+                    [
+                        *LANRAY,
+                        "join",
+                        head,
+                        "--token-file",
+                        token_file(lab, token),
+                        "--headless",
+                        "--detach",
+                    ],
                 ),
                 "join",
             )

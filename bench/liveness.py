@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from _common import LANRAY, bench_lab, checked, die, median, on_node
+from _common import LANRAY, bench_lab, checked, die, median, on_node, token_file
 
 POLL = r"""
 import json, sys, time
@@ -59,8 +59,8 @@ def main() -> int:
                     *LANRAY,
                     "join",
                     lab.node("n1").address,
-                    "--token",
-                    token,
+                    "--token-file",
+                    token_file(lab, token),
                     "--headless",
                     "--detach",
                 ],

@@ -69,7 +69,12 @@ def build_parser() -> Parser:
         help="the host's address (10.0.0.5[:6379]) or name; default: the one host on the LAN",
     )
     p.add_argument("--code", metavar="CODE", help="the join code shown on the host")
-    p.add_argument("--token", metavar="TOKEN", help="the cluster token (for scripts)")
+    p.add_argument(
+        "--token",
+        metavar="-",
+        help="read the cluster token from stdin (for scripts; or LANRAY_TOKEN, --token-file)",
+    )
+    p.add_argument("--token-file", metavar="FILE", help="read the cluster token from FILE")
     p.add_argument("--headless", action="store_true", help="no TUI: print progress")
     p.add_argument(
         "--detach", action="store_true", help="return once joined; the agent keeps running"
@@ -218,12 +223,12 @@ def _start(args: argparse.Namespace, role: str) -> int:
             print(f"join code: {code}   (on another machine: {PROG} join --code {code})")
         except LanrayError as exc:
             print(f"join code: not available ({exc})")
-    elif args.token:
-        if not args.address:
-            raise LanrayError("join --token needs the host's ADDRESS")
-        info = lifecycle.join_with_token(cfg, args.address, args.token, say, args.config, extra)
     elif args.code:
         info = lifecycle.join_with_code(cfg, args.address, args.code, say, args.config, extra)
+    elif token := _token_given(args):
+        if not args.address:
+            raise LanrayError("join --token needs the host's ADDRESS")
+        info = lifecycle.join_with_token(cfg, args.address, token, say, args.config, extra)
     else:
         info = lifecycle.join_again(cfg, args.address, say, args.config, extra)
     if role == "worker":
@@ -373,6 +378,30 @@ def _status(args: argparse.Namespace) -> int:
 
 def _pct(value: object) -> str:
     return f"{value:.0f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def _token_given(args: argparse.Namespace) -> str:
+    """The cluster token for ``join``: from a file, stdin or LANRAY_TOKEN, never from the
+    command line, where every local user can read it (ps, /proc/PID/cmdline)."""
+    token_file = getattr(args, "token_file", None)
+    given = getattr(args, "token", None)
+    if given not in (None, "-"):
+        raise LanrayError(
+            "a token on the command line is readable by every user of this machine: pass it "
+            "with --token-file FILE, LANRAY_TOKEN=... or --token - (stdin)"
+        )
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise LanrayError(f"cannot read the token file {token_file}: {exc.strerror}") from None
+    elif given == "-":
+        token = sys.stdin.readline().strip()
+    else:
+        token = os.environ.pop("LANRAY_TOKEN", "").strip()
+    if (given or token_file) and not token:
+        raise LanrayError("the token given is empty")
+    return token
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -72,14 +72,7 @@ def cluster(nodes: dict[str, object]) -> dict[str, object]:
     """Ensures n1 hosts and n2 is joined (tests may have made n2 leave)."""
     n1, n2 = nodes["n1"], nodes["n2"]
     if not n2.agent_running():  # type: ignore[attr-defined]
-        n2.lanray(  # type: ignore[attr-defined]
-            "join",
-            n1.address,
-            "--token",
-            n1.token(),  # type: ignore[attr-defined]
-            "--headless",
-            "--detach",
-            check=True,
-            timeout=180,
+        n2.join_by_token(  # type: ignore[attr-defined]
+            n1, "--headless", "--detach", check=True, timeout=180
         )
     return nodes

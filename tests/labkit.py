@@ -35,10 +35,12 @@ class Node:
         timeout: float = 120,
         env: dict[str, str] | None = None,
         check: bool = False,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         cmd = labmod.exec_argv(self.lab, self.name, argv, env=node_env(env))
+        stdin = None if input is not None else subprocess.DEVNULL
         p = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            cmd, capture_output=True, text=True, timeout=timeout, stdin=stdin, input=input
         )
         if check and p.returncode != 0:
             raise AssertionError(f"{self.name}: {argv} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
@@ -61,6 +63,11 @@ class Node:
 
     def token(self) -> str:
         return self.lanray("token", check=True).stdout.strip()
+
+    def join_by_token(self, host: Node, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        """``join HOST --token -`` with the token on stdin: never on a command line."""
+        token = host.token()
+        return self.lanray("join", host.address, "--token", "-", *args, input=token + "\n", **kw)
 
     def leave(self) -> None:
         if self.agent_running():

@@ -87,8 +87,11 @@ def test_agent_survives_the_cli(cluster: dict[str, Any]) -> None:
     """A foreground join whose terminal goes away (SIGHUP, then SIGKILL) leaves the node up."""
     n1, n2 = cluster["n1"], cluster["n2"]
     n2.leave()
+    token_file = Path(n2.lab.node("n2").root) / "home" / "cluster-token"
+    token_file.write_text(n1.token() + "\n")
+    token_file.chmod(0o600)
     proc = n2.popen(
-        [*LANRAY, "join", n1.address, "--token", n1.token(), "--headless"],
+        [*LANRAY, "join", n1.address, "--token-file", str(token_file), "--headless"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -129,3 +132,39 @@ def test_worker_cannot_print_token(cluster: dict[str, Any]) -> None:
 
 def row_of(node: Any, ip: str) -> dict[str, Any]:
     return next((n for n in node.status()["nodes"] if n["ip"] == ip and n["state"] == "ALIVE"), {})
+
+
+def _cmdlines_with(secret: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            raw = cmdline.read_bytes()
+        except OSError:
+            continue
+        if secret.encode() in raw:
+            found.append(f"{cmdline.parent.name}: {raw[:120]!r}")
+    return found
+
+
+def test_the_token_is_on_no_command_line_after_any_join(cluster: dict[str, Any]) -> None:
+    """By stdin (the fixture's join), by file and by LANRAY_TOKEN: no process on this machine,
+    in any lab node, has the token in its command line; a token given there is refused."""
+    n1, n2 = cluster["n1"], cluster["n2"]
+    token = n1.token()
+    assert _cmdlines_with(token) == []
+    n2.leave()
+    token_file = Path(n2.lab.node("n2").root) / "home" / "cluster-token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    p = n2.run(["sh", "-c", f'LANRAY_TOKEN="$(cat {token_file})" exec "$@"', "sh", *LANRAY,
+                "join", n1.address, "--headless", "--detach"], timeout=180)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert _cmdlines_with(token) == []
+    n2.leave()
+    p = n2.lanray("join", n1.address, "--token-file", str(token_file), "--headless", "--detach",
+                  timeout=180)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert _cmdlines_with(token) == []
+    p = cluster["n3"].lanray("join", n1.address, "--token", token, "--headless")
+    assert p.returncode == 1 and "--token-file" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1

@@ -299,10 +299,13 @@ def agents(
     try:
         a.lanray("host", "--headless", "--detach", check=True, timeout=200)
         head_ip = a.status()["agent"]["node_ip"]
-        token = a.lanray("token", check=True).stdout.strip()
+        token_path = base / "cluster-token"
+        token_path.write_text(a.lanray("token", check=True).stdout.strip())
+        token_path.chmod(0o600)
         b.lanray(
-            "join", head_ip, "--token", token, "--headless", "--detach", check=True, timeout=200
-        )
+            "join", head_ip, "--token-file", str(token_path), "--headless", "--detach",
+            check=True, timeout=200,
+        )  # fmt: skip
         yield {"host": a, "worker": b}
     finally:
         for agent in (b, a):
