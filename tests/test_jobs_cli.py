@@ -12,6 +12,7 @@ import pytest
 from lanray_tui import cli, cli_jobs
 from lanray_tui.core import submit
 from lanray_tui.core.errors import LanrayError
+from lanray_tui.core.jobs import JobView
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -88,14 +89,16 @@ def test_without_an_agent_every_command_says_so_in_one_line(argv: list[str]) -> 
 
 def test_ended_line_ends_with_the_job_id() -> None:
     line = cli_jobs._ended_line(
-        {
-            "id": "j-1a2b",
-            "state": "FAILED",
-            "exit_code": 1,
-            "started": 1.0,
-            "ended": 3.5,
-            "message": "boom",
-        }
+        JobView.from_json(
+            {
+                "id": "j-1a2b",
+                "state": "FAILED",
+                "exit_code": 1,
+                "started": 1.0,
+                "ended": 3.5,
+                "message": "boom",
+            }
+        )
     )
     assert line == "FAILED (exit code 1; 2.5 s; boom) j-1a2b"
 

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 GIB = 1024**3
+#: The control protocol's version (see :mod:`.protocol`), sent in ``info``. 2: typed requests;
+#: an agent that does not send it speaks 1.
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -100,13 +103,18 @@ class AgentInfo:
     ray_version: str
     link: str = "n/a"  # a worker's view of the host: "UP" | "LOST"
     lending: dict[str, str] = field(default_factory=dict)  # {"state", "reason"}
+    # The agent's protocol: an AgentInfo made here speaks this code's; one read from an
+    # agent that does not say is 0 (older than the handshake).
+    protocol: int = PROTOCOL_VERSION
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> AgentInfo:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        got = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        got.setdefault("protocol", 0)
+        return cls(**got)
 
 
 def _is_num(value: Any) -> bool:
