@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .resources import Sample
 
 GIB = 1024**3
 #: The control protocol's version (see :mod:`.protocol`), sent in ``info``. 2: typed requests;
@@ -33,38 +36,42 @@ class NodeInfo:
     gpu_note: str = ""  # why there is no GPU figure ("NVML: no driver", ...)
     runtime: str = ""  # "native" | "docker running" | ...
     lending_reason: str = ""
-    resources: dict[str, Any] = field(default_factory=dict, compare=False)  # the raw sample
+    sample: Sample | None = field(default=None, compare=False)  # its last resource sample
 
     @classmethod
     def from_status(cls, d: dict[str, Any]) -> NodeInfo:
         """A row of ``status``: Ray's fields plus link, lending and resource figures."""
-        res = d.get("resources") or {}
-        cpu, used, total = res.get("cpu_pct"), res.get("mem_used"), res.get("mem_total")
-        gpus = [g for g in res.get("gpus") or [] if isinstance(g, dict)]
-        utils = [g["util"] for g in gpus if _is_num(g.get("util"))]
-        mem_used = [g["mem_used"] for g in gpus if _is_num(g.get("mem_used"))]
-        mem_total = [g["mem_total"] for g in gpus if _is_num(g.get("mem_total"))]
+        sample = read_sample(d.get("resources"))
         rt = d.get("runtime") or {}
         runtime = str(rt.get("kind", ""))
         if rt.get("container_state"):
             runtime += f" {rt['container_state']}"
+        cpu_pct = mem_pct = gpu_pct = gpu_mem_pct = None
+        gpu_note = ""
+        if sample is not None:
+            cpu_pct = sample.cpu_percent
+            if sample.memory_total:
+                mem_pct = 100.0 * sample.memory_used / sample.memory_total
+            utils = [g.utilization.value for g in sample.gpus if g.utilization.value is not None]
+            gpu_pct = sum(utils) / len(utils) if utils else None
+            used = [g.memory_used.value for g in sample.gpus if g.memory_used.value is not None]
+            total = [g.memory_total.value for g in sample.gpus if g.memory_total.value is not None]
+            if total and len(used) == len(total) and sum(total):
+                gpu_mem_pct = 100.0 * sum(used) / sum(total)
+            gpu_note = sample.gpus_reason
         return cls(
             **{k: d[k] for k in ("node_id", "ip", "name", "role", "state", "cpus", "gpus")},
             memory_gb=d["memory_gb"],
             link=str(d.get("link", "n/a")),
             lending=str((d.get("lending") or {}).get("state", "")),
-            cpu_pct=float(cpu) if isinstance(cpu, (int, float)) else None,
-            mem_pct=100.0 * used / total
-            if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total
-            else None,
-            gpu_pct=sum(utils) / len(utils) if utils else None,
-            gpu_mem_pct=100.0 * sum(mem_used) / sum(mem_total)
-            if mem_total and len(mem_used) == len(mem_total) and sum(mem_total)
-            else None,
-            gpu_note=str(res.get("gpus_reason") or ""),
+            cpu_pct=cpu_pct,
+            mem_pct=mem_pct,
+            gpu_pct=gpu_pct,
+            gpu_mem_pct=gpu_mem_pct,
+            gpu_note=gpu_note,
             runtime=runtime,
             lending_reason=str((d.get("lending") or {}).get("reason", "")),
-            resources=dict(res),
+            sample=sample,
         )
 
     @classmethod
@@ -83,7 +90,22 @@ class NodeInfo:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sample"}
+        out["resources"] = self.sample.to_json() if self.sample is not None else {}
+        return out
+
+
+def read_sample(doc: Any) -> Sample | None:
+    """A node's resource sample as the agents send it (None before its first, or if it is
+    not one: the node shows "n/a" rather than the view failing)."""
+    if not isinstance(doc, dict) or not doc:
+        return None
+    from .resources import Sample  # psutil comes with it: not on the first frame's path
+
+    try:
+        return Sample.from_json(doc)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -115,7 +137,3 @@ class AgentInfo:
         got = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         got.setdefault("protocol", 0)
         return cls(**got)
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
