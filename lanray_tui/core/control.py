@@ -1,8 +1,9 @@
 """The agent's local control API: newline-delimited JSON over a Unix socket (mode 0600).
 
-The requests, replies and ops are in :mod:`.protocol`. Only this user can open the socket:
-the directory is 0700 and the socket 0600, so the token it can hand out stays with the owner
-of the node.
+The framing is in :mod:`.framing`; the requests, replies and ops in :mod:`.protocol`, which
+is imported on the first typed request: the first frame's ``info`` does not wait for it.
+Only this user can open the socket: the directory is 0700 and the socket 0600, so the token
+it can hand out stays with the owner of the node.
 """
 
 from __future__ import annotations
@@ -11,20 +12,14 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import LanrayError, NotRunningError
+from .framing import MAX_LINE, ProtocolError, encode
 from .models import PROTOCOL_VERSION, AgentInfo
-from .protocol import (
-    MAX_LINE,
-    OPS,
-    InfoRequest,
-    ProtocolError,
-    Request,
-    check_version,
-    encode,
-    parse_reply,
-)
+
+if TYPE_CHECKING:
+    from .protocol import Request
 
 __all__ = ["MAX_LINE", "AgentError", "ControlClient", "encode"]
 
@@ -69,24 +64,33 @@ class ControlClient:
 
     def request(self, req: Request[T], timeout: float | None = None) -> T:
         """Send one request and return its reply, or raise :class:`AgentError` with the
-        agent's one line (:class:`~.protocol.ProtocolError` for a bad reply)."""
+        agent's one line (:class:`~.framing.ProtocolError` for a bad reply)."""
+        from .protocol import OPS, parse_reply
+
         if OPS[req.OP].stream:
             raise TypeError(f"'{req.OP}' is a stream: use stream()")
         self._handshake(req.OP)
-        with self._connect(timeout or self.timeout) as s:
-            s.sendall(encode(req.to_json()))
-            reader = s.makefile("rb")
-            try:
-                line = reader.readline(MAX_LINE)
-            except TimeoutError:
-                raise AgentError(f"the agent did not answer '{req.OP}' in time") from None
-        reply: T = parse_reply(req.OP, _result(line, req.OP))
+        reply: T = parse_reply(req.OP, self._exchange(req.to_json(), timeout))
         if isinstance(reply, AgentInfo) and not self._checked:
             self._checked = reply.protocol == PROTOCOL_VERSION
         return reply
 
+    def _exchange(self, doc: dict[str, Any], timeout: float | None) -> Any:
+        """Send one request line; the ``result`` of its one reply line."""
+        op = str(doc["op"])
+        with self._connect(timeout or self.timeout) as s:
+            s.sendall(encode(doc))
+            reader = s.makefile("rb")
+            try:
+                line = reader.readline(MAX_LINE)
+            except TimeoutError:
+                raise AgentError(f"the agent did not answer '{op}' in time") from None
+        return _result(line, op)
+
     def stream(self, req: Request[T]) -> Iterator[T]:
         """Send one request and yield each streamed item until the agent ends the stream."""
+        from .protocol import OPS, parse_reply
+
         if not OPS[req.OP].stream:
             raise TypeError(f"'{req.OP}' is not a stream: use request()")
         self._handshake(req.OP)
@@ -104,10 +108,22 @@ class ControlClient:
                 yield item
 
     def info(self, timeout: float | None = None) -> AgentInfo:
-        """This node's agent (whatever its protocol: see :attr:`AgentInfo.protocol`)."""
-        return self.request(InfoRequest(), timeout)
+        """This node's agent, whatever its protocol (see :attr:`AgentInfo.protocol`).
+
+        The same as ``request(InfoRequest())``, without loading the whole protocol: the
+        TUI's first frame waits for this answer."""
+        result = self._exchange({"op": "info"}, timeout)
+        try:
+            info = AgentInfo.from_json(result)
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolError("the agent sent a bad reply to 'info'") from None
+        if not self._checked:
+            self._checked = info.protocol == PROTOCOL_VERSION
+        return info
 
     def _handshake(self, op: str) -> None:
+        from .protocol import check_version
+
         if self._checked or op in UNCHECKED_OPS:
             return
         check_version(self.info(min(self.timeout, 5.0)))

@@ -1,17 +1,17 @@
 """The control protocol, typed: one dataclass per request and per reply, and one registry.
 
-Framing (the same on the agent's Unix socket and on the host's cluster API over TCP): a
-request is one line ``{"op": NAME, ...fields}``; the reply is one line ``{"ok": true,
-"result": ...}`` or ``{"ok": false, "error": "one line"}``. A streaming op answers with many
-``ok`` lines and ends with ``{"end": true}``. On the cluster API every request also carries
-the cluster token as ``"auth"``.
+The framing (:mod:`.framing`, the same on the agent's Unix socket and on the host's cluster
+API over TCP): a request is one line ``{"op": NAME, ...fields}``; the reply is one line
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "one line"}``. A streaming op
+answers with many ``ok`` lines and ends with ``{"end": true}``. On the cluster API every
+request also carries the cluster token as ``"auth"``.
 
 The agent reads a request with :func:`parse_request` (which validates every field and raises
-:class:`ProtocolError` with one line), answers with :func:`ok_line` / :func:`error_line` /
-:data:`END_LINE`, and finds what an op is allowed to do in :data:`OPS`. The faces send
-request objects through :class:`~lanray_tui.core.control.ControlClient`, which reads each
-reply into its class. ``info`` carries :data:`PROTOCOL_VERSION`, so a client and an agent of
-different protocols notice each other (:func:`check_version`).
+:class:`ProtocolError` with one line), answers with :func:`ok_line`, :func:`error_line` and
+:data:`END_LINE`, and finds where an op is served in :data:`OPS`. The faces send request
+objects through :class:`~lanray_tui.core.control.ControlClient`, which reads each reply into
+its class. ``info`` carries :data:`PROTOCOL_VERSION`, so a client and an agent of different
+protocols notice each other (:func:`check_version`).
 """
 
 from __future__ import annotations
@@ -22,37 +22,28 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .errors import LanrayError
+from .framing import END_LINE, MAX_LINE, ProtocolError, encode, error_line, ok_line
 from .jobs import JobError, JobSpec, JobView
 from .models import PROTOCOL_VERSION, AgentInfo, NodeInfo
 
-__all__ = ["OPS", "PROTOCOL_VERSION", "OpSpec", "ProtocolError", "parse_request"]
+__all__ = [
+    "END_LINE",
+    "MAX_LINE",
+    "OPS",
+    "PROTOCOL_VERSION",
+    "OpSpec",
+    "ProtocolError",
+    "encode",
+    "error_line",
+    "ok_line",
+    "parse_request",
+]
 
-MAX_LINE = 1 << 20  # one request or reply line, in bytes
 MAX_DEPTH = 8  # how deep the objects inside a request may nest (a GPU's processes: 4)
 MAX_TEXT = 1000  # the longest free-text field of a request
 MAX_OP_SHOWN = 40  # how much of a bad op name an error repeats
-END_LINE = b'{"end":true}\n'
 
 WHICH_JOB = "which job? (give its id, as 'lanray-tui jobs' lists them)"
-
-
-class ProtocolError(LanrayError):
-    """A request or reply that does not follow the protocol, with the reason in one line."""
-
-
-def encode(obj: Any) -> bytes:
-    """One protocol line."""
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-
-
-def ok_line(reply: Any) -> bytes:
-    """The line that answers a request (or carries one item of a stream) with ``reply``."""
-    return encode({"ok": True, "result": reply.to_json()})
-
-
-def error_line(message: str) -> bytes:
-    """The line that refuses a request; ``message`` is one line for a person."""
-    return encode({"ok": False, "error": message})
 
 
 # ----- checking fields ---------------------------------------------------------------------

@@ -6,9 +6,12 @@ cancel or a retry, or the start of a host.
 
 from __future__ import annotations
 
-from .jobs import JobView
-from .models import AgentInfo
-from .protocol import CancelReply, JobsReply
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the annotations only: this module imports nothing
+    from .jobs import JobView
+    from .models import AgentInfo
+    from .protocol import CancelReply, JobsReply
 
 PROG = "lanray-tui"
 NO_JOBS = f"no jobs yet: queue one with '{PROG} submit SCRIPT'"
