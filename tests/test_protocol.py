@@ -4,8 +4,6 @@ the registry's scopes, and the version handshake against a real Unix socket."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,22 +15,9 @@ from lanray_tui.core import protocol as p
 from lanray_tui.core.control import AgentError, ControlClient
 from lanray_tui.core.jobs import Job, JobSpec, JobView
 from lanray_tui.core.models import PROTOCOL_VERSION, AgentInfo
+from tests.agent_stub import AGENT, AgentStub, answers
 
 SPEC = JobSpec.from_json({"command": ["python", "-c", "print(1)"], "num_cpus": 0.5})
-AGENT = AgentInfo(
-    pid=7,
-    version="0.1.0",
-    role="host",
-    state="ready",
-    detail="",
-    cluster_name="lab",
-    cluster_id="c0ffee",
-    head_address="10.0.0.1:6379",
-    node_ip="10.0.0.1",
-    dashboard_url="http://10.0.0.1:8265",
-    ray_version="2.60.0",
-    lending={"state": "lending", "reason": "lent to the cluster"},
-)
 JOB = Job(id="j-0001", spec=SPEC, state="RUNNING", created=1.0, submitter="me@a", started=2.0)
 
 REQUESTS: list[p.Request[Any]] = [
@@ -279,62 +264,26 @@ def test_the_registry_scopes_match_the_ops_as_the_agent_served_them() -> None:
 # ----- the version handshake, against a real Unix socket ------------------------------------
 
 
-class OneLineAgent:
-    """A Unix socket server that answers each request with ``answer(request JSON)``."""
-
-    def __init__(self, path: Path, answer: Callable[[dict[str, Any]], bytes]) -> None:
-        self.path = path
-        self.answer = answer
-        self.seen: list[str] = []
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(8)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                line = conn.makefile("rb").readline()
-                req = json.loads(line)
-                self.seen.append(req["op"])
-                conn.sendall(self.answer(req))
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture()
 def sock_path(tmp_path: Path) -> Path:
     return tmp_path / "agent.sock"
 
 
 def _agent(info: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
-    def answer(req: dict[str, Any]) -> bytes:
-        if req["op"] == "info":
-            return p.encode({"ok": True, "result": info})
-        if req["op"] == "leave":
-            return p.encode({"ok": True, "result": {"pid": info["pid"]}})
-        return p.encode({"ok": True, "result": {"state": "lending"}})
-
-    return answer
+    return answers(info, leave=p.LeaveReply(pid=info["pid"]), resume=p.LendingReply("lending"))
 
 
 @pytest.fixture()
-def old_agent(sock_path: Path) -> Iterator[OneLineAgent]:
+def old_agent(sock_path: Path) -> Iterator[AgentStub]:
     old = AGENT.to_json()
     del old["protocol"]  # an agent from before the handshake
     old.update(pid=4321, version="0.0.9")
-    agent = OneLineAgent(sock_path, _agent(old))
+    agent = AgentStub(sock_path, _agent(old))
     yield agent
     agent.close()
 
 
-def test_an_old_agent_gets_one_line_that_says_what_to_do(old_agent: OneLineAgent) -> None:
+def test_an_old_agent_gets_one_line_that_says_what_to_do(old_agent: AgentStub) -> None:
     client = ControlClient(old_agent.path, timeout=5.0)
     with pytest.raises(p.ProtocolError) as got:
         client.request(p.ResumeRequest())
@@ -351,7 +300,7 @@ def test_an_old_agent_gets_one_line_that_says_what_to_do(old_agent: OneLineAgent
 
 def test_a_newer_agent_is_refused_too(sock_path: Path) -> None:
     newer = {**AGENT.to_json(), "protocol": PROTOCOL_VERSION + 1}
-    agent = OneLineAgent(sock_path, _agent(newer))
+    agent = AgentStub(sock_path, _agent(newer))
     try:
         with pytest.raises(p.ProtocolError, match=f"speaks {PROTOCOL_VERSION + 1}:"):
             list(ControlClient(sock_path).stream(p.LogsRequest()))
@@ -360,7 +309,7 @@ def test_a_newer_agent_is_refused_too(sock_path: Path) -> None:
 
 
 def test_an_agent_of_this_version_is_asked_once(sock_path: Path) -> None:
-    agent = OneLineAgent(sock_path, _agent(AGENT.to_json()))
+    agent = AgentStub(sock_path, _agent(AGENT.to_json()))
     try:
         client = ControlClient(sock_path, timeout=5.0)
         assert client.request(p.ResumeRequest()) == p.LendingReply("lending")
@@ -375,7 +324,7 @@ def test_an_error_reply_is_the_agents_line(sock_path: Path) -> None:
     def answer(req: dict[str, Any]) -> bytes:
         return p.error_line("only joined nodes pause and resume")
 
-    agent = OneLineAgent(sock_path, answer)
+    agent = AgentStub(sock_path, answer)
     try:
         with pytest.raises(AgentError, match=r"^only joined nodes pause and resume$"):
             ControlClient(sock_path).request(p.InfoRequest())
