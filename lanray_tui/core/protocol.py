@@ -58,9 +58,9 @@ def _short(value: Any) -> str:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "true/false"}.get(
-        type(value), "null" if value is None else "a number"
-    )
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
+    kinds.update({float: "a fraction", int: "a number", type(None): "null"})
+    return kinds.get(type(value), type(value).__name__)
 
 
 def text(max_len: int = MAX_TEXT, *, nonempty: bool = False) -> Check:

@@ -52,9 +52,9 @@ class AgentLink(ControlClient):
         with self._lock:
             self._open = {s for s in self._open if s.fileno() != -1}
 
-    def request(self, req: Request[T], timeout: float | None = None) -> T:
+    def _exchange(self, doc: dict[str, Any], timeout: float | None) -> Any:
         try:
-            return super().request(req, timeout)
+            return super()._exchange(doc, timeout)
         finally:
             self._forget()
 
