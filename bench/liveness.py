@@ -22,12 +22,13 @@ POLL = r"""
 import json, sys, time
 from lanray_tui.core.control import ControlClient
 from lanray_tui.core.paths import Paths
+from lanray_tui.core.protocol import StatusRequest
 ip = sys.argv[1]
 client = ControlClient(Paths.from_env().socket)
 last = None
 while True:
     try:
-        rows = [n for n in client.call("status", timeout=5)["nodes"] if n["ip"] == ip]
+        rows = [n for n in client.request(StatusRequest(), timeout=5).nodes if n["ip"] == ip]
     except Exception as exc:
         rows = []
     rows.sort(key=lambda n: n["state"] != "ALIVE")

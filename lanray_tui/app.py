@@ -191,10 +191,9 @@ def _running_agent(paths: Paths) -> AgentInfo | None:
     need. Same call, same answer; it can go once ``lifecycle`` imports those lazily."""
     from .core.control import ControlClient
     from .core.errors import NotRunningError
-    from .core.models import AgentInfo
 
     try:
-        return AgentInfo.from_json(ControlClient(paths.socket).call("info", timeout=3.0))
+        return ControlClient(paths.socket).info(timeout=3.0)
     except NotRunningError:
         return None
 

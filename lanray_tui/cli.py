@@ -12,10 +12,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .core.errors import LanrayError
+
+if TYPE_CHECKING:
+    from .core.protocol import LendingReply, PauseRequest, StopRayRequest
 
 PROG = "lanray-tui"
 
@@ -206,7 +209,8 @@ def _config_with_overrides(args: argparse.Namespace) -> Any:
 
 
 def _start(args: argparse.Namespace, role: str) -> int:
-    from .core import lifecycle
+    from .core import lifecycle, texts
+    from .core.protocol import CodeRequest
 
     cfg = _config_with_overrides(args)
     paths = cfg.paths()
@@ -216,11 +220,11 @@ def _start(args: argparse.Namespace, role: str) -> int:
         lifecycle.refuse_if_running(paths)
         pid = lifecycle.spawn_agent(paths, "host", args.config, extra, cfg)
         info = lifecycle.wait_ready(paths, pid, float(cfg["ray.start_timeout_s"]) + 15, say)
-        print(f"cluster '{info.cluster_name}' is up: head at {info.head_address}", flush=True)
-        print(f"dashboard (token required): {info.dashboard_url}", flush=True)
+        for line in texts.cluster_up(info):
+            print(line, flush=True)
         try:
-            code = lifecycle.client(paths).call("code")["code"]
-            print(f"join code: {code}   (on another machine: {PROG} join --code {code})")
+            code = lifecycle.client(paths).request(CodeRequest()).code
+            print(texts.join_code(code))
         except LanrayError as exc:
             print(f"join code: not available ({exc})")
     elif args.code:
@@ -281,21 +285,20 @@ def _scan(args: argparse.Namespace) -> int:
 
 def _code(args: argparse.Namespace) -> int:
     from .core import lifecycle
-    from .core.joincode import CodeRequest
+    from .core.protocol import CodeRequest
 
     # Checked here too, so that a bad value is one line before any agent is asked.
-    req = CodeRequest.from_json(
-        {"close": args.close, "open": not args.close, "uses": args.uses, "minutes": args.minutes}
-    )
-    got = lifecycle.client(_config(args).paths()).call("code", **req.to_json())
-    if got.get("pairing_summary"):
-        print(got["pairing_summary"])
-    if not got.get("code"):
+    req = CodeRequest.of(close=args.close, open=not args.close, uses=args.uses,
+                         minutes=args.minutes)  # fmt: skip
+    got = lifecycle.client(_config(args).paths()).request(req)
+    if got.pairing_summary:
+        print(got.pairing_summary)
+    if not got.code:
         print("pairing closed: no join code is live")
         return 0
-    left = int(got["expires_in"])
-    uses = f"; {got['uses_left']} uses" if args.uses is not None and "uses_left" in got else ""
-    print(f"valid for {left // 60} min {left % 60} s{uses}; join code: {got['code']}")
+    left = got.expires_in
+    uses = f"; {got.uses_left} uses" if args.uses is not None else ""
+    print(f"valid for {left // 60} min {left % 60} s{uses}; join code: {got.code}")
     return 0
 
 
@@ -332,44 +335,46 @@ def _watch(paths: Any, pid: int) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from .core import lifecycle
+    from .core.protocol import StatusRequest
 
     paths = _config(args).paths()
-    result = lifecycle.client(paths).call("status", timeout=15.0)
+    result = lifecycle.client(paths).request(StatusRequest(), timeout=15.0)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
         return 0
-    agent = result["agent"]
+    agent = result.agent
     print(
-        f"cluster '{agent['cluster_name']}'  head {agent['head_address']}  "
-        f"this node: {agent['role']} {agent['node_ip']} "
-        f"(agent pid {agent['pid']}, {agent['state']})"
+        f"cluster '{agent.cluster_name}'  head {agent.head_address}  "
+        f"this node: {agent.role} {agent.node_ip} "
+        f"(agent pid {agent.pid}, {agent.state})"
     )
-    free = result.get("free")
-    if isinstance(free, dict):
+    free = result.free
+    if free is not None:
         print(
             f"free: {free.get('free_cpus', 0):g} CPUs, {free.get('free_gpus', 0):g} GPUs, "
             f"{free.get('free_memory_gb', 0):.1f} GiB"
         )
-    pairing = result.get("pairing") or {}
-    if pairing.get("pairing_summary"):
-        print(f"pairing: {pairing['pairing_summary']}")
-    withheld = [n for n in result["nodes"] if n["state"] == "WITHHELD"]
-    for n in withheld:
-        print(f"{n['name']} withheld: {(n.get('lending') or {}).get('reason', '')}")
+    summary = str((result.pairing or {}).get("pairing_summary") or "")
+    if summary:
+        print(f"pairing: {summary}")
+    infos = result.node_infos()
+    for n in infos:
+        if n.state == "WITHHELD":
+            print(f"{n.name} withheld: {n.lending_reason}")
     rows = [("NAME", "IP", "ROLE", "STATE", "LINK", "LENDING", "CPUS", "CPU%", "GPUS", "MEMORY")]
-    for n in result["nodes"]:
+    for n in infos:
         rows.append(
             (
-                n["name"],
-                n["ip"],
-                n["role"],
-                n["state"],
-                n.get("link", "n/a"),
-                (n.get("lending") or {}).get("state", "n/a"),
-                f"{n['cpus']:g}",
-                _pct((n.get("resources") or {}).get("cpu_pct")),
-                f"{n['gpus']:g}",
-                f"{n['memory_gb']:.1f} GiB",
+                n.name,
+                n.ip,
+                n.role,
+                n.state,
+                n.link,
+                n.lending or "n/a",
+                f"{n.cpus:g}",
+                _pct(n.cpu_pct),
+                f"{n.gpus:g}",
+                f"{n.memory_gb:.1f} GiB",
             )
         )
     _table(rows)
@@ -406,53 +411,62 @@ def _token_given(args: argparse.Namespace) -> str:
 
 def _token(args: argparse.Namespace) -> int:
     from .core import lifecycle
+    from .core.protocol import TokenRequest
 
-    print(lifecycle.client(_config(args).paths()).call("token"))
+    print(lifecycle.client(_config(args).paths()).request(TokenRequest()).token)
     return 0
 
 
-def _drain_call(args: argparse.Namespace, op: str) -> Any:
+def _drain_call(
+    args: argparse.Namespace, op: type[PauseRequest] | type[StopRayRequest]
+) -> LendingReply:
     """``pause`` or ``stop_ray``: the agent drains first, so the call waits the deadline."""
     from .core import lifecycle
 
     cfg = _config(args)
-    req = {} if args.deadline is None else {"deadline_s": args.deadline}
+    req = op.of(deadline_s=args.deadline)
     timeout = float(args.deadline if args.deadline is not None else cfg["lending.drain_deadline_s"])
-    return lifecycle.client(cfg.paths()).call(op, timeout=timeout + 60, **req)
+    return lifecycle.client(cfg.paths()).request(req, timeout=timeout + 60)
 
 
 def _pause(args: argparse.Namespace) -> int:
-    got = _drain_call(args, "pause")
-    how = "drained" if got.get("drained") else "stopped"
+    from .core.protocol import PauseRequest
+
+    got = _drain_call(args, PauseRequest)
+    how = "drained" if got.drained else "stopped"
     print(f"paused: this machine's Ray worker {how} and left; 'lanray-tui resume' lends it again")
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
     from .core import lifecycle
+    from .core.protocol import ResumeRequest
 
-    lifecycle.client(_config(args).paths()).call("resume")
+    lifecycle.client(_config(args).paths()).request(ResumeRequest())
     print("resumed: this machine is lent to the cluster again")
     return 0
 
 
 def _restart(args: argparse.Namespace) -> int:
     from .core import lifecycle
+    from .core.protocol import RestartRayRequest
 
-    lifecycle.client(_config(args).paths()).call("restart_ray", timeout=60.0)
+    lifecycle.client(_config(args).paths()).request(RestartRayRequest(), timeout=60.0)
     print("restarting this node's Ray; 'lanray-tui status' shows it come back")
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
-    got = _drain_call(args, "stop_ray")
-    how = "drained and stopped" if got.get("drained") else "stopped"
+    from .core.protocol import StopRayRequest
+
+    got = _drain_call(args, StopRayRequest)
+    how = "drained and stopped" if got.drained else "stopped"
     print(f"this node's Ray is {how}; the agent stays ('lanray-tui resume' starts Ray again)")
     return 0
 
 
 def _leave(args: argparse.Namespace) -> int:
-    from .core import lifecycle
+    from .core import lifecycle, texts
 
     paths = _config(args).paths()
     if args.force and lifecycle.running_agent(paths) is None:
@@ -460,7 +474,7 @@ def _leave(args: argparse.Namespace) -> int:
         print(f"stopped this node's Ray (pid {ray_pid})")
         return 0
     pid = lifecycle.leave(paths)
-    print(f"left the cluster; agent pid {pid} and its Ray have stopped")
+    print(texts.left(pid))
     from .cli_service import after_leave
 
     note = after_leave()

@@ -13,9 +13,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core.errors import LanrayError
+
+if TYPE_CHECKING:
+    from .core.control import ControlClient
+    from .core.jobs import JobView
 
 PROG = "lanray-tui"
 CANCEL_TIMEOUT_S = 30.0
@@ -87,7 +91,7 @@ def _paths(args: argparse.Namespace) -> Any:
     return config.load(getattr(args, "config", None)).paths()
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace) -> ControlClient:
     from .core.control import ControlClient
 
     return ControlClient(_paths(args).socket)
@@ -163,12 +167,9 @@ def _ago(ts: float | None, now: float) -> str:
     return f"{s // 86400}d"
 
 
-def _duration(job: dict[str, Any], now: float) -> str:
-    start = job.get("started")
-    if not start:
-        return "-"
-    end = job.get("ended") or now
-    return f"{max(0.0, end - start):.1f}s"
+def _duration(job: JobView, now: float) -> str:
+    run = job.run_time(now)
+    return "-" if run is None else f"{run:.1f}s"
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> None:
@@ -177,32 +178,32 @@ def _table(rows: Sequence[tuple[str, ...]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-def _ended_line(job: dict[str, Any]) -> str:
+def _ended_line(job: JobView) -> str:
     bits = []
-    if job.get("exit_code") is not None:
-        bits.append(f"exit code {job['exit_code']}")
-    if job.get("started") and job.get("ended"):
-        bits.append(f"{job['ended'] - job['started']:.1f} s")
-    if job.get("message"):
-        bits.append(str(job["message"]))
+    if job.exit_code is not None:
+        bits.append(f"exit code {job.exit_code}")
+    if job.started and job.ended:
+        bits.append(f"{job.ended - job.started:.1f} s")
+    if job.message:
+        bits.append(job.message)
     detail = f" ({'; '.join(bits)})" if bits else ""
-    return f"{job['state']}{detail} {job['id']}"
+    return f"{job.state}{detail} {job.id}"
 
 
-def _print_logs(args: argparse.Namespace, job_id: str, follow: bool) -> dict[str, Any] | None:
+def _print_logs(args: argparse.Namespace, job_id: str, follow: bool) -> JobView | None:
     """Stream a job's log to stdout; returns the job as the stream's last item gave it.
     Ray's colour codes are stripped unless stdout is a terminal and NO_COLOR is unset."""
     from .core.ansi import strip_ansi, wants_plain
+    from .core.protocol import JobLogsRequest
 
     plain = wants_plain(sys.stdout.isatty())
-    last: dict[str, Any] | None = None
-    for item in _client(args).stream("job_logs", id=job_id, follow=follow):
-        if not isinstance(item, dict):
-            continue
-        if "line" in item:
-            print(strip_ansi(item["line"]) if plain else item["line"], flush=True)
-        elif "job" in item:
-            last = item["job"]
+    last: JobView | None = None
+    for item in _client(args).stream(JobLogsRequest(id=job_id, follow=follow)):
+        if item.job is not None:
+            last = item.job
+        else:
+            line = item.line or ""
+            print(strip_ansi(line) if plain else line, flush=True)
     return last
 
 
@@ -210,84 +211,78 @@ def _print_logs(args: argparse.Namespace, job_id: str, follow: bool) -> dict[str
 
 
 def submit(args: argparse.Namespace) -> int:
+    from .core import texts
+    from .core.protocol import SubmitRequest
     from .core.submit import submitter
 
-    spec = _build_spec(args)
-    job = _client(args).call("submit", timeout=30.0, spec=spec, submitter=submitter())
-    print(f"queued '{job['name']}' as {job['id']}", flush=True)
+    req = SubmitRequest.of(spec=_build_spec(args), submitter=submitter())
+    job = _client(args).request(req, timeout=30.0)
+    print(texts.queued(job), flush=True)
     if not args.follow:
         return 0
-    final = _print_logs(args, job["id"], follow=True)
+    final = _print_logs(args, job.id, follow=True)
     if final is None:
-        raise LanrayError(f"lost track of job {job['id']}: see '{PROG} jobs'")
+        raise LanrayError(f"lost track of job {job.id}: see '{PROG} jobs'")
     print(_ended_line(final), flush=True)
-    return 0 if final.get("state") == "SUCCEEDED" else 1
+    return 0 if final.state == "SUCCEEDED" else 1
 
 
 def jobs(args: argparse.Namespace) -> int:
-    got = _client(args).call("jobs", timeout=15.0)
+    from .core import texts
+    from .core.protocol import JobsRequest
+
+    got = _client(args).request(JobsRequest(), timeout=15.0)
     if args.json:
-        print(json.dumps({"jobs": got["jobs"]}, indent=2))
+        print(json.dumps({"jobs": [j.to_json() for j in got.jobs]}, indent=2))
         return 0
-    if not got["jobs"]:
-        print("no jobs yet: queue one with 'lanray-tui submit SCRIPT'")
+    if not got.jobs:
+        print(texts.NO_JOBS)
         return 0
     now = time.time()
     rows: list[tuple[str, ...]] = [
         ("ID", "NAME", "STATE", "PRIO", "AGE", "RUN TIME", "SUBMITTER", "MESSAGE")
     ]
-    for j in got["jobs"]:
+    for j in got.jobs:
         rows.append(
             (
-                j["id"],
-                j["name"],
-                j["state"],
-                str(j.get("priority", 0)),
-                _ago(j.get("created"), now),
+                j.id,
+                j.name,
+                j.state,
+                str(j.priority),
+                _ago(j.created, now),
                 _duration(j, now),
-                j.get("submitter", ""),
-                (j.get("message") or "")[:80],
+                j.submitter,
+                j.message[:80],
             )
         )
     _table(rows)
-    notes = []
-    if not got.get("cluster_ready", True):
-        notes.append("the cluster is not ready: queued jobs wait")
-    if got.get("scheduler_error"):
-        notes.append(f"scheduler: {got['scheduler_error']}")
-    for note in notes:
+    for note in texts.job_notes(got):
         print(f"note: {note}")
     return 0
 
 
 def logs(args: argparse.Namespace) -> int:
     final = _print_logs(args, args.job, follow=args.follow)
-    if (
-        args.follow
-        and final is not None
-        and final.get("state")
-        in (
-            "FAILED",
-            "CANCELLED",
-            "LOST",
-        )
-    ):
-        print(f"{PROG}: job {final['id']} {_ended_line(final)}", file=sys.stderr)
+    if args.follow and final is not None and final.state in ("FAILED", "CANCELLED", "LOST"):
+        print(f"{PROG}: job {final.id} {_ended_line(final)}", file=sys.stderr)
     return 0
 
 
 def cancel(args: argparse.Namespace) -> int:
-    got = _client(args).call("cancel", timeout=CANCEL_TIMEOUT_S, id=args.job)
-    if got.get("changed"):
-        print(f"cancelled {got['id']}")
-    else:
-        print(f"job {got['id']} already ended ({got['state']}): nothing to cancel")
+    from .core import texts
+    from .core.protocol import CancelRequest
+
+    got = _client(args).request(CancelRequest.of(id=args.job), timeout=CANCEL_TIMEOUT_S)
+    print(texts.cancelled(got))
     return 0
 
 
 def retry(args: argparse.Namespace) -> int:
-    got = _client(args).call("retry", timeout=15.0, id=args.job)
-    print(f"queued {got['id']} again (attempt {got['attempt']})")
+    from .core import texts
+    from .core.protocol import RetryRequest
+
+    got = _client(args).request(RetryRequest.of(id=args.job), timeout=15.0)
+    print(texts.retried(got))
     return 0
 
 

@@ -12,6 +12,7 @@ from textual.message import Message
 
 if TYPE_CHECKING:
     from .core.discovery import FoundHost
+    from .core.jobs import JobView
     from .core.models import AgentInfo, NodeInfo
     from .screens.session import Session
 
@@ -146,9 +147,7 @@ class LogStreamEnded(Message):
 class JobsPolled(Message):
     """One poll of the job queue (``jobs`` is None with ``error`` when it could not be read)."""
 
-    def __init__(
-        self, jobs: list[dict[str, Any]] | None, notes: list[str], error: str = ""
-    ) -> None:
+    def __init__(self, jobs: list[JobView] | None, notes: list[str], error: str = "") -> None:
         super().__init__()
         self.jobs = jobs
         self.notes = notes

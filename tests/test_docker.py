@@ -28,6 +28,7 @@ from lanray_tui.adapters.ray_process import RaySpec
 from lanray_tui.core import config, runtime
 from lanray_tui.core.control import ControlClient
 from lanray_tui.core.errors import LanrayError
+from lanray_tui.core.protocol import LogsRequest
 from tests.conftest import ROOT
 from tests.labkit import wait_for
 
@@ -354,12 +355,12 @@ def test_ray_log_streams_the_containers_new_lines(agents: dict[str, Agent]) -> N
     host = agents["host"]
     (cid,) = host.containers(running_only=True)
     got: list[str] = []
-    stream = ControlClient(host.socket).stream("logs", source="ray", lines=0, follow=True)
+    stream = ControlClient(host.socket).stream(LogsRequest(source="ray", lines=0, follow=True))
 
     def read() -> None:
         for item in stream:
-            got.append(item["line"])
-            if "marker-" in item["line"]:
+            got.append(item.line)
+            if "marker-" in item.line:
                 return
 
     reader = threading.Thread(target=read, daemon=True)

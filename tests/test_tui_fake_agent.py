@@ -1,17 +1,19 @@
 """A small agent stand-in for the TUI tests: a real Unix socket speaking the control protocol
-(one JSON line in; one JSON line out, or many for a stream ending with ``{"end": true}``).
+of :mod:`lanray_tui.core.protocol` (one JSON line in; one JSON line out, or many for a stream
+ending with ``{"end": true}``).
 
+It reads every request with ``protocol.parse_request`` and builds every reply from the
+protocol's reply classes, so a renamed op or field breaks it as it would break the agent.
 It answers ``info``, ``status``, ``code``, ``leave``, the job ops (``jobs``, ``job``,
 ``submit``, ``cancel``, ``retry``) and the node ops (``pause``, ``resume``, ``restart_ray``,
 ``stop_ray``), and streams ``logs`` and ``job_logs``; everything it was asked is recorded in
-``ops``. No Ray, no network: the socket lives in the test's
+``ops`` (each request's JSON). No Ray, no network: the socket lives in the test's
 XDG_RUNTIME_DIR, so ``Paths.from_env().socket`` finds it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import socketserver
@@ -21,31 +23,36 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lanray_tui.core.control import ControlClient
+import pytest
+
+from lanray_tui.core import protocol as p
+from lanray_tui.core.control import AgentError, ControlClient
+from lanray_tui.core.jobs import JobView
+from lanray_tui.core.models import AgentInfo
 from lanray_tui.core.paths import Paths, ensure_private_dir
 
 
 def dead_pid() -> int:
     """The PID of a process that has exited (what `leave` waits for)."""
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
 def agent_json(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "pid": 4242,
-        "version": "0.1.0",
-        "role": "host",
-        "state": "ready",
-        "detail": "",
-        "cluster_name": "testlab",
-        "cluster_id": "c0ffee",
-        "head_address": "10.9.0.1:6379",
-        "node_ip": "10.9.0.1",
-        "dashboard_url": "http://10.9.0.1:8265",
-        "ray_version": "2.60.0",
-    }
+    base = AgentInfo(
+        pid=4242,
+        version="0.1.0",
+        role="host",
+        state="ready",
+        detail="",
+        cluster_name="testlab",
+        cluster_id="c0ffee",
+        head_address="10.9.0.1:6379",
+        node_ip="10.9.0.1",
+        dashboard_url="http://10.9.0.1:8265",
+        ray_version="2.60.0",
+    ).to_json()
     base.update(changes)
     return base
 
@@ -63,17 +70,12 @@ def node_json(name: str, ip: str, role: str = "worker", state: str = "ALIVE") ->
     }
 
 
-JOB_OPS = frozenset({"jobs", "job", "submit", "cancel", "retry"})
 NODE_OPS = {
-    "pause": "paused",
-    "resume": "lending",
-    "restart_ray": "restarting",
-    "stop_ray": "stopped",
+    p.PauseRequest: "paused",
+    p.ResumeRequest: "lending",
+    p.RestartRayRequest: "restarting",
+    p.StopRayRequest: "stopped",
 }
-
-
-def _encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
 class FakeAgent:
@@ -143,48 +145,59 @@ class FakeAgent:
         line = rfile.readline()
         if not line:
             return
-        req = json.loads(line)
-        self.ops.append(req)
-        op = req.get("op")
         try:
-            if op in self.refuse:
-                wfile.write(_encode({"ok": False, "error": self.refuse[op]}))
-                wfile.flush()
-                return
-            if op == "logs":
+            req = p.parse_request(line)
+        except p.ProtocolError as exc:
+            self._send(wfile, p.error_line(str(exc)))
+            return
+        self.ops.append(req.to_json())
+        try:
+            if req.OP in self.refuse:
+                self._send(wfile, p.error_line(self.refuse[req.OP]))
+            elif isinstance(req, p.LogsRequest):
                 self._stream_logs(req, wfile)
-                return
-            if op == "job_logs":
+            elif isinstance(req, p.JobLogsRequest):
                 self._stream_job_logs(req, wfile)
-                return
-            if op in JOB_OPS or op in NODE_OPS:
-                wfile.write(_encode(self._job_or_node_op(op, req)))
-                wfile.flush()
-                return
-            if op == "info":
-                if len(self.states) > 1:
-                    self.agent["state"] = self.states.pop(0)
-                elif self.states:
-                    self.agent["state"] = self.states[0]
-                reply: dict[str, Any] = {"ok": True, "result": self.agent}
-            elif op == "status":
-                reply = {
-                    "ok": True,
-                    "result": {"nodes": self.nodes, "agent": self.agent, "free": self.free},
-                }
-            elif op == "code" and self.code is not None:
-                reply = {"ok": True, "result": self.code}
-            elif op == "leave":
-                wfile.write(_encode({"ok": True, "result": {"pid": self.agent["pid"]}}))
-                wfile.flush()
+            elif isinstance(req, p.LeaveRequest):
+                self._send(wfile, p.ok_line(p.LeaveReply(pid=self.agent["pid"])))
                 threading.Thread(target=self.stop, daemon=True).start()
-                return
             else:
-                reply = {"ok": False, "error": "bad request"}
-            wfile.write(_encode(reply))
-            wfile.flush()
+                self._send(wfile, self._answer(req))
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    @staticmethod
+    def _send(wfile: Any, line: bytes) -> None:
+        wfile.write(line)
+        wfile.flush()
+
+    def _answer(self, req: p.Request[Any]) -> bytes:
+        """The one reply line to a request that is not a stream."""
+        if isinstance(req, p.InfoRequest):
+            if len(self.states) > 1:
+                self.agent["state"] = self.states.pop(0)
+            elif self.states:
+                self.agent["state"] = self.states[0]
+            return p.ok_line(AgentInfo.from_json(self.agent))
+        if isinstance(req, p.StatusRequest):
+            agent = AgentInfo.from_json(self.agent)
+            return p.ok_line(p.StatusReply(nodes=self.nodes, agent=agent, free=self.free))
+        if isinstance(req, p.CodeRequest) and self.code is not None:
+            return p.ok_line(
+                p.CodeReply(code=self.code["code"], expires_in=self.code["expires_in"])
+            )
+        if type(req) in NODE_OPS:
+            return p.ok_line(p.LendingReply(state=NODE_OPS[type(req)]))
+        if isinstance(req, p.JobsRequest):
+            return p.ok_line(p.JobsReply(jobs=[JobView.from_json(j) for j in self.jobs]))
+        if isinstance(req, p.SubmitRequest):
+            spec = req.spec
+            name = spec.name or " ".join(spec.command or [spec.script])
+            job = self.add_job(name, submitter=req.submitter)
+            return p.ok_line(JobView.from_json(job))
+        if isinstance(req, (p.JobRequest, p.CancelRequest, p.RetryRequest)):
+            return self._job_op(req)
+        return p.error_line(f"'{req.OP}' is not available here")
 
     def add_job(self, name: str, state: str = "QUEUED", **fields: Any) -> dict[str, Any]:
         job = {
@@ -208,58 +221,49 @@ class FakeAgent:
         self.jobs.append(job)
         return job
 
-    def _job(self, job_id: Any) -> dict[str, Any] | None:
+    def _job(self, job_id: str) -> dict[str, Any] | None:
         return next((j for j in self.jobs if j["id"] == job_id), None)
 
-    def _job_or_node_op(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
-        if op in NODE_OPS:
-            return {"ok": True, "result": {"state": NODE_OPS[op]}}
-        if op == "jobs":
-            return {"ok": True, "result": {"jobs": self.jobs, "cluster_ready": True}}
-        if op == "submit":
-            spec = req.get("spec") or {}
-            name = spec.get("name") or " ".join(spec.get("command") or [spec.get("script", "")])
-            return {"ok": True, "result": self.add_job(name, submitter=req.get("submitter", ""))}
-        job = self._job(req.get("id"))
+    def _job_op(self, req: p.JobRequest | p.CancelRequest | p.RetryRequest) -> bytes:
+        job = self._job(req.id)
         if job is None:
-            return {"ok": False, "error": f"no job '{req.get('id')}' (see 'lanray-tui jobs')"}
-        if op == "cancel":
+            return p.error_line(f"no job '{req.id}' (see 'lanray-tui jobs')")
+        if isinstance(req, p.CancelRequest):
             changed = job["state"] in ("QUEUED", "SUBMITTED", "RUNNING")
             if changed:
                 job["state"] = "CANCELLED"
-            return {"ok": True, "result": {**job, "changed": changed}}
-        if op == "retry":
+            return p.ok_line(p.CancelReply(job=JobView.from_json(job), changed=changed))
+        if isinstance(req, p.RetryRequest):
             job.update(state="QUEUED", attempt=job["attempt"] + 1)
-        return {"ok": True, "result": job}
+        return p.ok_line(JobView.from_json(job))
 
-    def _stream_job_logs(self, req: dict[str, Any], wfile: Any) -> None:
-        job = self._job(req.get("id"))
+    def _stream_job_logs(self, req: p.JobLogsRequest, wfile: Any) -> None:
+        job = self._job(req.id)
         if job is None:
-            wfile.write(_encode({"ok": False, "error": f"no job '{req.get('id')}'"}))
+            self._send(wfile, p.error_line(f"no job '{req.id}'"))
             return
         try:
-            for text in self.job_logs.get(job["id"], []):
-                wfile.write(_encode({"ok": True, "result": {"line": text}}))
-            wfile.write(_encode({"ok": True, "result": {"job": job}}))
-            wfile.write(_encode({"end": True}))
-            wfile.flush()
+            for text in self.job_logs.get(req.id, []):
+                wfile.write(p.ok_line(p.JobLogItem(line=text)))
+            wfile.write(p.ok_line(p.JobLogItem(job=JobView.from_json(job))))
+            self._send(wfile, p.END_LINE)
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass
 
-    def _stream_logs(self, req: dict[str, Any], wfile: Any) -> None:
-        source = req.get("source", "ray")
+    def _stream_logs(self, req: p.LogsRequest, wfile: Any) -> None:
+        source = req.source
         if source not in self.logs:
-            wfile.write(_encode({"ok": False, "error": f"no log source '{source}'"}))
+            self._send(wfile, p.error_line(f"no log source '{source}'"))
             return
-        backlog = int(req.get("lines", 200))
+        backlog = req.lines
         with self._cond:
             sent = len(self.logs[source])
             first = self.logs[source][max(0, sent - backlog) :] if backlog > 0 else []
         try:
             for text in first:
-                wfile.write(_encode({"ok": True, "result": {"line": text}}))
+                wfile.write(p.ok_line(p.LogLine(text)))
             wfile.flush()
-            while req.get("follow"):
+            while req.follow:
                 with self._cond:
                     while not self._stopping and len(self.logs[source]) == sent:
                         self._cond.wait(0.5)
@@ -268,10 +272,9 @@ class FakeAgent:
                     new = self.logs[source][sent:]
                     sent = len(self.logs[source])
                 for text in new:
-                    wfile.write(_encode({"ok": True, "result": {"line": text}}))
+                    wfile.write(p.ok_line(p.LogLine(text)))
                 wfile.flush()
-            wfile.write(_encode({"end": True}))
-            wfile.flush()
+            self._send(wfile, p.END_LINE)
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass
 
@@ -283,12 +286,26 @@ def test_fake_agent_answers_the_real_client(tmp_path: Path) -> None:
     fake = FakeAgent().start()
     try:
         client = ControlClient(fake.paths.socket, timeout=5.0)
-        assert client.call("info")["cluster_name"] == "testlab"
-        assert len(client.call("status")["nodes"]) == 3
-        lines = [item["line"] for item in client.stream("logs", source="ray", lines=1)]
+        assert client.info().cluster_name == "testlab"
+        assert len(client.request(p.StatusRequest()).nodes) == 3
+        lines = [item.line for item in client.stream(p.LogsRequest(source="ray", lines=1))]
         assert lines == ["ray line 2"]
-        assert client.call("code")["code"] == "7-tiger-canvas"
+        assert client.request(p.CodeRequest()).code == "7-tiger-canvas"
+        assert [o["op"] for o in fake.ops] == ["info", "status", "logs", "code"]
     finally:
         fake.stop()
     assert not fake.paths.socket.exists()
     assert socket.AF_UNIX  # the fake is a Unix socket, nothing else
+
+
+def test_fake_agent_refuses_what_the_agent_refuses() -> None:
+    fake = FakeAgent().start()
+    try:
+        client = ControlClient(fake.paths.socket, timeout=5.0)
+        with pytest.raises(AgentError, match="which job"):
+            client.request(p.JobRequest(id=""))
+        fake.code = None
+        with pytest.raises(AgentError, match="'code' is not available here"):
+            client.request(p.CodeRequest())
+    finally:
+        fake.stop()

@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.widgets import DirectoryTree, Input, OptionList, Static
 
 from lanray_tui.app import LanrayApp
 from lanray_tui.core import metrics
+from lanray_tui.core.jobs import JobView
 from lanray_tui.screens.cluster import ClusterScreen
 from lanray_tui.screens.confirm import ConfirmScreen
 from lanray_tui.screens.job_details import JobDetailsScreen, metrics_text
@@ -245,7 +247,10 @@ def test_metrics_are_read_strictly_from_marked_lines() -> None:
 
 
 def test_elapsed_time_of_each_state() -> None:
-    assert elapsed({"state": "RUNNING", "started": 10.0}, now=25.0) == "15s"
-    assert elapsed({"state": "FAILED", "started": 10.0, "ended": 3700.0}, now=9e9) == "1h01m"
-    assert elapsed({"state": "QUEUED", "created": 0.0}, now=61.0) == "waiting 1m01s"
-    assert elapsed({"state": "CANCELLED"}, now=1.0) == "-"
+    def job(**fields: Any) -> JobView:
+        return JobView.from_json({"id": "j-1", **fields})
+
+    assert elapsed(job(state="RUNNING", started=10.0), now=25.0) == "15s"
+    assert elapsed(job(state="FAILED", started=10.0, ended=3700.0), now=9e9) == "1h01m"
+    assert elapsed(job(state="QUEUED", created=0.0), now=61.0) == "waiting 1m01s"
+    assert elapsed(job(state="CANCELLED"), now=1.0) == "-"

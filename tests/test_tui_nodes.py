@@ -10,6 +10,7 @@ import pytest
 from textual.widgets import Static, TabbedContent
 
 from lanray_tui.app import LanrayApp
+from lanray_tui.core.resources import GpuProcess, GpuSample, Reading, Sample
 from lanray_tui.core.sparkline import bar, downsample
 from lanray_tui.screens.cluster import ClusterScreen
 from lanray_tui.screens.confirm import ConfirmScreen
@@ -34,34 +35,51 @@ def loaded(fake: FakeAgent) -> None:
     head = fake.nodes[0]
     head["runtime"] = {"kind": "docker", "container": "lanray-head-1", "container_state": "running"}
     head["lending"] = {"state": "lending", "reason": "lent to the cluster"}
-    head["resources"] = {
-        "cpu_pct": 80.0,
-        "owner_cpu_pct": 5.0,
-        "ray_cpu_pct": 75.0,
-        "load_1m": 1.5,
-        "mem_used": 2 * GIB,
-        "mem_total": 8 * GIB,
-        "battery_pct": "no battery",
-        "plugged": None,
-        "cpu_temp_c": 55.0,
-        "gpus": [
-            {
-                "index": 0,
-                "name": "NVIDIA GeForce RTX 4070 Laptop GPU",
-                "util": 5.0,
-                "mem_used": 1 * GIB,
-                "mem_total": 4 * GIB,
-                "temp_c": 48,
-                "power_w": "not supported",
-                "procs": [
-                    {"pid": 77, "name": "ray::train", "mem": GIB, "ray": True, "kind": "compute"},
-                    {"pid": 88, "name": "game.exe", "mem": None, "ray": False, "kind": "graphics"},
-                ],
-                "procs_reason": "",
-            }
-        ],
-    }
-    fake.nodes[1]["resources"] = {"cpu_pct": 3.0, "gpus": [], "gpus_reason": "NVML: no driver"}
+    head["resources"] = Sample(
+        time=1.0,
+        cpu_count=8,
+        cpu_percent=80.0,
+        owner_cpu_percent=5.0,
+        owner_load=0.4,
+        ray_cpu_percent=75.0,
+        load_1m=1.5,
+        memory_used=2 * GIB,
+        memory_total=8 * GIB,
+        battery_percent=Reading.na("no battery"),
+        plugged=None,
+        cpu_temperature_c=Reading(55.0),
+        gpus=(
+            GpuSample(
+                index=0,
+                uuid="GPU-0",
+                name="NVIDIA GeForce RTX 4070 Laptop GPU",
+                utilization=Reading(5.0),
+                memory_used=Reading(1 * GIB),
+                memory_total=Reading(4 * GIB),
+                temperature_c=Reading(48),
+                power_w=Reading.na("not supported"),
+                processes=(
+                    GpuProcess(77, "ray::train", GIB, ray=True, kind="compute"),
+                    GpuProcess(88, "game.exe", None, ray=False, kind="graphics"),
+                ),
+            ),
+        ),
+    ).to_json()
+    fake.nodes[1]["resources"] = Sample(
+        time=1.0,
+        cpu_count=4,
+        cpu_percent=3.0,
+        owner_cpu_percent=1.0,
+        owner_load=0.0,
+        ray_cpu_percent=2.0,
+        load_1m=0.1,
+        memory_used=GIB,
+        memory_total=8 * GIB,
+        battery_percent=Reading.na("no battery"),
+        plugged=None,
+        cpu_temperature_c=Reading.na("no sensor"),
+        gpus_reason="NVML: no driver",
+    ).to_json()
 
 
 async def test_pause_restart_and_stop_keys_reach_the_agent(fake: FakeAgent) -> None:

@@ -12,21 +12,31 @@ import contextlib
 import hmac
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from .control import MAX_LINE, encode
 from .errors import LanrayError
-
-REMOTE_OPS = frozenset(
-    {"heartbeat", "status", "submit", "jobs", "job", "cancel", "retry", "job_logs"}
+from .protocol import (
+    FORWARDED_OPS,
+    MAX_LINE,
+    REMOTE_OPS,
+    HeartbeatRequest,
+    ProtocolError,
+    Request,
+    encode,
+    error_line,
+    parse_reply,
 )
-#: Operations a worker's agent forwards to the host instead of answering itself.
-FORWARDED_OPS = frozenset({"submit", "jobs", "job", "cancel", "retry", "job_logs"})
+
+__all__ = ["FORWARDED_OPS", "REMOTE_OPS", "HeartbeatBook", "ask", "authorized", "forward"]
+
+T = TypeVar("T")
 
 
-def authorized(req: dict[str, Any], token: str) -> bool:
-    given = req.get("auth")
+def authorized(req: Request[Any] | Mapping[str, Any], token: str) -> bool:
+    """Whether ``req`` carries the cluster token."""
+    given = req.auth if isinstance(req, Request) else req.get("auth")
     return isinstance(given, str) and hmac.compare_digest(given.encode(), token.encode())
 
 
@@ -43,11 +53,6 @@ class Beat:
     runtime: dict[str, Any] = field(default_factory=dict)
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    """A field of a heartbeat that should be an object (anything else counts as empty)."""
-    return dict(value) if isinstance(value, dict) else {}
-
-
 class HeartbeatBook:
     """Which workers beat recently: a node is UNREACHABLE after ``missed`` silent intervals,
     long before Ray itself declares it DEAD."""
@@ -57,18 +62,21 @@ class HeartbeatBook:
         self.missed = missed
         self.beats: dict[str, Beat] = {}
 
-    def record(self, req: dict[str, Any]) -> None:
-        ip = str(req.get("node_ip", ""))
+    def record(self, req: HeartbeatRequest | Mapping[str, Any]) -> None:
+        """Keep a worker's beat (a typed request, or its JSON: validated here)."""
+        if not isinstance(req, HeartbeatRequest):
+            req = HeartbeatRequest.from_json({**req, "op": HeartbeatRequest.OP})
+        ip = req.node_ip
         if not ip:
             raise LanrayError("heartbeat without node_ip")
         self.beats[ip] = Beat(
-            name=str(req.get("name", ip))[:64],
+            name=(req.name or ip)[:64],
             node_ip=ip,
             received=time.monotonic(),
-            state=str(req.get("state", "")),
-            lending=_dict(req.get("lending")),
-            resources=_dict(req.get("resources")),
-            runtime=_dict(req.get("runtime")),
+            state=req.state,
+            lending=dict(req.lending),
+            resources=dict(req.resources),
+            runtime=dict(req.runtime),
         )
 
     def link(self, ip: str, now: float | None = None) -> tuple[str, float | None]:
@@ -81,11 +89,13 @@ class HeartbeatBook:
         return ("UNREACHABLE" if age > limit else "UP"), round(age, 1)
 
 
-async def request(host: str, port: int, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def request(
+    host: str, port: int, req: Request[Any] | dict[str, Any], timeout: float
+) -> dict[str, Any]:
     """One request to a host's cluster API; returns the reply message (raises OSError)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     try:
-        writer.write(encode(req))
+        writer.write(encode(req.to_json() if isinstance(req, Request) else req))
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout)
     finally:
@@ -98,19 +108,35 @@ async def request(host: str, port: int, req: dict[str, Any], timeout: float) -> 
     return msg
 
 
+async def ask(host: str, port: int, req: Request[T], timeout: float) -> T:
+    """One request to a host's cluster API, its reply read into its class.
+
+    Raises OSError or asyncio.TimeoutError when the host cannot be reached, ProtocolError
+    for a bad reply and LanrayError with the host's one line when it refuses."""
+    msg = await request(host, port, req, timeout)
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"the host sent a bad reply to '{req.OP}'")
+    if not msg.get("ok"):
+        raise LanrayError(str(msg.get("error", "unknown error")))
+    reply: T = parse_reply(req.OP, msg.get("result"))
+    return reply
+
+
 async def forward(
-    host: str, port: int, req: dict[str, Any], writer: asyncio.StreamWriter, timeout: float
+    host: str,
+    port: int,
+    req: Request[Any] | dict[str, Any],
+    writer: asyncio.StreamWriter,
+    timeout: float,
 ) -> None:
     """Relay ``req`` to the host and every reply line back to ``writer`` (streams too)."""
     try:
         r, w = await asyncio.wait_for(asyncio.open_connection(host, port, limit=MAX_LINE), timeout)
     except (OSError, asyncio.TimeoutError) as exc:
-        writer.write(
-            encode({"ok": False, "error": f"cannot reach the host at {host}:{port}: {exc}"})
-        )
+        writer.write(error_line(f"cannot reach the host at {host}:{port}: {exc}"))
         return
     try:
-        w.write(encode(req))
+        w.write(encode(req.to_json() if isinstance(req, Request) else req))
         await w.drain()
         while line := await r.readline():
             writer.write(line)

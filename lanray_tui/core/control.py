@@ -1,9 +1,9 @@
 """The agent's local control API: newline-delimited JSON over a Unix socket (mode 0600).
 
-A request is one line ``{"op": NAME, ...}``; the reply is one line ``{"ok": true, "result":
-...}`` or ``{"ok": false, "error": "one line"}``. Streaming ops reply with many lines and end
-with ``{"end": true}``. Only this user can open the socket: the directory is 0700 and the
-socket 0600, so the token it can hand out stays with the owner of the node.
+The framing is in :mod:`.framing`; the requests, replies and ops in :mod:`.protocol`, which
+is imported on the first typed request: the first frame's ``info`` does not wait for it.
+Only this user can open the socket: the directory is 0700 and the socket 0600, so the token
+it can hand out stays with the owner of the node.
 """
 
 from __future__ import annotations
@@ -12,27 +12,39 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import LanrayError, NotRunningError
+from .framing import MAX_LINE, ProtocolError, encode
+from .models import PROTOCOL_VERSION, AgentInfo
 
-MAX_LINE = 1 << 20
+if TYPE_CHECKING:
+    from .protocol import Request
+
+__all__ = ["MAX_LINE", "AgentError", "ControlClient", "encode"]
+
+T = TypeVar("T")
+
+#: Ops a client sends before it knows the agent's protocol: ``info`` tells it, and ``leave``
+#: must stop an agent of any version (what the mismatch line tells the user to do).
+UNCHECKED_OPS = frozenset({"info", "leave"})
 
 
 class AgentError(LanrayError):
     """The agent answered with an error (its one line is the message)."""
 
 
-def encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-
-
 class ControlClient:
-    """Blocking client; the TUI calls it from thread workers, the CLI directly."""
+    """Blocking client; the TUI calls it from thread workers, the CLI directly.
+
+    The first request other than ``info`` and ``leave`` asks ``info`` first and refuses an
+    agent of another protocol version with one line that says what to do.
+    """
 
     def __init__(self, socket_path: Path, timeout: float = 10.0) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        self._checked = False
 
     def _connect(self, timeout: float | None) -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -50,10 +62,24 @@ class ControlClient:
             raise NotRunningError(f"cannot reach the agent at {self.socket_path}: {exc}") from None
         return s
 
-    def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
-        """Send one request and return its result, or raise :class:`AgentError`."""
+    def request(self, req: Request[T], timeout: float | None = None) -> T:
+        """Send one request and return its reply, or raise :class:`AgentError` with the
+        agent's one line (:class:`~.framing.ProtocolError` for a bad reply)."""
+        from .protocol import OPS, parse_reply
+
+        if OPS[req.OP].stream:
+            raise TypeError(f"'{req.OP}' is a stream: use stream()")
+        self._handshake(req.OP)
+        reply: T = parse_reply(req.OP, self._exchange(req.to_json(), timeout))
+        if isinstance(reply, AgentInfo) and not self._checked:
+            self._checked = reply.protocol == PROTOCOL_VERSION
+        return reply
+
+    def _exchange(self, doc: dict[str, Any], timeout: float | None) -> Any:
+        """Send one request line; the ``result`` of its one reply line."""
+        op = str(doc["op"])
         with self._connect(timeout or self.timeout) as s:
-            s.sendall(encode({"op": op, **args}))
+            s.sendall(encode(doc))
             reader = s.makefile("rb")
             try:
                 line = reader.readline(MAX_LINE)
@@ -61,27 +87,57 @@ class ControlClient:
                 raise AgentError(f"the agent did not answer '{op}' in time") from None
         return _result(line, op)
 
-    def stream(self, op: str, **args: Any) -> Iterator[Any]:
+    def stream(self, req: Request[T]) -> Iterator[T]:
         """Send one request and yield each streamed item until the agent ends the stream."""
+        from .protocol import OPS, parse_reply
+
+        if not OPS[req.OP].stream:
+            raise TypeError(f"'{req.OP}' is not a stream: use request()")
+        self._handshake(req.OP)
         with self._connect(None) as s:
-            s.sendall(encode({"op": op, **args}))
+            s.sendall(encode(req.to_json()))
             reader = s.makefile("rb")
             while True:
                 line = reader.readline(MAX_LINE)
                 if not line:
                     return
                 msg = json.loads(line)
-                if msg.get("end"):
+                if isinstance(msg, dict) and msg.get("end"):
                     return
-                yield _result(line, op)
+                item: T = parse_reply(req.OP, _result(line, req.OP))
+                yield item
+
+    def info(self, timeout: float | None = None) -> AgentInfo:
+        """This node's agent, whatever its protocol (see :attr:`AgentInfo.protocol`).
+
+        The same as ``request(InfoRequest())``, without loading the whole protocol: the
+        TUI's first frame waits for this answer."""
+        result = self._exchange({"op": "info"}, timeout)
+        try:
+            info = AgentInfo.from_json(result)
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolError("the agent sent a bad reply to 'info'") from None
+        if not self._checked:
+            self._checked = info.protocol == PROTOCOL_VERSION
+        return info
+
+    def _handshake(self, op: str) -> None:
+        from .protocol import check_version
+
+        if self._checked or op in UNCHECKED_OPS:
+            return
+        check_version(self.info(min(self.timeout, 5.0)))
+        self._checked = True
 
     def alive(self) -> bool:
         """True if an agent answers on the socket."""
         try:
-            self.call("info", timeout=2.0)
-            return True
+            self.info(timeout=2.0)
         except (NotRunningError, AgentError):
             return False
+        except ProtocolError:
+            pass  # it answered, in words this client does not read
+        return True
 
 
 def _result(line: bytes, op: str) -> Any:
@@ -91,6 +147,8 @@ def _result(line: bytes, op: str) -> Any:
         msg = json.loads(line)
     except ValueError:
         raise AgentError(f"the agent sent a bad reply to '{op}'") from None
+    if not isinstance(msg, dict):
+        raise AgentError(f"the agent sent a bad reply to '{op}'")
     if not msg.get("ok"):
         raise AgentError(str(msg.get("error", "unknown error")))
     return msg.get("result")

@@ -22,14 +22,14 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..adapters import ray_jobs
 from ..adapters.ray_jobs import RayJobInfo, RayJobNotFound, RayJobRejected, RayJobs, RayJobsError
-from .control import encode
+from . import protocol as p
 from .errors import LanrayError
 from .jobs import (
     ACTIVE,
@@ -52,8 +52,11 @@ from .jobs import (
 
 log = logging.getLogger("lanray.jobs")
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-StreamHandler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[None]]
+# A handler takes its typed request (or the request's JSON, read here with the protocol's
+# from_json) and returns the reply's JSON; a stream handler writes protocol lines.
+Handler = Callable[[Any], Awaitable[Any]]
+StreamHandler = Callable[[Any, asyncio.StreamWriter], Awaitable[None]]
+R = TypeVar("R", bound="p.Request[Any]")
 
 POLL_S = 0.5  # how often the scheduler looks at Ray
 FAST_POLL_S = 0.1  # ... while a job waits for Ray to start it
@@ -402,28 +405,30 @@ class JobService:
 
     # ----- control ops --------------------------------------------------------------------
 
-    async def _op_submit(self, req: dict[str, Any]) -> Any:
-        spec = JobSpec.from_json(req.get("spec"))
-        job = self.queue.add(spec, submitter=str(req.get("submitter") or ""))
+    async def _op_submit(self, req: p.SubmitRequest | Mapping[str, Any]) -> Any:
+        req = _typed(p.SubmitRequest, req)
+        spec = req.spec
+        job = self.queue.add(spec, submitter=req.submitter)
         log.info("job %s queued: %s (by %s)", job.id, spec.entrypoint(), job.submitter or "?")
         self.wake()
         if spec.working_dir.startswith("gcs://"):
             self._wake_archiver()  # keep a copy of its upload at once
-        return job.to_json()
+        return job.view().to_json()
 
-    async def _op_jobs(self, req: dict[str, Any]) -> Any:
-        return {
-            "jobs": [j.to_json() for j in self.queue.jobs()],
-            "max_running": self.max_running,
-            "cluster_ready": self._ready(),
-            "scheduler_error": self._last_error,
-        }
+    async def _op_jobs(self, req: p.JobsRequest | Mapping[str, Any]) -> Any:
+        _typed(p.JobsRequest, req)
+        return p.JobsReply(
+            jobs=[j.view() for j in self.queue.jobs()],
+            max_running=self.max_running,
+            cluster_ready=self._ready(),
+            scheduler_error=self._last_error,
+        ).to_json()
 
-    async def _op_job(self, req: dict[str, Any]) -> Any:
-        return self.queue.get(_job_id(req)).to_json(detail=True)
+    async def _op_job(self, req: p.JobRequest | Mapping[str, Any]) -> Any:
+        return self.queue.get(_typed(p.JobRequest, req).id).view(detail=True).to_json()
 
-    async def _op_retry(self, req: dict[str, Any]) -> Any:
-        job = self.queue.get(_job_id(req))
+    async def _op_retry(self, req: p.RetryRequest | Mapping[str, Any]) -> Any:
+        job = self.queue.get(_typed(p.RetryRequest, req).id)
         if job.state not in RETRYABLE:
             raise JobError(
                 f"job {job.id} is {job.state}: only failed, lost or cancelled jobs can be retried"
@@ -439,7 +444,7 @@ class JobService:
         job = self.queue.retry(job.id)
         log.info("job %s queued again (attempt %d)", job.id, job.attempt)
         self.wake()
-        return job.to_json()
+        return job.view().to_json()
 
     def _package_available(self, uri: str) -> bool:
         if not _is_package_uri(uri):
@@ -451,25 +456,25 @@ class JobService:
         except RayJobsError:
             return True  # cannot tell now: the scheduler decides when it runs the job
 
-    async def _op_cancel(self, req: dict[str, Any]) -> Any:
-        job = self.queue.get(_job_id(req))
+    async def _op_cancel(self, req: p.CancelRequest | Mapping[str, Any]) -> Any:
+        job = self.queue.get(_typed(p.CancelRequest, req).id)
         if job.state == QUEUED:
             moved = self.queue.transition(
                 job.id, [QUEUED], CANCELLED, ended=time.time(), message="cancelled while queued"
             )
             if moved is not None:
                 log.info("job %s cancelled while queued", job.id)
-                return {**moved.to_json(), "changed": True}
+                return p.CancelReply(moved.view(), changed=True).to_json()
             job = self.queue.get(job.id)
         if job.state in FINAL:
-            return {**job.to_json(), "changed": False}
+            return p.CancelReply(job.view(), changed=False).to_json()
         self._cancelling.add(job.id)
         try:
             done = await asyncio.to_thread(self._stop, job)
         finally:
             self._cancelling.discard(job.id)
         self.wake()
-        return {**done.to_json(), "changed": done.state == CANCELLED}
+        return p.CancelReply(done.view(), changed=done.state == CANCELLED).to_json()
 
     def _stop(self, job: Job) -> Job:
         """Stop a job in Ray and wait (a little) for Ray to confirm it."""
@@ -507,31 +512,33 @@ class JobService:
 
     # ----- the log stream -----------------------------------------------------------------
 
-    async def _stream_job_logs(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    async def _stream_job_logs(
+        self, req: p.JobLogsRequest | Mapping[str, Any], writer: asyncio.StreamWriter
+    ) -> None:
         """Stream a job's log: ``{"job": {...}}`` first and last (and on each state change),
         ``{"line": ...}`` per log line. With ``follow``, waits for a queued job to start and
         follows it until it ends; otherwise sends the log as it is now."""
         try:
-            await self._send_job_logs(req, writer)
+            await self._send_job_logs(_typed(p.JobLogsRequest, req), writer)
         except (ConnectionError, asyncio.CancelledError):
             raise
         except LanrayError as exc:
-            writer.write(encode({"ok": False, "error": str(exc)}))
+            writer.write(p.error_line(str(exc)))
             return
         except Exception as exc:
             log.exception("job_logs failed")
-            writer.write(encode({"ok": False, "error": f"job_logs failed: {exc}"}))
+            writer.write(p.error_line(f"job_logs failed: {exc}"))
             return
-        writer.write(encode({"end": True}))
+        writer.write(p.END_LINE)
 
-    async def _send_job_logs(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
-        job = self.queue.get(_job_id(req))
-        follow = bool(req.get("follow", False))
+    async def _send_job_logs(self, req: p.JobLogsRequest, writer: asyncio.StreamWriter) -> None:
+        job = self.queue.get(req.id)
+        follow = req.follow
 
-        def send(item: dict[str, Any]) -> None:
-            writer.write(encode({"ok": True, "result": item}))
+        def send(item: p.JobLogItem) -> None:
+            writer.write(p.ok_line(item))
 
-        send({"job": job.to_json()})
+        send(p.JobLogItem(job=job.view()))
         await writer.drain()
         # A queued job has no log yet: wait for Ray to take it.
         last_state, beat = job.state, time.monotonic()
@@ -539,7 +546,7 @@ class JobService:
             await asyncio.sleep(0.2)
             job = self.queue.get(job.id)
             if job.state != last_state or time.monotonic() - beat > 5:
-                send({"job": job.to_json()})
+                send(p.JobLogItem(job=job.view()))
                 await writer.drain()  # raises when the client went away
                 last_state, beat = job.state, time.monotonic()
         if follow and job.state in ACTIVE:
@@ -551,12 +558,12 @@ class JobService:
             except RayJobsError:
                 text = job.log_tail  # Ray lost it: the tail kept when it ended
             for line in text.splitlines():
-                send({"line": line})
-        send({"job": job.to_json()})
+                send(p.JobLogItem(line=line))
+        send(p.JobLogItem(job=job.view()))
         await writer.drain()
 
     async def _follow(
-        self, job: Job, send: Callable[[dict[str, Any]], None], writer: asyncio.StreamWriter
+        self, job: Job, send: Callable[[p.JobLogItem], None], writer: asyncio.StreamWriter
     ) -> None:
         """Pass on Ray's log tail until the job ends, each line once.
 
@@ -613,7 +620,7 @@ class JobService:
 class _LineSplitter:
     """Cuts a stream of text into lines for ``send``, counting the characters taken."""
 
-    def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, send: Callable[[p.JobLogItem], None]) -> None:
         self.send = send
         self.chars = 0
         self.partial = ""
@@ -622,11 +629,11 @@ class _LineSplitter:
         self.chars += len(text)
         *lines, self.partial = (self.partial + text).split("\n")
         for line in lines:
-            self.send({"line": line})
+            self.send(p.JobLogItem(line=line))
 
     def flush(self) -> None:
         if self.partial:
-            self.send({"line": self.partial})
+            self.send(p.JobLogItem(line=self.partial))
             self.partial = ""
 
 
@@ -654,8 +661,11 @@ def _is_package_uri(uri: str) -> bool:
     return True
 
 
-def _job_id(req: dict[str, Any]) -> str:
-    job_id = req.get("id")
-    if not isinstance(job_id, str) or not job_id.strip():
-        raise JobError("which job? (give its id, as 'lanray-tui jobs' lists them)")
-    return job_id.strip()
+def _typed(cls: type[R], req: R | Mapping[str, Any]) -> R:
+    """``req`` as its typed request: the agent passes one it parsed; the request's JSON (as
+    an agent that does not parse yet passes it) is read here with the same checks."""
+    if isinstance(req, cls):
+        return req
+    if not isinstance(req, Mapping):
+        raise p.ProtocolError(f"bad request: '{cls.OP}' must be a JSON object")
+    return cls.from_json({**req, "op": cls.OP})

@@ -204,30 +204,142 @@ class Job:
 
     def to_json(self, detail: bool = False) -> dict[str, Any]:
         """The job for the control API and ``jobs --json``; ``detail`` adds the log tail."""
-        out: dict[str, Any] = {
-            "id": self.id,
-            "name": self.spec.name,
-            "state": self.state,
-            "priority": self.spec.priority,
-            "entrypoint": self.spec.entrypoint(),
-            "working_dir": self.spec.working_dir,
-            "submitter": self.submitter,
-            "created": self.created,
-            "submitted": self.submitted,
-            "started": self.started,
-            "ended": self.ended,
-            "exit_code": self.exit_code,
-            "message": self.message,
-            "ray_id": self.ray_id,
-            "attempt": self.attempt,
-            "num_cpus": self.spec.num_cpus,
-            "num_gpus": self.spec.num_gpus,
-            "node": self.node,
-        }
-        if detail:
+        return self.view(detail).to_json()
+
+    def view(self, detail: bool = False) -> JobView:
+        """The job as the faces see it; ``detail`` adds the spec and the log tail."""
+        return JobView(
+            id=self.id,
+            name=self.spec.name,
+            state=self.state,
+            priority=self.spec.priority,
+            entrypoint=self.spec.entrypoint(),
+            working_dir=self.spec.working_dir,
+            submitter=self.submitter,
+            created=self.created,
+            submitted=self.submitted,
+            started=self.started,
+            ended=self.ended,
+            exit_code=self.exit_code,
+            message=self.message,
+            ray_id=self.ray_id,
+            attempt=self.attempt,
+            num_cpus=self.spec.num_cpus,
+            num_gpus=self.spec.num_gpus,
+            node=self.node,
+            spec=self.spec if detail else None,
+            log_tail=self.log_tail if detail else None,
+        )
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One job as it crosses the control socket: what ``jobs``, ``job``, ``submit``,
+    ``retry`` and ``job_logs`` send, and the one reader every face uses for it."""
+
+    id: str
+    name: str
+    state: str
+    priority: int = 0
+    entrypoint: str = ""
+    working_dir: str = ""
+    submitter: str = ""
+    created: float | None = None
+    submitted: float | None = None
+    started: float | None = None  # when Ray first reported it RUNNING
+    ended: float | None = None
+    exit_code: int | None = None
+    message: str = ""
+    ray_id: str = ""
+    attempt: int = 1
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    node: str = ""
+    spec: JobSpec | None = None  # only in ``job``'s detailed answer
+    log_tail: str | None = None  # ditto
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f: getattr(self, f) for f in _VIEW_FIELDS}
+        if self.spec is not None:
             out["spec"] = self.spec.to_json()
+        if self.log_tail is not None:
             out["log_tail"] = self.log_tail
         return out
+
+    @classmethod
+    def from_json(cls, doc: Any) -> JobView:
+        """Read a job from the control API; raise :class:`JobError` if it is not one."""
+        if not isinstance(doc, Mapping):
+            raise JobError("a job must be a JSON object")
+        job_id, name, state = doc.get("id"), doc.get("name", ""), doc.get("state")
+        if not isinstance(job_id, str) or not isinstance(state, str):
+            raise JobError("a job needs a string 'id' and 'state'")
+        spec = doc.get("spec")
+        log_tail = doc.get("log_tail")
+        return cls(
+            id=job_id,
+            name=str(name or ""),
+            state=state,
+            priority=_whole(doc.get("priority"), 0),
+            entrypoint=str(doc.get("entrypoint") or ""),
+            working_dir=str(doc.get("working_dir") or ""),
+            submitter=str(doc.get("submitter") or ""),
+            created=_time(doc.get("created")),
+            submitted=_time(doc.get("submitted")),
+            started=_time(doc.get("started")),
+            ended=_time(doc.get("ended")),
+            exit_code=_whole(doc.get("exit_code"), None),
+            message=str(doc.get("message") or ""),
+            ray_id=str(doc.get("ray_id") or ""),
+            attempt=_whole(doc.get("attempt"), 1) or 1,
+            num_cpus=_time(doc.get("num_cpus")),
+            num_gpus=_time(doc.get("num_gpus")),
+            node=str(doc.get("node") or ""),
+            spec=JobSpec.from_json(spec) if spec is not None else None,
+            log_tail=str(log_tail) if log_tail is not None else None,
+        )
+
+    def run_time(self, now: float) -> float | None:
+        """Seconds it has run (or ran), once started."""
+        return max(0.0, (self.ended or now) - self.started) if self.started else None
+
+
+_VIEW_FIELDS = (
+    "id",
+    "name",
+    "state",
+    "priority",
+    "entrypoint",
+    "working_dir",
+    "submitter",
+    "created",
+    "submitted",
+    "started",
+    "ended",
+    "exit_code",
+    "message",
+    "ray_id",
+    "attempt",
+    "num_cpus",
+    "num_gpus",
+    "node",
+)
+
+
+def _time(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise JobError(f"a job's times and resources are numbers, not {type(value).__name__}")
+    return float(value)
+
+
+def _whole(value: Any, default: int | None) -> Any:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise JobError(f"a job's counts are whole numbers, not {type(value).__name__}")
+    return value
 
 
 _COLUMNS = (

@@ -22,6 +22,7 @@ from .errors import LanrayError, NotRunningError
 from .logfiles import tail
 from .models import AgentInfo
 from .paths import Paths, ensure_private_dir
+from .protocol import LeaveRequest, ProtocolError
 
 if TYPE_CHECKING:
     from .discovery import FoundHost
@@ -37,7 +38,7 @@ def client(paths: Paths) -> ControlClient:
 def running_agent(paths: Paths) -> AgentInfo | None:
     """This node's agent, if one answers."""
     try:
-        return AgentInfo.from_json(client(paths).call("info", timeout=3.0))
+        return client(paths).info(timeout=3.0)
     except NotRunningError:
         return None
 
@@ -129,8 +130,8 @@ def wait_ready(
     info: AgentInfo | None = None
     while time.monotonic() < deadline:
         try:
-            info = AgentInfo.from_json(ctl.call("info", timeout=3.0))
-        except (NotRunningError, AgentError):
+            info = ctl.info(timeout=3.0)
+        except (NotRunningError, AgentError, ProtocolError):
             info = None
         if info is not None:
             if info.state != last and progress is not None:
@@ -162,7 +163,7 @@ def leave(paths: Paths, timeout: float = 60.0) -> int:
     info = running_agent(paths)
     if info is None:
         raise NotRunningError("no lanray-tui agent runs on this node: nothing to leave")
-    client(paths).call("leave")
+    client(paths).request(LeaveRequest())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not system.pid_alive(info.pid) and not paths.socket.exists():

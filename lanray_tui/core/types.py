@@ -9,7 +9,7 @@ returns, and a Ray node as the dashboard adapter lists it. Their old homes
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 GIB = 1024**3
@@ -151,39 +151,9 @@ class NodeInfo:
     gpu_note: str = ""  # why there is no GPU figure ("NVML: no driver", ...)
     runtime: str = ""  # "native" | "docker running" | ...
     lending_reason: str = ""
-    resources: dict[str, Any] = field(default_factory=dict, compare=False)  # the raw sample
-
-    @classmethod
-    def from_status(cls, d: dict[str, Any]) -> NodeInfo:
-        """A row of ``status``: Ray's fields plus link, lending and resource figures."""
-        res = d.get("resources") or {}
-        cpu, used, total = res.get("cpu_pct"), res.get("mem_used"), res.get("mem_total")
-        gpus = [g for g in res.get("gpus") or [] if isinstance(g, dict)]
-        utils = [g["util"] for g in gpus if _is_num(g.get("util"))]
-        mem_used = [g["mem_used"] for g in gpus if _is_num(g.get("mem_used"))]
-        mem_total = [g["mem_total"] for g in gpus if _is_num(g.get("mem_total"))]
-        rt = d.get("runtime") or {}
-        runtime = str(rt.get("kind", ""))
-        if rt.get("container_state"):
-            runtime += f" {rt['container_state']}"
-        return cls(
-            **{k: d[k] for k in ("node_id", "ip", "name", "role", "state", "cpus", "gpus")},
-            memory_gb=d["memory_gb"],
-            link=str(d.get("link", "n/a")),
-            lending=str((d.get("lending") or {}).get("state", "")),
-            cpu_pct=float(cpu) if isinstance(cpu, (int, float)) else None,
-            mem_pct=100.0 * used / total
-            if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total
-            else None,
-            gpu_pct=sum(utils) / len(utils) if utils else None,
-            gpu_mem_pct=100.0 * sum(mem_used) / sum(mem_total)
-            if mem_total and len(mem_used) == len(mem_total) and sum(mem_total)
-            else None,
-            gpu_note=str(res.get("gpus_reason") or ""),
-            runtime=runtime,
-            lending_reason=str((d.get("lending") or {}).get("reason", "")),
-            resources=dict(res),
-        )
+    ray_restarts: int = 0  # earlier Ray nodes of this machine (restarts, rejoins)
+    # its last resource sample (a resources.Sample; read by models.node_from_status)
+    sample: Any = field(default=None, compare=False)
 
     @classmethod
     def from_ray(cls, row: dict[str, Any]) -> NodeInfo:
@@ -201,8 +171,6 @@ class NodeInfo:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sample"}
+        out["resources"] = self.sample.to_json() if self.sample is not None else {}
+        return out

@@ -13,15 +13,18 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.control import ControlClient
 from ..core.errors import LanrayError, NotRunningError
+from ..core.protocol import JobLogItem, LogLine, Request
 
 if TYPE_CHECKING:
     from textual.worker import Worker
 
     from ..widgets.log_pane import LogFeed
+
+T = TypeVar("T")
 
 
 class AgentLink(ControlClient):
@@ -49,15 +52,15 @@ class AgentLink(ControlClient):
         with self._lock:
             self._open = {s for s in self._open if s.fileno() != -1}
 
-    def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+    def _exchange(self, doc: dict[str, Any], timeout: float | None) -> Any:
         try:
-            return super().call(op, timeout, **args)
+            return super()._exchange(doc, timeout)
         finally:
             self._forget()
 
-    def stream(self, op: str, **args: Any) -> Iterator[Any]:
+    def stream(self, req: Request[T]) -> Iterator[T]:
         try:
-            yield from super().stream(op, **args)
+            yield from super().stream(req)
         finally:
             self._forget()
 
@@ -72,7 +75,7 @@ class AgentLink(ControlClient):
 
 
 def pump_lines(
-    items: Iterable[Any],
+    items: Iterable[LogLine | JobLogItem],
     feed: LogFeed,
     worker: Worker[Any],
     on_line: Callable[[str], None] | None = None,
@@ -86,9 +89,9 @@ def pump_lines(
         for item in items:
             if worker.is_cancelled:
                 return None
-            if isinstance(item, dict) and "line" not in item:
+            if item.line is None:
                 continue  # a stream's other items (a job's state, say)
-            line = str(item["line"]) if isinstance(item, dict) else str(item)
+            line = item.line
             feed.put(line)
             if on_line is not None:
                 on_line(line)

@@ -8,7 +8,8 @@ interrupts every call and stream in flight (see :mod:`.agent_link`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+import contextlib
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -20,6 +21,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from .. import messages
+from ..core import texts
 from ..widgets.header import CODE_NOT_AVAILABLE, ClusterHeader
 from ..widgets.job_table import JobTable
 from ..widgets.log_pane import LogPane
@@ -29,7 +31,9 @@ from .confirm import ConfirmScreen
 from .session import Session
 
 if TYPE_CHECKING:
+    from ..core.jobs import JobView
     from ..core.models import AgentInfo, NodeInfo
+    from ..core.protocol import LendingReply, Request
 
 POLL_INTERVAL_S = 1.0
 JOBS_POLL_S = 1.0
@@ -39,12 +43,6 @@ CODE_INTERVAL_S = 10.0
 LOG_BACKLOG = 200
 LOG_RETRY_S = 2.0
 LOG_SOURCES = ("ray", "agent")
-
-
-def _node(d: dict[str, Any]) -> NodeInfo:
-    from ..core.models import NodeInfo
-
-    return NodeInfo.from_status(d)
 
 
 class ClusterScreen(Screen[None]):
@@ -114,27 +112,23 @@ class ClusterScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="status")
     def _poll_status(self) -> None:
-        from ..core.control import AgentError
         from ..core.errors import LanrayError, NotRunningError
-        from ..core.models import AgentInfo
+        from ..core.protocol import StatusRequest
 
         try:
-            result = self.link.call("status", timeout=8.0)
-            nodes = [_node(n) for n in result["nodes"]]
-            agent = AgentInfo.from_json(result["agent"])
+            result = self.link.request(StatusRequest(), timeout=8.0)
+            nodes = result.node_infos()
         except NotRunningError as exc:
             self.post_message(messages.StatusPolled(None, None, messages.describe(exc), True))
             return
-        except (AgentError, KeyError, TypeError, ValueError) as exc:
+        except (LanrayError, KeyError, TypeError, ValueError) as exc:
             # Ray's dashboard may be down while the agent is up: still show the agent's state.
-            try:
-                agent = AgentInfo.from_json(self.link.call("info", timeout=3.0))
-            except (LanrayError, KeyError, TypeError):
-                agent = None
+            agent: AgentInfo | None = None
+            with contextlib.suppress(LanrayError):
+                agent = self.link.info(timeout=3.0)
             self.post_message(messages.StatusPolled(None, agent, messages.describe(exc)))
             return
-        free = result.get("free") if isinstance(result.get("free"), dict) else None
-        self.post_message(messages.StatusPolled(nodes, agent, free=free))
+        self.post_message(messages.StatusPolled(nodes, result.agent, free=result.free))
 
     def on_status_polled(self, message: messages.StatusPolled) -> None:
         self.polls += 1
@@ -185,20 +179,16 @@ class ClusterScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="jobs")
     def _poll_jobs(self) -> None:
+        from ..core import texts
         from ..core.errors import LanrayError
+        from ..core.protocol import JobsRequest
 
         try:
-            got = self.link.call("jobs", timeout=8.0)
-            jobs = list(got["jobs"])
-        except (LanrayError, KeyError, TypeError) as exc:
+            got = self.link.request(JobsRequest(), timeout=8.0)
+        except LanrayError as exc:
             self.post_message(messages.JobsPolled(None, [], messages.describe(exc)))
             return
-        notes = []
-        if not got.get("cluster_ready", True):
-            notes.append("the cluster is not ready: queued jobs wait")
-        if got.get("scheduler_error"):
-            notes.append(f"scheduler: {got['scheduler_error']}")
-        self.post_message(messages.JobsPolled(jobs, notes))
+        self.post_message(messages.JobsPolled(got.jobs, texts.job_notes(got)))
 
     def on_jobs_polled(self, message: messages.JobsPolled) -> None:
         note = self.query_one("#jobs-note", Static)
@@ -211,7 +201,7 @@ class ClusterScreen(Screen[None]):
             self.query_one(JobTable).update_jobs(message.jobs, names)
             counts: dict[str, int] = {}
             for job in message.jobs:
-                counts[job["state"]] = counts.get(job["state"], 0) + 1
+                counts[job.state] = counts.get(job.state, 0) + 1
             summary = ", ".join(f"{v} {k.lower()}" for k, v in counts.items()) or "no jobs yet"
             keys = "n new · c cancel · r retry · Enter details"
             note.update("; ".join([f"jobs: {summary}", *message.notes]) + f"   ({keys})")
@@ -232,7 +222,7 @@ class ClusterScreen(Screen[None]):
             self.notify(f"queued {job_id}", title="new job")
             self._poll_jobs()
 
-    def _selected_job(self, verb: str) -> dict[str, Any] | None:
+    def _selected_job(self, verb: str) -> JobView | None:
         job = self.query_one(JobTable).selected()
         if job is None:
             self.notify(f"no job to {verb}: select one in the jobs pane (4)", severity="warning")
@@ -242,18 +232,18 @@ class ClusterScreen(Screen[None]):
         job = self._selected_job("cancel")
         if job is None:
             return
-        question = f"Cancel job {job['id']} ({job.get('name', '')}, {job.get('state', '')})?"
+        question = f"Cancel job {job.id} ({job.name}, {job.state})?"
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._job_op("cancel", job["id"])
+                self._job_op("cancel", job.id)
 
         self.app.push_screen(ConfirmScreen(question, yes="Cancel job", no="Keep it"), answered)
 
     def action_retry_job(self) -> None:
         job = self._selected_job("retry")
         if job is not None:
-            self._job_op("retry", job["id"])
+            self._job_op("retry", job.id)
 
     def action_job_details(self) -> None:
         from .job_details import JobDetailsScreen
@@ -272,35 +262,42 @@ class ClusterScreen(Screen[None]):
     # ----- this node's Ray: lending, restart, stop ------------------------------------------
 
     def action_pause_resume(self) -> None:
+        from ..core.protocol import PauseRequest, ResumeRequest
+
         state = self.agent.lending.get("state", "")
         if state in ("paused", "stopped"):
-            self._node_op("resume", "lent to the cluster again")
+            self._node_op(ResumeRequest(), "lent to the cluster again")
         else:
-            self._node_op("pause", "paused: drained this node's Ray worker; p lends it again")
+            done = "paused: drained this node's Ray worker; p lends it again"
+            self._node_op(PauseRequest(), done)
 
     def action_restart_ray(self) -> None:
-        self._node_op("restart_ray", "restarting this node's Ray")
+        from ..core.protocol import RestartRayRequest
+
+        self._node_op(RestartRayRequest(), "restarting this node's Ray")
 
     def action_stop_start_ray(self) -> None:
+        from ..core.protocol import ResumeRequest, StopRayRequest
+
         if self.agent.lending.get("state") == "stopped":
-            self._node_op("resume", "starting this node's Ray again")
+            self._node_op(ResumeRequest(), "starting this node's Ray again")
             return
         what = "the head: the whole cluster stops" if self.agent.role == "host" else "Ray"
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._node_op("stop_ray", "stopped this node's Ray")
+                self._node_op(StopRayRequest(), "stopped this node's Ray")
 
         question = f"Stop this node's {what}?\nThe agent stays; S starts it again."
         self.app.push_screen(ConfirmScreen(question, yes="Stop"), answered)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="node-op")
-    def _node_op(self, op: str, done: str) -> None:
+    def _node_op(self, req: Request[LendingReply], done: str) -> None:
         from ..core.errors import LanrayError
 
         timeout = float(self.session.cfg["lending.drain_deadline_s"]) + 60
         try:
-            self.link.call(op, timeout=timeout)
+            self.link.request(req, timeout=timeout)
         except LanrayError as exc:
             self.post_message(messages.NodeActionDone(messages.describe(exc), False))
             return
@@ -315,14 +312,14 @@ class ClusterScreen(Screen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="code")
     def _fetch_code(self) -> None:
         from ..core.errors import LanrayError
+        from ..core.protocol import CodeRequest
 
         try:
-            got = self.link.call("code", timeout=5.0)
-            code, left = str(got["code"]), float(got.get("expires_in", 0))
-        except (LanrayError, KeyError, TypeError, ValueError):
+            got = self.link.request(CodeRequest(), timeout=5.0)
+        except LanrayError:
             self.post_message(messages.JoinCodeFetched("", 0, CODE_NOT_AVAILABLE))
             return
-        self.post_message(messages.JoinCodeFetched(code, left))
+        self.post_message(messages.JoinCodeFetched(got.code, float(got.expires_in)))
 
     def on_join_code_fetched(self, message: messages.JoinCodeFetched) -> None:
         self.query_one(ClusterHeader).set_code(message.code, message.expires_in, message.error)
@@ -337,8 +334,11 @@ class ClusterScreen(Screen[None]):
         feed = self.pane(source).feed
 
         def stream() -> None:
+            from ..core.protocol import LogsRequest
+
             worker = get_current_worker()
-            items = self.link.stream("logs", source=source, lines=backlog, follow=True)
+            req = LogsRequest(source=source, lines=backlog, follow=True)
+            items = self.link.stream(req)
             reason = pump_lines(items, feed, worker)
             if reason is not None:
                 self.post_message(messages.LogStreamEnded(source, reason))
@@ -438,7 +438,7 @@ class ClusterScreen(Screen[None]):
             self.query_one(ClusterHeader).set_problem(message.error)
             self.notify(message.error, title="leave failed", severity="error")
             return
-        self.notify(f"left the cluster; agent pid {message.pid} and its Ray have stopped")
+        self.notify(texts.left(message.pid))
         self.post_message(messages.ShowMenu())
 
     def commands(self) -> list[tuple[str, str, str]]:

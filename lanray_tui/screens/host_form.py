@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, RadioButton, RadioSet, Static
 
 from .. import messages
+from ..core import texts
 from ..widgets.steps import StepList
 from .session import Session
 
@@ -160,7 +161,7 @@ class HostFormScreen(Screen[None]):
         self.query_one("#host-form").add_class("-busy")
         for widget in self.query("Input, Button, RadioSet"):
             widget.disabled = True
-        steps.add("checking that no agent runs on this node")
+        steps.add(texts.CHECKING_NO_AGENT)
         self._start_host(extra, float(checked["ray.start_timeout_s"]) + 15)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="start")
@@ -172,7 +173,7 @@ class HostFormScreen(Screen[None]):
         try:
             lifecycle.refuse_if_running(paths)
             pid = lifecycle.spawn_agent(paths, "host", self.session.config_file, extra)
-            self.post_message(messages.StartProgress(f"agent started (pid {pid})"))
+            self.post_message(messages.StartProgress(texts.agent_started(pid)))
             info = lifecycle.wait_ready(paths, pid, timeout, self._progress)
         except LanrayError as exc:
             self.post_message(messages.StartFinished(None, messages.describe(exc)))

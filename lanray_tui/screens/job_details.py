@@ -8,7 +8,7 @@ and the screen draws one sparkline per series. The job's state is polled once a 
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -25,6 +25,10 @@ from ..widgets.job_table import elapsed
 from ..widgets.log_pane import LogPane
 from .session import Session
 
+if TYPE_CHECKING:
+    from ..core.control import ControlClient
+    from ..core.jobs import JobView
+
 POLL_S = 1.0
 SPARK_WIDTH = 40
 NO_METRICS = (
@@ -34,7 +38,7 @@ NO_METRICS = (
 
 
 class JobPolled(Message):
-    def __init__(self, job: dict[str, Any] | None, error: str = "") -> None:
+    def __init__(self, job: JobView | None, error: str = "") -> None:
         super().__init__()
         self.job = job
         self.error = error
@@ -58,25 +62,25 @@ class JobLogEnded(Message):
         self.reason = reason
 
 
-def summary_text(job: dict[str, Any], now: float) -> Text:
+def summary_text(job: JobView, now: float) -> Text:
     out = Text()
-    out.append(f"{job.get('name', '')} ", "bold")
-    out.append(f"{job['id']}  ")
-    out.append(str(job.get("state", "")), "bold reverse")
-    out.append(f"  attempt {job.get('attempt', 1)}  elapsed {elapsed(job, now)}\n")
-    out.append(f"runs: {job.get('entrypoint', '')}\n")
-    bits = [f"queued by {job.get('submitter') or '?'}"]
-    if job.get("node"):
-        bits.append(f"driver on {job['node']}")
-    if job.get("num_cpus") is not None:
-        bits.append(f"CPUs {job['num_cpus']:g}")
-    if job.get("num_gpus"):
-        bits.append(f"GPUs {job['num_gpus']:g}")
-    if job.get("exit_code") is not None:
-        bits.append(f"exit code {job['exit_code']}")
+    out.append(f"{job.name} ", "bold")
+    out.append(f"{job.id}  ")
+    out.append(job.state, "bold reverse")
+    out.append(f"  attempt {job.attempt}  elapsed {elapsed(job, now)}\n")
+    out.append(f"runs: {job.entrypoint}\n")
+    bits = [f"queued by {job.submitter or '?'}"]
+    if job.node:
+        bits.append(f"driver on {job.node}")
+    if job.num_cpus is not None:
+        bits.append(f"CPUs {job.num_cpus:g}")
+    if job.num_gpus:
+        bits.append(f"GPUs {job.num_gpus:g}")
+    if job.exit_code is not None:
+        bits.append(f"exit code {job.exit_code}")
     out.append("; ".join(bits))
-    if job.get("message"):
-        out.append(f"\n{job['message']}", "bold")
+    if job.message:
+        out.append(f"\n{job.message}", "bold")
     return out
 
 
@@ -103,7 +107,7 @@ class JobDetailsScreen(Screen[None]):
         Binding("r", "retry_job", "Retry job"),
     ]
 
-    def __init__(self, session: Session, job: dict[str, Any]) -> None:
+    def __init__(self, session: Session, job: JobView) -> None:
         from .agent_link import AgentLink
 
         super().__init__()
@@ -117,7 +121,7 @@ class JobDetailsScreen(Screen[None]):
         yield Static(summary_text(self.job, time.time()), id="job-summary")
         yield Static(metrics_text({}), id="job-metrics")
         save_dir = self.session.paths.state_dir / "saved-logs"
-        yield LogPane(f"job-{self.job['id']}", save_dir=save_dir, id="job-log")
+        yield LogPane(f"job-{self.job.id}", save_dir=save_dir, id="job-log")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -132,9 +136,10 @@ class JobDetailsScreen(Screen[None]):
     def _poll(self) -> None:
         from .. import messages
         from ..core.errors import LanrayError
+        from ..core.protocol import JobRequest
 
         try:
-            job = self.link.call("job", timeout=10.0, id=self.job["id"])
+            job = self.link.request(JobRequest(id=self.job.id), timeout=10.0)
         except LanrayError as exc:
             self.post_message(JobPolled(None, messages.describe(exc)))
             return
@@ -143,6 +148,7 @@ class JobDetailsScreen(Screen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="job-log")
     def _stream(self) -> None:
         from ..core import metrics
+        from ..core.protocol import JobLogsRequest
         from .agent_link import pump_lines
 
         worker = get_current_worker()
@@ -152,7 +158,7 @@ class JobDetailsScreen(Screen[None]):
             if reader.feed(line):
                 self.post_message(MetricsRead(reader.snapshot()))
 
-        items = self.link.stream("job_logs", id=self.job["id"], follow=True)
+        items = self.link.stream(JobLogsRequest(id=self.job.id, follow=True))
         reason = pump_lines(items, self.feed, worker, on_line, "the job has ended")
         if reason is not None:
             self.post_message(JobLogEnded(reason))
@@ -165,7 +171,7 @@ class JobDetailsScreen(Screen[None]):
             self.query_one("#job-summary", Static).update(summary_text(self.job, time.time()))
         elif message.error:
             self.query_one("#job-summary", Static).update(
-                Text(f"{self.job['id']}: {message.error}", "bold")
+                Text(f"{self.job.id}: {message.error}", "bold")
             )
         if self.is_attached:
             self._timer = self.set_timer(POLL_S, self._poll)
@@ -186,10 +192,10 @@ class JobDetailsScreen(Screen[None]):
         self.dismiss(None)
 
     def action_cancel_job(self) -> None:
-        self._job_op("cancel", str(self.job["id"]))
+        self._job_op("cancel", self.job.id)
 
     def action_retry_job(self) -> None:
-        self._job_op("retry", str(self.job["id"]))
+        self._job_op("retry", self.job.id)
 
     @work(thread=True, exclusive=False, exit_on_error=False, group="job-op")
     def _job_op(self, op: str, job_id: str) -> None:
@@ -199,17 +205,17 @@ class JobDetailsScreen(Screen[None]):
             self.app.call_from_thread(self._stream)  # the new attempt's log
 
 
-def job_op(link: Any, op: str, job_id: str) -> tuple[str, bool]:
+def job_op(link: ControlClient, op: str, job_id: str) -> tuple[str, bool]:
     """Cancel or retry a job through ``link``: (what happened, in one line; whether it did)."""
     from .. import messages
+    from ..core import texts
     from ..core.errors import LanrayError
+    from ..core.protocol import CancelRequest, RetryRequest
 
     try:
-        got = link.call(op, timeout=30.0, id=job_id)
+        if op == "retry":
+            return texts.retried(link.request(RetryRequest.of(id=job_id), timeout=30.0)), True
+        got = link.request(CancelRequest.of(id=job_id), timeout=30.0)
     except LanrayError as exc:
         return f"{op} {job_id}: {messages.describe(exc)}", False
-    if op == "retry":
-        return f"queued {got['id']} again (attempt {got['attempt']})", True
-    if got.get("changed"):
-        return f"cancelled {got['id']}", True
-    return f"job {got['id']} already ended ({got['state']}): nothing to cancel", False
+    return texts.cancelled(got), got.changed

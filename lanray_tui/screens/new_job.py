@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -23,6 +23,9 @@ from textual.widgets.option_list import Option
 from ..widgets.steps import StepList
 from .session import Session
 
+if TYPE_CHECKING:
+    from ..core.jobs import JobView
+
 PICK_FILE = "pick-file"
 OPTION_WIDTH = 62  # a sample job's row fits an 80-column terminal, on one line
 
@@ -34,7 +37,7 @@ def _one_row(text: str) -> str:
 class JobQueued(Message):
     """The job went into the queue (``job``), or why not (``error``, one line)."""
 
-    def __init__(self, job: dict[str, Any] | None, error: str = "") -> None:
+    def __init__(self, job: JobView | None, error: str = "") -> None:
         super().__init__()
         self.job = job
         self.error = error
@@ -199,11 +202,13 @@ class NewJobScreen(ModalScreen[str | None]):
     def _submit(self, sub: Any) -> None:
         from .. import messages
         from ..core.errors import LanrayError
+        from ..core.protocol import SubmitRequest
         from ..core.submit import build_spec, submitter
 
         try:
             spec = build_spec(self.session.paths, sub)
-            job = self.link.call("submit", timeout=30.0, spec=spec, submitter=submitter())
+            req = SubmitRequest.of(spec=spec, submitter=submitter())
+            job = self.link.request(req, timeout=30.0)
         except LanrayError as exc:
             self.post_message(JobQueued(None, messages.describe(exc)))
             return
@@ -219,7 +224,7 @@ class NewJobScreen(ModalScreen[str | None]):
             steps.finish(message.error)
             return
         steps.finish()
-        self.dismiss(str(message.job["id"]))
+        self.dismiss(message.job.id)
 
     def action_back(self) -> None:
         if self.busy:

@@ -8,7 +8,7 @@ no call of its own. Readings the node cannot give say "n/a" and why.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -30,6 +30,7 @@ from ..widgets.node_table import LEVEL_STYLE
 
 if TYPE_CHECKING:
     from ..core.models import NodeInfo
+    from ..core.resources import Reading
 
     Lookup = Callable[[], tuple[NodeInfo, tuple[History, History, History]] | None]
 
@@ -48,14 +49,18 @@ def _meter(label: str, pct: float | None, thresholds: tuple[float, float], tail:
     return out
 
 
-def _reading(value: Any, unit: str) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value:.0f} {unit}"
-    return f"n/a ({value})" if value else "n/a"
+def _reading(value: Reading, unit: str) -> str:
+    if value.value is not None:
+        return f"{value.value:.0f} {unit}"
+    return f"n/a ({value.reason})" if value.reason else "n/a"
+
+
+def _gib(used: float | None, total: float | None) -> str:
+    return f"{used / GIB:.1f} of {total / GIB:.1f} GiB" if used is not None and total else ""
 
 
 def details_text(node: NodeInfo, hist: tuple[History, History, History]) -> Text:
-    res = node.resources
+    res = node.sample
     cpu_h, mem_h, gpu_h = hist
     out = Text()
     out.append(f"{node.name}", "bold")
@@ -65,59 +70,44 @@ def details_text(node: NodeInfo, hist: tuple[History, History, History]) -> Text
     if node.lending_reason:
         out.append(f" ({node.lending_reason})")
     out.append("\n\n")
-    if not res:
+    if res is None:
         out.append("no readings from this node yet (its agent reports once a second)")
         return out
-    owner, ray = res.get("owner_cpu_pct"), res.get("ray_cpu_pct")
-    split = (
-        f"Ray {ray:.0f}%, owner {owner:.0f}%"
-        if isinstance(owner, (int, float)) and isinstance(ray, (int, float))
-        else ""
-    )
+    split = f"Ray {res.ray_cpu_percent:.0f}%, owner {res.owner_cpu_percent:.0f}%"
     out.append_text(_meter("CPU", node.cpu_pct, CPU_THRESHOLDS, split))
     out.append(f"\n{'':8}{sparkline(cpu_h.values(), 60)}  last 60 s\n")
-    used, total = res.get("mem_used"), res.get("mem_total")
-    mem_tail = (
-        f"{used / GIB:.1f} of {total / GIB:.1f} GiB"
-        if isinstance(used, (int, float)) and isinstance(total, (int, float))
-        else ""
-    )
+    mem_tail = _gib(res.memory_used, res.memory_total)
     out.append_text(_meter("Memory", node.mem_pct, MEMORY_UTILIZATION_THRESHOLDS, mem_tail))
     out.append(f"\n{'':8}{sparkline(mem_h.values(), 60)}  last 60 s\n")
-    gpus = [g for g in res.get("gpus") or [] if isinstance(g, dict)]
-    if not gpus:
-        out.append(f"GPU     none: {res.get('gpus_reason') or 'no NVIDIA GPU seen'}\n")
-    for g in gpus:
-        util = g.get("util")
-        pct = float(util) if isinstance(util, (int, float)) else None
-        out.append(f"\nGPU {g.get('index', '?')}   {g.get('name', '')}\n")
-        out.append_text(_meter("  util", pct, GPU_UTILIZATION_THRESHOLDS, "" if pct else str(util)))
-        mu, mt = g.get("mem_used"), g.get("mem_total")
-        if isinstance(mu, (int, float)) and isinstance(mt, (int, float)) and mt:
-            tail = f"{mu / GIB:.1f} of {mt / GIB:.1f} GiB"
+    if not res.gpus:
+        out.append(f"GPU     none: {res.gpus_reason or 'no NVIDIA GPU seen'}\n")
+    for g in res.gpus:
+        pct = g.utilization.value
+        out.append(f"\nGPU {g.index}   {g.name}\n")
+        tail = "" if pct is not None else g.utilization.reason
+        out.append_text(_meter("  util", pct, GPU_UTILIZATION_THRESHOLDS, tail))
+        mu, mt = g.memory_used.value, g.memory_total.value
+        if mu is not None and mt:
             out.append("\n").append_text(
-                _meter("  memory", 100.0 * mu / mt, MEMORY_UTILIZATION_THRESHOLDS, tail)
+                _meter("  memory", 100.0 * mu / mt, MEMORY_UTILIZATION_THRESHOLDS, _gib(mu, mt))
             )
-        temp, power = _reading(g.get("temp_c"), "°C"), _reading(g.get("power_w"), "W")
+        temp, power = _reading(g.temperature_c, "°C"), _reading(g.power_w, "W")
         out.append(f"\n  {temp}, {power}\n")
-        procs = [p for p in g.get("procs") or [] if isinstance(p, dict)]
-        for p in procs:
-            who = "Ray" if p.get("ray") else "owner"
-            mem = p.get("mem")
-            size = f"{mem / GIB:.1f} GiB" if isinstance(mem, (int, float)) else "n/a"
-            out.append(f"  {p.get('pid')} {p.get('name', '')} ({who}, {p.get('kind')}, {size})\n")
-        if not procs:
-            out.append(f"  processes: {g.get('procs_reason') or 'none'}\n")
-    if len(gpus) > 1:
+        for p in g.processes:
+            who = "Ray" if p.ray else "owner"
+            size = f"{p.memory / GIB:.1f} GiB" if p.memory is not None else "n/a"
+            out.append(f"  {p.pid} {p.name} ({who}, {p.kind}, {size})\n")
+        if not g.processes:
+            out.append(f"  processes: {g.processes_reason or 'none'}\n")
+    if len(res.gpus) > 1:
         out.append(f"{'GPUs':8}{sparkline(gpu_h.values(), 60)}  mean, last 60 s\n")
-    elif gpus:
+    elif res.gpus:
         out.append(f"{'':8}{sparkline(gpu_h.values(), 60)}  last 60 s\n")
-    battery, plugged = res.get("battery_pct"), res.get("plugged")
+    plugged = res.plugged
     power_src = "on AC" if plugged else "on battery" if plugged is False else "power: n/a"
-    out.append(f"\nbattery {_reading(battery, '%')}, {power_src}; ")
-    out.append(f"CPU temperature {_reading(res.get('cpu_temp_c'), '°C')}; ")
-    load = res.get("load_1m")
-    out.append(f"load {load:.2f}" if isinstance(load, (int, float)) else "load n/a")
+    out.append(f"\nbattery {_reading(res.battery_percent, '%')}, {power_src}; ")
+    out.append(f"CPU temperature {_reading(res.cpu_temperature_c, '°C')}; ")
+    out.append(f"load {res.load_1m:.2f}")
     return out
 
 

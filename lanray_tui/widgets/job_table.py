@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
+
+if TYPE_CHECKING:
+    from ..core.jobs import JobView
 
 COLUMNS = ("ID", "Name", "State", "Node", "Elapsed", "Submitter", "Message")
 STATE_STYLE = {
@@ -26,13 +29,13 @@ STATE_STYLE = {
 }
 
 
-def elapsed(job: Mapping[str, Any], now: float) -> str:
+def elapsed(job: JobView, now: float) -> str:
     """How long it has run (or ran); for a job still waiting, how long it has waited."""
-    start, end = job.get("started"), job.get("ended")
-    if start:
-        return _span((end or now) - start)
-    if job.get("state") == "QUEUED" and job.get("created") is not None:
-        return "waiting " + _span(now - job["created"])
+    run = job.run_time(now)
+    if run is not None:
+        return _span(run)
+    if job.state == "QUEUED" and job.created is not None:
+        return "waiting " + _span(now - job.created)
     return "-"
 
 
@@ -45,18 +48,9 @@ def _span(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-def job_row(job: Mapping[str, Any], node_names: Mapping[str, str], now: float) -> tuple[str, ...]:
-    node_ip = str(job.get("node") or "")
-    node = node_names.get(node_ip, node_ip) if node_ip else "-"
-    return (
-        str(job["id"]),
-        str(job.get("name", "")),
-        str(job.get("state", "")),
-        node,
-        elapsed(job, now),
-        str(job.get("submitter", "")),
-        str(job.get("message") or "")[:60],
-    )
+def job_row(job: JobView, node_names: Mapping[str, str], now: float) -> tuple[str, ...]:
+    node = node_names.get(job.node, job.node) if job.node else "-"
+    return (job.id, job.name, job.state, node, elapsed(job, now), job.submitter, job.message[:60])
 
 
 class JobTable(DataTable[Text]):
@@ -71,7 +65,7 @@ class JobTable(DataTable[Text]):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
-        self.jobs: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, JobView] = {}
         self._shown: list[tuple[str, tuple[str, ...]]] = []
 
     def on_mount(self) -> None:
@@ -80,13 +74,13 @@ class JobTable(DataTable[Text]):
 
     def update_jobs(
         self,
-        jobs: Sequence[Mapping[str, Any]],
+        jobs: Sequence[JobView],
         node_names: Mapping[str, str],
         now: float | None = None,
     ) -> None:
         now = time.time() if now is None else now
-        self.jobs = {str(j["id"]): dict(j) for j in jobs}
-        shown = [(str(j["id"]), job_row(j, node_names, now)) for j in jobs]
+        self.jobs = {j.id: j for j in jobs}
+        shown = [(j.id, job_row(j, node_names, now)) for j in jobs]
         if shown == self._shown:
             return
         keep = self.selected_id()
@@ -103,6 +97,6 @@ class JobTable(DataTable[Text]):
             return None
         return str(self.ordered_rows[self.cursor_row].key.value)
 
-    def selected(self) -> dict[str, Any] | None:
+    def selected(self) -> JobView | None:
         job_id = self.selected_id()
         return self.jobs.get(job_id) if job_id is not None else None

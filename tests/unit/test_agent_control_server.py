@@ -18,8 +18,8 @@ from lanray_tui.core.errors import LanrayError
 TOKEN = "t" * 64
 
 
-async def echo(req: dict[str, Any]) -> Any:
-    return {"echo": req.get("x")}
+async def echo(req: Any) -> Any:
+    return {"echo": getattr(req, "x", None)}
 
 
 async def boom(req: dict[str, Any]) -> Any:
@@ -32,7 +32,7 @@ async def refuse(req: dict[str, Any]) -> Any:
 
 def server() -> ControlServer:
     s = ControlServer(lambda: TOKEN)
-    s.handlers.update(info=echo, status=echo, boom=boom, job=refuse)
+    s.handlers.update(info=echo, status=echo, token=boom, job=refuse)
     return s
 
 
@@ -81,19 +81,29 @@ async def test_every_malformed_shape_is_one_line_and_the_connection_stays(tmp_pa
     conn = await unix(tmp_path, server())
     for raw in MALFORMED:
         msg = await conn.ask(raw)
-        assert msg == {"ok": False, "error": "bad request"}, raw[:40]
-    assert await conn.ask(encode({"op": "info", "x": 1})) == {"ok": True, "result": {"echo": 1}}
+        assert msg["ok"] is False and "\n" not in msg["error"], raw[:40]
+        error = msg["error"]
+        assert error.startswith("bad request") or error.endswith("is not available here"), error
+    assert await conn.ask(encode({"op": "info"})) == {"ok": True, "result": {"echo": None}}
 
 
 async def test_handler_errors_are_one_line_replies(tmp_path: Path) -> None:
     conn = await unix(tmp_path, server())
-    assert await conn.ask(encode({"op": "boom"})) == {"ok": False, "error": "boom failed: kaput"}
-    assert await conn.ask(encode({"op": "job"})) == {"ok": False, "error": "no such job"}
+    assert await conn.ask(encode({"op": "token"})) == {"ok": False, "error": "token failed: kaput"}
+    assert await conn.ask(encode({"op": "job", "id": "j-1"})) == {
+        "ok": False,
+        "error": "no such job",
+    }
     assert await conn.ask(encode({"op": "nope"})) == {
         "ok": False,
         "error": "'nope' is not available here",
     }
     assert (await conn.ask(encode({"op": "info"})))["ok"]
+    bad = await conn.ask(encode({"op": "pause", "deadline_s": "soon"}))
+    assert bad == {
+        "ok": False,
+        "error": "'pause': 'deadline_s' must be a whole number, not a string",
+    }
 
 
 @pytest.mark.parametrize(
@@ -116,8 +126,8 @@ async def test_cluster_api_needs_the_token_and_serves_only_its_ops(
 
 async def test_cluster_api_answers_with_the_token(tmp_path: Path) -> None:
     conn = await unix(tmp_path, server(), remote=True)
-    msg = await conn.ask(encode({"op": "status", "auth": TOKEN, "x": 2}))
-    assert msg == {"ok": True, "result": {"echo": 2}}
+    msg = await conn.ask(encode({"op": "status", "auth": TOKEN}))
+    assert msg == {"ok": True, "result": {"echo": None}}
 
 
 async def test_a_worker_forwards_job_ops_with_the_token(tmp_path: Path) -> None:
@@ -141,8 +151,8 @@ async def test_a_worker_forwards_job_ops_with_the_token(tmp_path: Path) -> None:
 async def test_streams_end_the_connection_and_errors_are_one_line(tmp_path: Path) -> None:
     s = server()
 
-    async def stream(req: dict[str, Any], w: asyncio.StreamWriter) -> None:
-        if req.get("bad"):
+    async def stream(req: Any, w: asyncio.StreamWriter) -> None:
+        if req.source == "bad":
             raise LanrayError("no log source 'x'")
         for i in range(3):
             w.write(encode({"ok": True, "result": {"line": str(i)}}))
@@ -156,5 +166,5 @@ async def test_streams_end_the_connection_and_errors_are_one_line(tmp_path: Path
     path = str(tmp_path / "s2.sock")
     await asyncio.start_unix_server(s.serve_local, path)
     r, w = await asyncio.open_unix_connection(path)
-    w.write(encode({"op": "logs", "bad": True}))
+    w.write(encode({"op": "logs", "source": "bad"}))
     assert json.loads(await r.readline()) == {"ok": False, "error": "no log source 'x'"}

@@ -1,11 +1,12 @@
 """The control server: the agent's ops on its Unix socket (this user only) and, on the host,
 the cluster API on TCP for the cluster's own nodes.
 
-Requests are newline-delimited JSON (:mod:`..control`). A malformed request (not JSON, not an
-object, ``op`` not a name, nested too deep) gets one ``bad request`` line and the connection
-stays open for the next one; a handler never takes the agent down. Remote requests must carry
-the cluster token and name an op the cluster API serves; a worker forwards the job ops to the
-host.
+Requests are the typed requests of :mod:`..protocol`, one JSON line each. A malformed one
+(not JSON, not an object, ``op`` not a name, a field of the wrong type, nested too deep) gets
+one ``bad request`` line and the connection stays open for the next one; a handler never
+takes the agent down. Remote requests must carry the cluster token and name an op the
+cluster API serves (checked before anything else is read, so a stranger learns nothing from
+the validation); a worker forwards the job ops to the host.
 """
 
 from __future__ import annotations
@@ -17,36 +18,34 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..cluster_api import FORWARDED_OPS, REMOTE_OPS, authorized, forward
-from ..control import encode
+from .. import protocol as p
+from ..cluster_api import authorized, forward
 from ..errors import LanrayError
 
 log = logging.getLogger("lanray.agent")
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-StreamHandler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[None]]
+Handler = Callable[[Any], Awaitable[Any]]
+StreamHandler = Callable[[Any, asyncio.StreamWriter], Awaitable[None]]
 
 REMOTE_READ_TIMEOUT_S = 30.0
 FORWARD_TIMEOUT_S = 10.0
-BAD_REQUEST = "bad request"
 
 
-class BadRequest(ValueError):
-    pass
-
-
-def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
-    """``(op, request)`` from one line, or :class:`BadRequest`."""
+def _remote_allowed(line: bytes, token: str) -> bool:
+    """A cluster-API request names an op the cluster API serves and carries the token."""
     try:
-        req = json.loads(line)
+        doc = json.loads(line)
     except (ValueError, RecursionError):
-        raise BadRequest(BAD_REQUEST) from None
-    if not isinstance(req, dict):
-        raise BadRequest(BAD_REQUEST)
-    op = req.get("op")
-    if not isinstance(op, str) or not op or len(op) > 64:
-        raise BadRequest(BAD_REQUEST)
-    return op, req
+        return False
+    if not isinstance(doc, dict):
+        return False
+    op = doc.get("op")
+    return isinstance(op, str) and op in p.REMOTE_OPS and authorized(doc, token)
+
+
+def _json(result: Any) -> Any:
+    """A handler's result as JSON: a reply class of the protocol, or its JSON already."""
+    return result.to_json() if hasattr(result, "to_json") else result
 
 
 class ControlServer:
@@ -91,44 +90,46 @@ class ControlServer:
 
     async def handle(self, line: bytes, writer: asyncio.StreamWriter, remote: bool) -> bool:
         """Answer one request line; False when the connection is done (after a stream)."""
-        try:
-            op, req = parse_request(line)
-        except BadRequest:
-            writer.write(encode({"ok": False, "error": BAD_REQUEST}))
-            return True
-        if remote and not (op in REMOTE_OPS and authorized(req, self.token())):
-            writer.write(encode({"ok": False, "error": "not authorized"}))
+        if remote and not _remote_allowed(line, self.token()):
+            writer.write(p.error_line("not authorized"))
             return False
-        if not remote and self.forward_to is not None and op in FORWARDED_OPS:
+        try:
+            req = p.parse_request(line)
+        except p.ProtocolError as exc:
+            writer.write(p.error_line(str(exc)))
+            return True
+        op = req.OP
+        if not remote and self.forward_to is not None and op in p.FORWARDED_OPS:
             host, port = self.forward_to()
-            await forward(host, port, {**req, "auth": self.token()}, writer, FORWARD_TIMEOUT_S)
+            await forward(host, port, req.with_auth(self.token()), writer, FORWARD_TIMEOUT_S)
             return False
         if op in self.streams:
             await self.stream(op, req, writer)
             return False
-        writer.write(encode(await self.call(op, req)))
+        writer.write(await self.call(op, req))
         return True
 
-    async def call(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
-        """The reply message for one request (never raises)."""
+    async def call(self, op: str, req: Any) -> bytes:
+        """The reply line for one request (never raises)."""
         handler = self.handlers.get(op)
         if handler is None:
-            return {"ok": False, "error": f"'{op}' is not available here"}
+            return p.error_line(f"'{op}' is not available here")
         try:
-            return {"ok": True, "result": await handler(req)}
+            result = await handler(req)
+            return p.encode({"ok": True, "result": _json(result)})
         except LanrayError as exc:
-            return {"ok": False, "error": str(exc)}
+            return p.error_line(str(exc))
         except Exception as exc:  # one bad request must not take the agent down
             log.warning("control op %s failed: %s: %s", op, type(exc).__name__, exc)
-            return {"ok": False, "error": f"{op} failed: {exc}"}
+            return p.error_line(f"{op} failed: {exc}")
 
-    async def stream(self, op: str, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    async def stream(self, op: str, req: Any, writer: asyncio.StreamWriter) -> None:
         try:
             await self.streams[op](req, writer)
         except (ConnectionError, asyncio.CancelledError):
             raise
         except LanrayError as exc:
-            writer.write(encode({"ok": False, "error": str(exc)}))
+            writer.write(p.error_line(str(exc)))
         except Exception as exc:
             log.warning("control stream %s failed: %s: %s", op, type(exc).__name__, exc)
-            writer.write(encode({"ok": False, "error": f"{op} failed: {exc}"}))
+            writer.write(p.error_line(f"{op} failed: {exc}"))

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..cluster_api import HeartbeatBook
 from ..errors import LanrayError
+from ..protocol import HeartbeatReply, HeartbeatRequest
 from .state import Clock, NodeState
 
 log = logging.getLogger("lanray.agent")
@@ -70,8 +71,8 @@ class HeartbeatReceiver:
         self.node = node
         self.book = book
 
-    async def op_heartbeat(self, req: dict[str, Any]) -> Any:
+    async def op_heartbeat(self, req: HeartbeatRequest | dict[str, Any]) -> HeartbeatReply:
         if not self.node.is_host:
             raise LanrayError("heartbeats go to the host")
         self.book.record(req)
-        return {"ok": True}
+        return HeartbeatReply()

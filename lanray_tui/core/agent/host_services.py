@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...adapters import ray_process
+from .. import protocol as p
 from ..errors import LanrayError
 from ..models import GIB
 from .ray_link import RayView
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lanray.agent")
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-StreamHandler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[None]]
+Handler = Callable[[Any], Awaitable[Any]]
+StreamHandler = Callable[[Any, asyncio.StreamWriter], Awaitable[None]]
 
 SUMMARY_EVERY_S = 2.0
 
@@ -192,14 +193,14 @@ class HostServices:
 
     # ----- ops ----------------------------------------------------------------------------
 
-    async def op_code(self, req: dict[str, Any]) -> Any:
+    async def op_code(self, req: p.CodeRequest) -> p.CodeReply:
         """The live join code; ``open``, ``uses``/``minutes`` and ``close`` act on pairing."""
         from ..joincode import CodeRequest
 
         if self.codes is None:
             raise LanrayError("join codes are not available yet: the host is still starting")
-        self.codes.answer(CodeRequest.from_json(req))
-        return {**self.pairing_view(), "pairing": self.pairing is not None}
+        self.codes.answer(CodeRequest.from_json(req.to_json()))
+        return p.CodeReply.from_json({**self.pairing_view(), "pairing": self.pairing is not None})
 
     def pairing_view(self) -> dict[str, Any]:
         """The pairing part of ``code`` and ``status``: the live code and failed attempts."""
@@ -207,5 +208,5 @@ class HostServices:
             return self.pairing.summary()
         return self.codes.summary() if self.codes is not None else {}
 
-    async def op_token(self, req: dict[str, Any]) -> Any:
-        return self.node.creds.token
+    async def op_token(self, req: p.TokenRequest) -> p.TokenReply:
+        return p.TokenReply(self.node.creds.token)

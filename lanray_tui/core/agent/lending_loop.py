@@ -13,6 +13,7 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
+from .. import protocol as p
 from ..errors import LanrayError
 from ..lending import Decision
 from ..resources import InputIdle, Sample
@@ -132,50 +133,48 @@ class LendingLoop:
 
     # ----- ops ----------------------------------------------------------------------------
 
-    def _deadline(self, req: dict[str, Any]) -> int:
-        try:
-            return int(req.get("deadline_s", self.drain_deadline_s))
-        except (TypeError, ValueError):
-            raise LanrayError("deadline_s must be a whole number of seconds") from None
+    def _deadline(self, given: int | None) -> int:
+        return self.drain_deadline_s if given is None else given
 
-    async def op_pause(self, req: dict[str, Any]) -> Any:
+    async def op_pause(self, req: p.PauseRequest) -> p.LendingReply:
         """Withhold this machine: drain Ray, then stop the worker. ``resume`` lends it again."""
         if self.node.is_host:
             raise LanrayError("pausing the host is not available yet: only joined nodes pause")
         if not self.node.lent.is_set():
-            return {"state": "paused", "drained": False}
-        reason = str(req.get("reason") or "paused by hand")
-        deadline = self._deadline(req)
+            return p.LendingReply("paused", False)
+        reason = req.reason or "paused by hand"
+        deadline = self._deadline(req.deadline_s)
         self.node.manual = "paused"
         drained = await self.withhold("paused", reason, deadline)
-        return {"state": "paused", "drained": drained}
+        return p.LendingReply("paused", drained)
 
-    async def op_resume(self, req: dict[str, Any]) -> Any:
+    async def op_resume(self, req: p.ResumeRequest) -> p.LendingReply:
         if self.node.is_host and self.node.lent.is_set():
             raise LanrayError("only joined nodes pause and resume")
         self.node.manual = "auto"
         self.node.lending = {"state": "lending", "reason": "resumed by hand"}
         self.node.lent.set()
-        return {"state": "lending"}
+        return p.LendingReply("lending")
 
-    async def op_stop_ray(self, req: dict[str, Any]) -> Any:
+    async def op_stop_ray(self, req: p.StopRayRequest) -> p.LendingReply:
         """Stop this node's Ray (its container, under docker) and keep the agent until
         ``resume``. A joined node drains first, as on ``pause``; on the host the head goes
         down, and with it the cluster (queued jobs wait in the queue)."""
         node = self.node
         if not node.lent.is_set():
-            return {"state": node.lending.get("state", "stopped"), "drained": False}
+            return p.LendingReply(node.lending.get("state", "stopped"), False)
         node.manual = "paused"
         if not node.is_host:
-            drained = await self.withhold("stopped", "stopped by hand", self._deadline(req))
-            return {"state": "stopped", "drained": drained}
+            deadline = self._deadline(req.deadline_s)
+            drained = await self.withhold("stopped", "stopped by hand", deadline)
+            return p.LendingReply("stopped", drained)
         log.info("stopping the head by hand")
         node.lending = {"state": "stopped", "reason": "stopped by hand"}
         node.lent.clear()
         await asyncio.to_thread(self.supervisor.stop_ray)
-        return {"state": "stopped", "drained": False}
+        return p.LendingReply("stopped", False)
 
-    async def op_restart_ray(self, req: dict[str, Any]) -> Any:
+    async def op_restart_ray(self, req: p.RestartRayRequest) -> p.LendingReply:
         """Restart this node's Ray now (under docker: a fresh container)."""
         if not self.node.lent.is_set():
             raise LanrayError(
@@ -184,7 +183,7 @@ class LendingLoop:
             )
         log.info("restarting Ray by hand")
         await self.supervisor.restart_now("restarted by hand")
-        return {"state": "restarting"}
+        return p.LendingReply("restarting")
 
 
 def make_policy_parts(cfg: Any) -> tuple[Sampler, InputReader, Policy]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ... import __version__
 from .. import cluster_api, credentials, netinfo, runtime
+from .. import protocol as p
 from ..cluster_api import HeartbeatBook
 from ..config import Config
 from ..control import MAX_LINE
@@ -192,25 +193,20 @@ class Wiring:
     def _host_api(self) -> tuple[str, int]:
         return self.node.creds.head_address, int(self.cfg["cluster.api_port"])
 
-    async def _ask_host(self, req: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    async def _status_from_host(self) -> p.StatusReply | None:
         host, port = self._host_api()
-        with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError):
-            msg = await cluster_api.request(
-                host, port, {**req, "auth": self.node.creds.token}, timeout
-            )
-            return msg if isinstance(msg, dict) else None
+        req = p.StatusRequest(auth=self.node.creds.token)
+        with contextlib.suppress(OSError, asyncio.TimeoutError, LanrayError):
+            return await cluster_api.ask(host, port, req, STATUS_FROM_HOST_TIMEOUT_S)
         return None
 
-    async def _status_from_host(self) -> dict[str, Any] | None:
-        msg = await self._ask_host({"op": "status"}, STATUS_FROM_HOST_TIMEOUT_S)
-        if msg is None or not msg.get("ok") or not isinstance(msg.get("result"), dict):
-            return None
-        result: dict[str, Any] = msg["result"]
-        return result if "nodes" in result else None
-
     async def _send_beat(self, beat: dict[str, Any], timeout: float) -> bool:
-        msg = await self._ask_host({"op": "heartbeat", **beat}, timeout)
-        return bool(msg and msg.get("ok"))
+        host, port = self._host_api()
+        req = p.HeartbeatRequest(**beat, auth=self.node.creds.token)
+        with contextlib.suppress(OSError, asyncio.TimeoutError, LanrayError):
+            await cluster_api.ask(host, port, req, timeout)
+            return True
+        return False
 
     def _beat(self) -> dict[str, Any]:
         n = self.node

@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ... import __version__
 from ...adapters import ray_process
+from .. import protocol as p
 from ..cluster_api import HeartbeatBook
-from ..control import encode
 from ..errors import LanrayError
 from ..models import AgentInfo, NodeInfo
 from .ray_link import RayView
@@ -25,7 +26,7 @@ LOG_SOURCES = ("ray", "agent")
 LOG_POLL_S = 0.2
 
 #: Asks the host's cluster API for its status view (a worker); None when it can't.
-AskHost = Callable[[], Awaitable[dict[str, Any] | None]]
+AskHost = Callable[[], Awaitable[p.StatusReply | None]]
 
 
 class NodeOps:
@@ -69,28 +70,24 @@ class NodeOps:
             lending=dict(n.lending),
         )
 
-    async def op_info(self, req: dict[str, Any]) -> Any:
+    async def op_info(self, req: p.InfoRequest) -> AgentInfo:
         if self.node.state is AgentState.FAILED:
             self.node.failure_told.set()
-        return self.info().to_json()
+        return self.info()
 
-    async def op_status(self, req: dict[str, Any]) -> Any:
-        if self.ask_host is not None and not req.get("auth"):
+    async def op_status(self, req: p.StatusRequest) -> p.StatusReply:
+        if self.ask_host is not None and not req.auth:
             # the host knows the links and lending of every node: ask it, else Ray alone
-            result = await self.ask_host()
-            if result is not None:
-                return {
-                    "nodes": result["nodes"],
-                    "agent": self.info().to_json(),
-                    "free": result.get("free"),
-                }
+            host = await self.ask_host()
+            if host is not None:
+                return replace(host, agent=self.info())
         nodes = await asyncio.to_thread(self.ray.nodes)
-        return {
-            "nodes": [self.node_view(n, earlier) for n, earlier in fold(nodes)],
-            "agent": self.info().to_json(),
-            "free": self.free() if self.node.is_host else None,
-            **({"pairing": self.pairing()} if self.node.is_host else {}),
-        }
+        return p.StatusReply(
+            nodes=[self.node_view(n, earlier) for n, earlier in fold(nodes)],
+            agent=self.info(),
+            free=self.free() if self.node.is_host else None,
+            pairing=self.pairing() if self.node.is_host else None,
+        )
 
     def node_view(self, n: NodeInfo, earlier: int = 0) -> dict[str, Any]:
         """A machine's row: its current Ray node plus what the heartbeats say (its link,
@@ -124,27 +121,22 @@ class NodeOps:
         )
         return view
 
-    async def op_leave(self, req: dict[str, Any]) -> Any:
+    async def op_leave(self, req: p.LeaveRequest) -> p.LeaveReply:
         self.node.stop(StopCause.LEAVE)
-        return {"pid": os.getpid()}
+        return p.LeaveReply(pid=os.getpid())
 
-    async def stream_logs(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    async def stream_logs(self, req: p.LogsRequest, writer: asyncio.StreamWriter) -> None:
         """Stream a log of this node: ``{"ok": true, "result": {"line": ...}}`` per line.
 
         ``source`` is ``ray`` (what Ray printed) or ``agent``; ``lines`` says how many old
         lines to send first; with ``follow`` new lines keep coming until the client goes.
         """
-        source = req.get("source", "ray")
-        if not isinstance(source, str) or source not in self.logs:
-            raise LanrayError(f"no log source '{source}'")
-        try:
-            backlog = int(req.get("lines", 200))
-        except (TypeError, ValueError):
-            raise LanrayError("lines must be a whole number") from None
-        path, follow = self.logs[source], bool(req.get("follow", False))
+        if req.source not in self.logs:
+            raise LanrayError(f"no log source '{req.source}'")
+        path, follow, backlog = self.logs[req.source], req.follow, req.lines
 
         def send(raw: bytes) -> None:
-            writer.write(encode({"ok": True, "result": {"line": raw.decode(errors="replace")}}))
+            writer.write(p.ok_line(p.LogLine(raw.decode(errors="replace"))))
 
         pos = 0
         with contextlib.suppress(OSError):
@@ -167,7 +159,7 @@ class NodeOps:
             for raw in lines:
                 send(raw)
             await writer.drain()  # raises ConnectionError when the client went away
-        writer.write(encode({"end": True}))
+        writer.write(p.END_LINE)
 
 
 def fold(nodes: list[NodeInfo]) -> list[tuple[NodeInfo, int]]:
@@ -183,10 +175,10 @@ def fold(nodes: list[NodeInfo]) -> list[tuple[NodeInfo, int]]:
     return rows
 
 
-def host_only(what: str) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+def host_only(what: str) -> Callable[[Any], Awaitable[Any]]:
     """An op a worker refuses with one line (``token``, ``code``)."""
 
-    async def refuse(req: dict[str, Any]) -> Any:
+    async def refuse(req: Any) -> Any:
         raise LanrayError(what)
 
     return refuse
