@@ -11,7 +11,7 @@ right after a Tab went into the field focus was leaving, or into the list (lost)
 keys that move focus (Tab, Shift+Tab, Enter on the list) are priority bindings that move it
 while the app reads them, and the list gets focus while the form is built (never later, from
 a queued callback). Keys that arrive while the form is still being built reach the screen
-itself (nothing has focus yet); it replays them, in order, once the list has focus.
+itself (nothing has focus yet); it hands them back to the app, in order, once the list has it.
 """
 
 from __future__ import annotations
@@ -115,24 +115,25 @@ class NewJobScreen(ModalScreen[str | None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        # AUTO_FOCUS gave the list focus while the form was built; keys stamped before now
-        # were routed to the screen itself (nothing had focus): on_key replays them.
+        # AUTO_FOCUS gave the list focus while the form was built (unless the terminal had
+        # lost focus: then here, still before any key is handled). Keys stamped before now
+        # were routed to the screen itself (nothing had focus): on_key hands them back.
+        if self.focused is None:
+            self.set_focus(self.query_one("#job-choices", OptionList))
         self._built_at = time.monotonic()
 
     # ----- moving between fields ------------------------------------------------------------
 
     def on_key(self, event: events.Key) -> None:
-        """Replay, in order, a key that arrived while the form was being built."""
-        if event.time >= self._built_at or self.focused is None:
+        """A key read while the form was being built: hand it to the app again, now that
+        the list has focus, so that it goes where it would have gone (in the order read)."""
+        if event.time >= self._built_at:
             return
         event.stop()
         event.prevent_default()
-        if event.key == "tab":
-            self.focus_next()
-        elif event.key == "shift+tab":
-            self.focus_previous()
-        else:
-            self.focused.post_message(events.Key(event.key, event.character))
+        replay = events.Key(event.key, event.character)
+        replay.set_sender(self.app)  # as the terminal's keys are, so bindings see it
+        self.app.post_message(replay)
 
     def _built(self) -> None:
         if self._built_at == float("inf"):
