@@ -46,78 +46,34 @@ def wait_screen(session: str, *needles: str, timeout: float = 60) -> str:
     raise AssertionError(f"{session}: {needles} not on screen after {timeout} s:\n{text}")
 
 
-def press_until(session: str, key: str, needle: str, tries: int = 3) -> str:
-    """Press ``key`` until ``needle`` shows: a key that lands while the screen below is
-    still being swapped in is lost, and a person would press it again."""
-    for attempt in range(tries):
-        tmux("send-keys", "-t", session, key)
-        try:
-            return wait_screen(session, needle, timeout=5 if attempt < tries - 1 else 30)
-        except AssertionError:
-            if attempt == tries - 1:
-                raise
-    raise AssertionError("unreachable")
+def press(session: str, key: str, *needles: str, timeout: float = 60) -> str:
+    """Press ``key`` once and wait for ``needles`` to show."""
+    tmux("send-keys", "-t", session, key)
+    return wait_screen(session, *needles, timeout=timeout)
 
 
 def field_holding(text: str, typed: str) -> str | None:
-    """The label of the new-job form's field whose box shows ``typed`` (the label's line
-    is followed by the box's top border and then its text)."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
+    """The label of the new-job form's field that shows ``typed`` (a field is one line:
+    its label, then its text)."""
+    for line in text.splitlines():
         if typed in line:
-            for label in ("Script", "or a command", "Arguments", "Name"):
-                if any(label in above for above in lines[max(0, i - 2) : i]):
+            before = line[: line.index(typed)]
+            for label in ("Script", "Command", "Args", "Name"):
+                if label in before:
                     return label
     return None
 
 
-def type_into_command_field(session: str, command: str, seen: list[str]) -> bool:
-    """Type ``command`` where focus is, and see that it is the command field. On a loaded
-    machine keys can land before the form has focused its list: the text then shows in
-    another field or nowhere, and a person would clear it and move on to the right one.
-    Each try's screen goes into ``seen``."""
-    tmux("send-keys", "-t", session, "-l", command)
-    for _ in range(6):
-        try:
-            text = wait_screen(session, command, timeout=10)
-        except AssertionError as exc:
-            # The keys were lost (the list kept focus, where typing does nothing): on.
-            seen.append(str(exc))
-            tmux("send-keys", "-t", session, "Tab")
-            time.sleep(0.5)
-            tmux("send-keys", "-t", session, "-l", command)
-            continue
-        where = field_holding(text, command)
-        if where == "or a command":
-            return True
-        seen.append(f"in {where}:\n{text}")
-        tmux("send-keys", "-t", session, "C-a", "C-k")  # clear the field it went into
-        tmux("send-keys", "-t", session, "Tab" if where == "Script" else "BTab")
-        time.sleep(0.5)
-        tmux("send-keys", "-t", session, "-l", command)
-    return False
-
-
 def queue_command_from_form(session: str, command: str) -> None:
-    """Open the new-job form from the jobs pane, type ``command`` into its command field
-    and queue it. When the typing goes astray, close the form and start over."""
-    seen: list[str] = []
-    for _ in range(3):
-        press_until(session, "4", "jobs:")
-        press_until(session, "n", "Another script")
-        time.sleep(1)  # as a person would: the form has drawn and focused its list
-        tmux("send-keys", "-t", session, "Tab", "Tab")  # past the list, the script: the command
-        if type_into_command_field(session, command, seen):
-            tmux("send-keys", "-t", session, "C-s")
-            return
-        for _ in range(3):  # back out of the form (and of anything opened over it)
-            tmux("send-keys", "-t", session, "Escape")
-            time.sleep(1)
-            if "Another script" not in screen(session):
-                break
-    raise AssertionError(
-        f"{session}: {command!r} never went into the command field; the tries:\n" + "\n".join(seen)
-    )
+    """Open the new-job form from the jobs pane and, as soon as it shows, Tab past its list
+    and script field, type ``command`` once and queue it."""
+    press(session, "4", "jobs:")
+    press(session, "n", "Another script", "Name", "Queue")
+    tmux("send-keys", "-t", session, "Tab", "Tab")
+    tmux("send-keys", "-t", session, "-l", command)
+    text = wait_screen(session, command, timeout=30)
+    assert field_holding(text, command) == "Command", text
+    tmux("send-keys", "-t", session, "C-s")
 
 
 @pytest.fixture(scope="module")
@@ -136,16 +92,17 @@ def two(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         labmod.down("tx")
 
 
-def start_tui(node: Node, session: str) -> None:
+def start_tui(node: Node, session: str, size: tuple[int, int], term: str) -> None:
     from lanray_tui.core import lab as labmod
 
-    cmd = labmod.exec_argv(node.lab, node.name, LANRAY, env=node_env({"TERM": "xterm-256color"}))
-    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "32", shlex.join(cmd))
+    cmd = labmod.exec_argv(node.lab, node.name, LANRAY, env=node_env({"TERM": term}))
+    width, height = (str(n) for n in size)
+    tmux("new-session", "-d", "-s", session, "-x", width, "-y", height, shlex.join(cmd))
 
 
 def test_host_then_join_with_the_code_in_tmux(two: dict[str, Any]) -> None:
     n1, n2 = two["n1"], two["n2"]
-    start_tui(n1, "host")
+    start_tui(n1, "host", (100, 32), "xterm-256color")
     wait_screen("host", "Host a cluster", "Join a cluster")
     tmux("send-keys", "-t", "host", "h")
     wait_screen("host", "CPUs")
@@ -153,7 +110,7 @@ def test_host_then_join_with_the_code_in_tmux(two: dict[str, Any]) -> None:
     text = wait_screen("host", "Nodes", "Logs", "ALIVE", n1.address, timeout=120)
     assert "Jobs" in text
 
-    start_tui(n2, "join")
+    start_tui(n2, "join", (80, 24), "linux")  # the smallest screen, a Linux console
     wait_screen("join", "Host a cluster")
     tmux("send-keys", "-t", "join", "j")
     wait_screen("join", n1.address, timeout=30)
@@ -181,7 +138,7 @@ def test_a_job_queued_from_the_joined_tui_runs_on_the_host_queue(two: dict[str, 
     wait_screen("join", "queued j-", timeout=30)
     jobs = json.loads(n1.lanray("jobs", "--json", check=True).stdout)["jobs"]
     assert len(jobs) == 1 and jobs[0]["entrypoint"] == "python -c 'print(6 * 7)'"
-    press_until("host", "4", jobs[0]["id"])
+    press("host", "4", jobs[0]["id"])
     wait_screen("host", jobs[0]["id"], "SUCCEEDED", timeout=120)
     tmux("send-keys", "-t", "host", "Enter")  # details: its log
     wait_screen("host", "42", "exit code 0", timeout=60)

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import DirectoryTree, Input, OptionList, Static
+from textual import events
+from textual.pilot import Pilot
+from textual.widgets import Button, DirectoryTree, Input, OptionList, Static
 
 from lanray_tui.app import LanrayApp
 from lanray_tui.core import metrics
@@ -126,6 +128,81 @@ async def test_new_job_from_a_command_lands_in_the_queue(fake: FakeAgent) -> Non
         assert "queued j-0001" in notes(app)
         table = app.screen.query_one(JobTable)
         await wait_for(pilot, lambda: table.row_count == 1, "the new job in the pane")
+
+
+def burst(app: LanrayApp, *keys: str) -> None:
+    """Hand the app ``keys`` all at once, as a busy machine's terminal does: the app reads
+    each key before the ones before it have been handled."""
+    for key in keys:
+        if len(key) == 1:
+            app.post_message(events.Key("space" if key == " " else key, key))
+        else:
+            app.post_message(events.Key(key, None))
+
+
+# command, arguments, CPUs, (GPUs left empty), name, each typed once after its Tab; then submit
+TYPED_AHEAD = ("tab", "tab", *"echo", "tab", *"hi", "tab", *"0.5", "tab", "tab", *"answer")
+
+
+async def queued_as_typed(pilot: Pilot[int], fake: FakeAgent) -> None:
+    await wait_for(pilot, lambda: bool(fake.ops_named("submit")), "the job to be submitted")
+    spec = fake.ops_named("submit")[-1]["spec"]
+    assert spec["command"] == ["echo", "hi"]
+    assert spec["num_cpus"] == 0.5 and spec["name"] == "answer"
+
+
+async def test_keys_typed_right_after_the_form_opens_go_into_their_fields(
+    fake: FakeAgent,
+) -> None:
+    """A Tab used to move focus only once handled, so the text right behind it went into
+    the field it was leaving (or into the list, lost)."""
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=SIZE) as pilot:
+        await attached(pilot)
+        await pilot.press("4", "n")
+        await started(pilot, NewJobScreen)
+        burst(app, *TYPED_AHEAD, "ctrl+s")
+        await queued_as_typed(pilot, fake)
+
+
+async def test_keys_typed_while_the_form_is_built_go_into_their_fields(fake: FakeAgent) -> None:
+    """Keys read before the form has focused its list reach the screen: it replays them."""
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await attached(pilot)
+        screen.action_new_job()  # what "n" does; the keys come before the form is built
+        burst(app, *TYPED_AHEAD, "ctrl+s")
+        await queued_as_typed(pilot, fake)
+
+
+@pytest.mark.parametrize("submit", ["ctrl+s", "click"])
+async def test_new_job_fills_and_submits_at_80x24(fake: FakeAgent, submit: str) -> None:
+    """The whole form, its Name field and its Queue button included, works at 80x24."""
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await attached(pilot)
+        await pilot.press("4", "n")
+        await started(pilot, NewJobScreen)
+        form = app.screen.query_one("#new-job")
+        assert form.max_scroll_y == 0  # it fits: nothing to scroll to
+        name = app.screen.query_one("#job-name", Input)
+        button = app.screen.query_one("#job-submit", Button)
+        for widget in (name, button):  # on screen as it opens, not cut off
+            assert app.screen.region.contains_region(widget.region), widget
+            assert app.screen.get_widget_at(*widget.region.offset)[0] is widget
+        await pilot.press("tab", "tab", *"python -c 'print(42)'", "tab", "tab", *"0.5")
+        await pilot.press("tab", "tab", *"answer")
+        assert app.focused is name and name.value == "answer"
+        assert form.scroll_y == 0  # typing into Name moved nothing
+        if submit == "click":
+            assert await pilot.click("#job-submit")
+        else:
+            await pilot.press("ctrl+s")
+        await started(pilot, ClusterScreen)
+        spec = fake.ops_named("submit")[-1]["spec"]
+        assert spec["command"] == ["python", "-c", "print(42)"]
+        assert spec["num_cpus"] == 0.5 and spec["name"] == "answer"
+        assert "queued j-0001" in notes(app)
 
 
 @pytest.mark.parametrize(

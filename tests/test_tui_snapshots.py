@@ -17,6 +17,7 @@ from textual.app import App
 from lanray_tui.app import LanrayApp
 from lanray_tui.screens.host_form import HostFormScreen
 from lanray_tui.screens.menu import MenuScreen
+from lanray_tui.screens.new_job import NewJobScreen
 from tests.test_tui_app import quiet_lan, started, wait_for
 from tests.test_tui_cluster import attached
 from tests.test_tui_fake_agent import FakeAgent
@@ -72,5 +73,29 @@ async def test_snapshot_cluster() -> None:
                 pilot, lambda: "7-tiger" in screen_text(app), "the join code in the header"
             )
             check("cluster", screen_text(app))
+    finally:
+        fake.stop()
+
+
+async def test_snapshot_new_job_fits_80x24_under_term_linux(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole new-job form at 80x24 on a Linux console: the list, every field down to
+    Name, the Queue button, and the submit key in the footer."""
+    monkeypatch.setenv("TERM", "linux")
+    fake = FakeAgent()
+    fake.start()
+    try:
+        app = LanrayApp(watch=quiet_lan)
+        async with app.run_test(size=SIZE) as pilot:
+            await attached(pilot)
+            await pilot.press("4", "n")
+            await started(pilot, NewJobScreen)
+            text = screen_text(app)
+            for shown in ("New job", "Another script", "Script", "Command", "GPUs", "Name"):
+                assert shown in text, shown
+            assert "Queue (ctrl+s)" in text  # the button
+            assert text.splitlines()[-1].lstrip().startswith("esc Back  ^s Queue the job")
+            check("new_job", text)
     finally:
         fake.stop()

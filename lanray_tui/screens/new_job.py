@@ -3,21 +3,32 @@
 Submitting does what ``lanray-tui submit`` does (build the spec, upload the working dir
 from this node, hand it to the agent, which forwards it to the host's queue) in a thread
 worker. The screen dismisses with the queued job's id.
+
+Keys typed ahead go where the user meant, however loaded the machine. Textual picks a key's
+target (the focused widget) when the app reads the key, but an ordinary Tab binding moves
+focus only after the key has travelled through the widget queues up to the app: text typed
+right after a Tab went into the field focus was leaving, or into the list (lost). So here the
+keys that move focus (Tab, Shift+Tab, Enter on the list) are priority bindings that move it
+while the app reads them, and the list gets focus while the form is built (never later, from
+a queued callback). Keys that arrive while the form is still being built reach the screen
+itself (nothing has focus yet); it hands them back to the app, in order, once the list has it.
 """
 
 from __future__ import annotations
 
 import shlex
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Button, DirectoryTree, Input, Label, OptionList, Static
+from textual.widgets import Button, DirectoryTree, Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ..widgets.steps import StepList
@@ -47,19 +58,32 @@ class _Form(VerticalScroll, can_focus=False):
     """Scrolls on a small terminal; Tab goes from field to field, never to the form."""
 
 
+def _field(label: str, field: Input) -> Horizontal:
+    """One line: the label, then its one-line input."""
+    field.compact = True
+    return Horizontal(Label(label), field, classes="job-field")
+
+
 class NewJobScreen(ModalScreen[str | None]):
     """Dismisses with the new job's id, or None when the user backs out."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("ctrl+s", "submit", "Queue the job"),
+        # Priority: they move focus as the app reads the key, before it routes the next one.
+        Binding("tab", "next_field", "Next field", show=False, priority=True),
+        Binding("shift+tab", "previous_field", "Previous field", show=False, priority=True),
+        Binding("enter", "choose", "Choose", show=False, priority=True),
     ]
+    # The list has focus as soon as the form is built: set then, before any key reaches it.
+    AUTO_FOCUS = "#job-choices"
 
     def __init__(self, session: Session, link: Any) -> None:
         super().__init__()
         self.session = session
         self.link = link
         self.busy = False
+        self._built_at = float("inf")  # monotonic, as Textual stamps its events
 
     def compose(self) -> ComposeResult:
         from ..core.submit import sample_jobs
@@ -71,57 +95,95 @@ class NewJobScreen(ModalScreen[str | None]):
                 Option(_one_row(f"{Path(p).name}  {summary}"), id=p) for p, summary in samples
             ]
             options.append(Option("Another script… (file picker)", id=PICK_FILE))
-            yield OptionList(*options, id="job-choices")
+            yield OptionList(*options, id="job-choices", compact=True)
             if not samples:
                 yield Static("sample jobs: not available in this install", classes="hint")
             yield DirectoryTree(Path.cwd(), id="job-files", classes="-hidden")
-            with Vertical(classes="field"):
-                yield Label("Script (run with the cluster's Python, its folder uploaded)")
-                yield Input(id="job-script", placeholder="path/to/script.py")
-            with Vertical(classes="field"):
-                yield Label("…or a command (when no script is given)")
-                yield Input(id="job-command", placeholder="python -c 'print(1)'")
+            yield Static(
+                "A script runs with the cluster's Python, its folder uploaded.", classes="hint"
+            )
+            yield _field("Script", Input(id="job-script", placeholder="path/to/script.py"))
+            yield _field("Command", Input(id="job-command", placeholder="or: python -c 'print(1)'"))
             with Horizontal(id="job-row"):
-                with Vertical(classes="field"):
-                    yield Label("Arguments")
-                    yield Input(id="job-args", placeholder="--epochs 3")
-                with Vertical(classes="field"):
-                    yield Label("CPUs")
-                    yield Input(id="job-cpus", placeholder="Ray's default", type="number")
-                with Vertical(classes="field"):
-                    yield Label("GPUs")
-                    yield Input(id="job-gpus", placeholder="0", type="number")
-            with Vertical(classes="field"):
-                yield Label("Name")
-                yield Input(id="job-name", placeholder="the script's name", max_length=64)
+                yield _field("Args", Input(id="job-args", placeholder="--epochs 3"))
+                yield _field("CPUs", Input(id="job-cpus", placeholder="default", type="number"))
+                yield _field("GPUs", Input(id="job-gpus", placeholder="0", type="number"))
+            yield _field(
+                "Name", Input(id="job-name", placeholder="the script's name", max_length=64)
+            )
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Queue (ctrl+s)", id="job-submit", variant="primary")
-                yield Button("Back (esc)", id="job-back")
+                yield Button("Queue (ctrl+s)", id="job-submit", variant="primary", compact=True)
+                yield Button("Back (esc)", id="job-back", compact=True)
             yield StepList(id="job-steps")
+        yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#job-choices", OptionList).focus()
+        # AUTO_FOCUS gave the list focus while the form was built (unless the terminal had
+        # lost focus: then here, still before any key is handled). Keys stamped before now
+        # were routed to the screen itself (nothing had focus): on_key hands them back.
+        if self.focused is None:
+            self.set_focus(self.query_one("#job-choices", OptionList))
+        self._built_at = time.monotonic()
+
+    # ----- moving between fields ------------------------------------------------------------
+
+    def on_key(self, event: events.Key) -> None:
+        """A key read while the form was being built: hand it to the app again, now that
+        the list has focus, so that it goes where it would have gone (in the order read)."""
+        if event.time >= self._built_at:
+            return
+        event.stop()
+        event.prevent_default()
+        replay = events.Key(event.key, event.character)
+        replay.set_sender(self.app)  # as the terminal's keys are, so bindings see it
+        self.app.post_message(replay)
+
+    def _built(self) -> None:
+        if self._built_at == float("inf"):
+            raise SkipAction()  # still being built: the key goes to the screen, see on_key
+
+    def action_next_field(self) -> None:
+        self._built()
+        self.focus_next()
+
+    def action_previous_field(self) -> None:
+        self._built()
+        self.focus_previous()
+
+    def action_choose(self) -> None:
+        """Enter on the list: choose its highlighted row (other widgets get Enter as usual)."""
+        self._built()
+        choices = self.query_one("#job-choices", OptionList)
+        option = choices.highlighted_option
+        if self.focused is not choices or option is None or option.id is None:
+            raise SkipAction()
+        self._choose(option.id)
 
     # ----- choosing what to run -------------------------------------------------------------
 
     @on(OptionList.OptionSelected, "#job-choices")
     def _chosen(self, event: OptionList.OptionSelected) -> None:
+        """A click on the list (Enter is action_choose)."""
         event.stop()
+        if event.option.id is not None:
+            self._choose(event.option.id)
+
+    def _choose(self, choice: str) -> None:
         files = self.query_one("#job-files", DirectoryTree)
-        if event.option.id == PICK_FILE:
+        if choice == PICK_FILE:
             files.remove_class("-hidden")
-            files.focus()
+            self.set_focus(files)
             return
         files.add_class("-hidden")
-        self.query_one("#job-script", Input).value = str(event.option.id)
-        self.query_one("#job-args", Input).focus()
+        self.query_one("#job-script", Input).value = choice
+        self.set_focus(self.query_one("#job-args", Input))
 
     @on(DirectoryTree.FileSelected, "#job-files")
     def _file_picked(self, event: DirectoryTree.FileSelected) -> None:
         event.stop()
         self.query_one("#job-script", Input).value = str(event.path)
         self.query_one("#job-files").add_class("-hidden")
-        self.query_one("#job-args", Input).focus()
+        self.set_focus(self.query_one("#job-args", Input))
 
     # ----- reading the form -----------------------------------------------------------------
 
