@@ -320,11 +320,12 @@ def join_again(
     paths = cfg.paths()
     refuse_if_running(paths)
     creds = credentials.load(paths.credentials)
-    if creds is None or not creds.cluster_id:
-        raise LanrayError("join needs --code CODE (shown on the host) or --token TOKEN")
+    if creds is None or not creds.head_address:
+        raise LanrayError("join needs --code CODE (shown on the host) or a token (--token -)")
     if target and target not in (creds.head_address, creds.cluster_name):
         raise LanrayError(
-            f"this node only has credentials for '{creds.cluster_name}' at {creds.head_address}: "
+            f"this node only has credentials for '{creds.cluster_name or creds.head_address}' "
+            f"at {creds.head_address}: "
             "pass --code CODE to pair with another host"
         )
     return _start_worker(cfg, creds, progress, config_file, extra)
