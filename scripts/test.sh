@@ -28,4 +28,4 @@ echo "== mypy"
 echo "== import contracts"
 .venv/bin/lint-imports --no-cache
 echo "== pytest"
-exec .venv/bin/pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/pytest -q -p no:cacheprovider --durations=20 "$@"
