@@ -56,6 +56,15 @@ def process_started(pid: int) -> float | None:
         return None
 
 
+def rss_bytes(pids: set[int] | list[int]) -> int:
+    """The resident memory of ``pids`` together (those gone count 0)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            total += int(psutil.Process(pid).memory_info().rss)
+    return total
+
+
 def process_argv(pid: int) -> list[str]:
     try:
         return list(psutil.Process(pid).cmdline())

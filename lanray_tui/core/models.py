@@ -50,8 +50,14 @@ def node_from_status(d: dict[str, Any]) -> NodeInfo:
         runtime=runtime,
         lending_reason=str((d.get("lending") or {}).get("reason", "")),
         ray_restarts=int(d.get("ray_restarts") or 0),
+        agent_mb=_mb(rt.get("agent_mb")),
+        ray_mb=_mb(rt.get("ray_mb")),
         sample=sample,
     )
+
+
+def _mb(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def read_sample(doc: Any) -> Sample | None:

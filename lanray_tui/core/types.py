@@ -152,6 +152,8 @@ class NodeInfo:
     runtime: str = ""  # "native" | "docker running" | ...
     lending_reason: str = ""
     ray_restarts: int = 0  # earlier Ray nodes of this machine (restarts, rejoins)
+    agent_mb: float | None = None  # the lanray-tui agent's resident memory
+    ray_mb: float | None = None  # Ray's processes' resident memory (native runtime)
     # its last resource sample (a resources.Sample; read by models.node_from_status)
     sample: Any = field(default=None, compare=False)
 

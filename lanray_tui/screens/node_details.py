@@ -55,6 +55,10 @@ def _reading(value: Reading, unit: str) -> str:
     return f"n/a ({value.reason})" if value.reason else "n/a"
 
 
+def _mib(value: float | None) -> str:
+    return f"{value:.0f} MiB" if value is not None else "n/a"
+
+
 def _gib(used: float | None, total: float | None) -> str:
     return f"{used / GIB:.1f} of {total / GIB:.1f} GiB" if used is not None and total else ""
 
@@ -69,6 +73,11 @@ def details_text(node: NodeInfo, hist: tuple[History, History, History]) -> Text
     out.append(f"lending: {node.lending or 'n/a'}")
     if node.lending_reason:
         out.append(f" ({node.lending_reason})")
+    out.append(f"\nmemory: agent {_mib(node.agent_mb)}, Ray {_mib(node.ray_mb)}")
+    if node.ray_restarts:
+        out.append(
+            f"; Ray restarted {node.ray_restarts} time{'s' if node.ray_restarts > 1 else ''}"
+        )
     out.append("\n\n")
     if res is None:
         out.append("no readings from this node yet (its agent reports once a second)")

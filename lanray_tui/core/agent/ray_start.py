@@ -5,16 +5,20 @@ how Ray runs here for the nodes pane."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import time
 from typing import Any
 
-from ...adapters import ray_process
+from ...adapters import ray_process, system
 from .. import credentials, ray_record, runtime
 from ..config import Config
 from ..paths import Paths
 from .state import NodeState
 
 log = logging.getLogger("lanray.agent")
+
+MEMORY_EVERY_S = 5.0
 
 
 def ray_spec(
@@ -51,6 +55,7 @@ class RayStarter:
 
     def __init__(self, cfg: Config, paths: Paths, node: NodeState) -> None:
         self.cfg, self.paths, self.node = cfg, paths, node
+        self._memory: tuple[float, dict[str, float | None]] = (-1e9, {})
 
     @property
     def native(self) -> bool:
@@ -107,9 +112,22 @@ class RayStarter:
         """How Ray runs here, for the nodes pane: the runtime and, under docker, the
         container and whether it runs."""
         kind = str(self.cfg["runtime.kind"])
-        view: dict[str, Any] = {"kind": kind}
+        view: dict[str, Any] = {"kind": kind, **self.memory(ray.pid if running and ray else None)}
         if kind == "docker":
             view["container"] = str(getattr(ray, "name", "") or "")
             lent = self.node.lent.is_set()
             view["container_state"] = "running" if running else "none" if lent else "stopped"
         return view
+
+    def memory(self, ray_pid: int | None) -> dict[str, float | None]:
+        """The agent's and Ray's resident memory in MiB (Ray's: its process tree; None when
+        it does not run here or runs in a container), read at most every few seconds."""
+        at, last = self._memory
+        if time.monotonic() - at < MEMORY_EVERY_S and last:
+            return last
+        ray_mb = None
+        if ray_pid is not None and self.native:
+            ray_mb = round(system.rss_bytes(system.process_tree(ray_pid)) / 2**20, 1)
+        got = {"agent_mb": round(system.rss_bytes([os.getpid()]) / 2**20, 1), "ray_mb": ray_mb}
+        self._memory = (time.monotonic(), got)
+        return got
