@@ -125,11 +125,12 @@ class StatusPolled(Message):
 class JoinCodeFetched(Message):
     """The host's current join code (``code`` is empty with ``error`` when there is none)."""
 
-    def __init__(self, code: str, expires_in: float, error: str = "") -> None:
+    def __init__(self, code: str, expires_in: float, error: str = "", failures: str = "") -> None:
         super().__init__()
         self.code = code
         self.expires_in = expires_in
         self.error = error
+        self.failures = failures  # "3 failed pairing attempts from 10.0.0.9", or ""
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, JoinCodeFetched)

@@ -187,3 +187,24 @@ async def test_log_pane_is_in_the_ray_tab_by_default(fake: FakeAgent) -> None:
         screen = await attached(pilot)
         assert screen.query_one(TabbedContent).active == "tab-ray"
         assert isinstance(screen.pane("ray"), LogPane)
+
+
+def test_header_counts_nodes_by_state_and_names_failed_pairing() -> None:
+    from lanray_tui.core.models import AgentInfo, node_from_status
+    from lanray_tui.widgets.header import ClusterHeader
+    from tests.test_tui_fake_agent import agent_json
+
+    rows = [
+        node_json("alpha", "10.9.0.1", role="head"),
+        node_json("beta", "10.9.0.2", state="WITHHELD"),
+        node_json("gamma", "10.9.0.3", state="DEAD"),
+        node_json("delta", "10.9.0.4", state="WITHHELD"),
+    ]
+    header = ClusterHeader(AgentInfo.from_json(agent_json()))
+    header._redraw = lambda: None  # type: ignore[method-assign]  # not mounted: text() alone
+    header.set_nodes([node_from_status(r) for r in rows])
+    header.set_code("7-tiger-canvas", 300, failures="3 failed pairing attempts from 10.9.0.66")
+    text = header.text().plain
+    assert "1 node (+1 dead, 2 withheld)" in text
+    assert "join code 7-tiger-canvas" in text
+    assert "! 3 failed pairing attempts from 10.9.0.66" in text

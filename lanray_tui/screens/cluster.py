@@ -319,10 +319,17 @@ class ClusterScreen(Screen[None]):
         except LanrayError:
             self.post_message(messages.JoinCodeFetched("", 0, CODE_NOT_AVAILABLE))
             return
-        self.post_message(messages.JoinCodeFetched(got.code, float(got.expires_in)))
+        error = (
+            "" if got.code else f"pairing is {got.state or 'closed'}: 'lanray-tui code' opens it"
+        )
+        self.post_message(
+            messages.JoinCodeFetched(got.code, float(got.expires_in), error, got.pairing_summary)
+        )
 
     def on_join_code_fetched(self, message: messages.JoinCodeFetched) -> None:
-        self.query_one(ClusterHeader).set_code(message.code, message.expires_in, message.error)
+        self.query_one(ClusterHeader).set_code(
+            message.code, message.expires_in, message.error, message.failures
+        )
         delay = CODE_INTERVAL_S
         if message.code and 0 < message.expires_in < delay:
             delay = message.expires_in + 0.5

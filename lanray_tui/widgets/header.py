@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -29,6 +30,7 @@ class ClusterHeader(Static):
         super().__init__("", id=id)
         self.agent = agent
         self.nodes: list[NodeInfo] | None = None
+        self.failures = ""  # failed pairing attempts and their sources (host)
         self.free: dict[str, float] | None = None
         self.code = ""
         self.code_note = "join code: asking the agent…" if agent.role == "host" else ""
@@ -46,7 +48,8 @@ class ClusterHeader(Static):
         self.free = free
         self._redraw()
 
-    def set_code(self, code: str, expires_in: float, error: str = "") -> None:
+    def set_code(self, code: str, expires_in: float, error: str = "", failures: str = "") -> None:
+        self.failures = failures
         if code:
             self.code = code
             mins = max(0, int(expires_in)) // 60
@@ -81,10 +84,10 @@ class ClusterHeader(Static):
             out.append("nodes: asking the agent…", "dim")
         else:
             alive = [n for n in self.nodes if n.state == "ALIVE"]
-            dead = len(self.nodes) - len(alive)
             out.append(_plural(len(alive), "node"), "bold")
-            if dead:
-                out.append(f" (+{dead} dead)")
+            others = Counter(n.state.lower() for n in self.nodes if n.state != "ALIVE")
+            if others:
+                out.append(" (+" + ", ".join(f"{k} {s}" for s, k in sorted(others.items())) + ")")
             cpus = sum(n.cpus for n in alive)
             gpus = sum(n.gpus for n in alive)
             mem = sum(n.memory_gb for n in alive)
@@ -110,6 +113,9 @@ class ClusterHeader(Static):
                 out.append(f" {self.code_note}", "dim")
             else:
                 out.append(self.code_note, "dim")
+            if self.failures:
+                out.append("  ! ", "bold")
+                out.append(self.failures, "bold")
         return out
 
     def _redraw(self) -> None:
