@@ -15,6 +15,33 @@ LAB = os.environ.get("LANRAY_TEST_LAB", "t")
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (network and PID namespaces)")
 
 
+TIERS = {
+    "unit": "pure and loopback tests: no root, under a minute",
+    "tui": "the Textual app against a fake agent (e2e: the real one in a lab, in tmux)",
+    "lab": "real Ray clusters in network namespaces (needs root)",
+    "docker": "the docker runtime against a real dockerd (needs root)",
+    "samples": "the sample jobs' training code in real processes (needs torch)",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier, what in TIERS.items():
+        config.addinivalue_line("markers", f"{tier}: {what}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test is marked with its tier (its folder), so '-m unit' or '-m "not lab"' pick
+    tiers; a tier that needs root skips with the reason when not root."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        tier = next((t for t in TIERS if t in parts[-3:-1]), None)
+        if tier is None:
+            continue
+        item.add_marker(getattr(pytest.mark, tier))
+        if tier in ("lab", "docker") and not ROOT:
+            item.add_marker(pytest.mark.skip(reason=f"the {tier} tier needs root"))
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     home = tmp_path / "home"
@@ -56,7 +83,7 @@ def lab() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def nodes(lab: object) -> Iterator[dict[str, object]]:
     """n1 hosting and n2 joined by token, shared by every lab test that needs a cluster."""
-    from tests.labkit import Node
+    from tests.helpers.labkit import Node
 
     n1, n2, n3 = (Node(lab, n) for n in ("n1", "n2", "n3"))  # type: ignore[arg-type]
     n1.lanray("host", "--headless", "--detach", check=True, timeout=180)

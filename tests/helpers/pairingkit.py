@@ -125,7 +125,8 @@ def flood(port: int, attempts: int, concurrency: int) -> None:
     each a fresh SPAKE2 message from the wrong side, so that each costs the host its SPAKE2
     work and is then dropped. (A random element of the right side would count as a guess when
     it happens to be in the group: the host cannot tell it from a wrong code.) Run it in a
-    process of its own (``python -m tests.pairingkit PORT N C``), as an attacker would be."""
+    process of its own (``python -m tests.helpers.pairingkit PORT N C``), as an attacker
+    would be."""
 
     def one(i: int) -> None:
         payload = frame(FLOOD_HELLO) + frame(b"B" + os.urandom(32)) + frame(os.urandom(32))

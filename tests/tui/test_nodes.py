@@ -16,9 +16,8 @@ from lanray_tui.screens.cluster import ClusterScreen
 from lanray_tui.screens.confirm import ConfirmScreen
 from lanray_tui.screens.node_details import NodeDetailsScreen
 from lanray_tui.widgets.node_table import NodeTable
-from tests.test_tui_app import quiet_lan, started, wait_for
-from tests.test_tui_cluster import attached
-from tests.test_tui_fake_agent import FakeAgent
+from tests.helpers.fake_agent import FakeAgent
+from tests.helpers.tui import attached, quiet_lan, started, wait_for
 
 SIZE = (100, 30)
 GIB = 2**30

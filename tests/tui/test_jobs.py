@@ -27,12 +27,11 @@ from lanray_tui.screens.new_job import PICK_FILE, NewJobScreen
 from lanray_tui.widgets.job_table import JobTable, elapsed
 from lanray_tui.widgets.log_pane import LogPane
 from lanray_tui.widgets.steps import StepList
-from tests.test_tui_app import quiet_lan, started, wait_for
-from tests.test_tui_cluster import attached
-from tests.test_tui_fake_agent import FakeAgent
+from tests.helpers.fake_agent import FakeAgent
+from tests.helpers.tui import attached, quiet_lan, started, wait_for
 
 SIZE = (100, 30)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import pytest
 
 from lanray_tui.adapters.system import Interface
 from lanray_tui.core import config, credentials, netinfo
-from lanray_tui.core.agent import Agent
+from lanray_tui.core.agent.node import Agent, Wiring
 from lanray_tui.core.credentials import Credentials
 from lanray_tui.core.errors import LanrayError
 
@@ -72,8 +72,8 @@ def test_a_joining_agent_on_a_named_docker_network_is_not_refused(
     route_through(monkeypatch, BRIDGE)
     agent = Agent(cfg, "worker", paths)
     if joins:
-        agent._prepare()
-        assert agent.node_ip == BRIDGE.address  # until the container's own address replaces it
+        wiring = Wiring(agent)
+        assert wiring.node.node_ip == BRIDGE.address  # until the container's own address
     else:
         with pytest.raises(LanrayError, match="not a LAN interface"):
-            agent._prepare()
+            Wiring(agent)

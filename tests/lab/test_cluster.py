@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import needs_root
-from tests.labkit import LANRAY, Node, node_states, wait_for
+from tests.helpers.labkit import LANRAY, Node, node_states, wait_for
 
 pytestmark = needs_root
-DRIVER = Path(__file__).parent / "drivers" / "each_node.py"
+DRIVER = Path(__file__).resolve().parents[1] / "drivers" / "each_node.py"
 
 
 def test_two_nodes_alive(cluster: dict[str, Any]) -> None:

@@ -23,10 +23,9 @@ from lanray_tui.core.joincode import (
     describe_failures,
 )
 from lanray_tui.core.pairing import PairingError
+from tests.helpers.pairingkit import CREDS, FakeClock, pair_async, serving, wrong_code
 
-from .pairingkit import CREDS, FakeClock, pair_async, serving, wrong_code
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------------ the arithmetic
 
@@ -304,7 +303,14 @@ async def test_a_flood_does_not_delay_the_event_loop() -> None:
         ticker = asyncio.create_task(tick_delays(stop))
         started = time.monotonic()
         # 12 at a time: under every cap, so that each attempt costs the host SPAKE2 work.
-        argv = [sys.executable, "-m", "tests.pairingkit", str(service.port), str(FLOOD), "12"]
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.helpers.pairingkit",
+            str(service.port),
+            str(FLOOD),
+            "12",
+        ]
         proc = await asyncio.create_subprocess_exec(*argv, cwd=ROOT)
         assert await proc.wait() == 0
         took = time.monotonic() - started

@@ -18,11 +18,10 @@ from lanray_tui.app import LanrayApp
 from lanray_tui.screens.host_form import HostFormScreen
 from lanray_tui.screens.menu import MenuScreen
 from lanray_tui.screens.new_job import NewJobScreen
-from tests.test_tui_app import quiet_lan, started, wait_for
-from tests.test_tui_cluster import attached
-from tests.test_tui_fake_agent import FakeAgent
+from tests.helpers.fake_agent import FakeAgent
+from tests.helpers.tui import attached, quiet_lan, started, wait_for
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
 SIZE = (80, 24)
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import needs_root
-from tests.labkit import LANRAY, Node, wait_for
+from tests.helpers.labkit import LANRAY, Node, wait_for
 
 pytestmark = needs_root
-LONG = Path(__file__).parent / "drivers" / "long_tasks.py"
+LONG = Path(__file__).resolve().parents[1] / "drivers" / "long_tasks.py"
 
 
 def row(host: Node, ip: str) -> dict[str, Any]:

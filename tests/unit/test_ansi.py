@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -13,6 +12,8 @@ from hypothesis import strategies as st
 
 from lanray_tui import cli_jobs
 from lanray_tui.core.ansi import strip_ansi, wants_plain
+from lanray_tui.core.jobs import JobView
+from lanray_tui.core.protocol import JobLogItem, JobLogsRequest
 
 ESC_BYTES = ("\x1b", "\x9b")
 plain_text = st.text().filter(lambda t: not any(b in t for b in ESC_BYTES))
@@ -90,13 +91,16 @@ def test_plain_when_not_a_terminal_or_no_color(tty: bool, env: dict[str, str], p
 COLOURED = "\x1b[36m(task pid=7)\x1b[0m hello"
 
 
+DONE = JobView(id="j1", name="j1", state="SUCCEEDED")
+
+
 class StubClient:
     """The agent's side of one ``job_logs`` stream: a line, then the ended job."""
 
-    def stream(self, op: str, **kw: Any) -> Iterator[dict[str, Any]]:
-        assert op == "job_logs"
-        yield {"line": COLOURED}
-        yield {"job": {"id": "j1", "state": "SUCCEEDED"}}
+    def stream(self, req: JobLogsRequest) -> Iterator[JobLogItem]:
+        assert req.OP == "job_logs" and req.id == "j1"
+        yield JobLogItem(line=COLOURED)
+        yield JobLogItem(job=DONE)
 
 
 @pytest.mark.parametrize(
@@ -121,5 +125,5 @@ def test_printed_log_lines(
     else:
         monkeypatch.setenv("NO_COLOR", no_color)
     last = cli_jobs._print_logs(argparse.Namespace(), "j1", follow=True)
-    assert last == {"id": "j1", "state": "SUCCEEDED"}
+    assert last == DONE
     assert capsys.readouterr().out == printed + "\n"

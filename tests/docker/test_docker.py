@@ -30,9 +30,9 @@ from lanray_tui.core.control import ControlClient
 from lanray_tui.core.errors import LanrayError
 from lanray_tui.core.protocol import LogsRequest
 from tests.conftest import ROOT
-from tests.labkit import wait_for
+from tests.helpers.labkit import wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LANRAY = [sys.executable, "-m", "lanray_tui"]
 HINT = "use runtime.kind: native"
 PORTS = {

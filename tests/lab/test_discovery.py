@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import needs_root
-from tests.labkit import LANRAY, Node, node_states, wait_for
+from tests.helpers.labkit import LANRAY, Node, node_states, wait_for
 
 pytestmark = needs_root
-FORGER = Path(__file__).parent / "drivers" / "forger.py"
+FORGER = Path(__file__).resolve().parents[1] / "drivers" / "forger.py"
 
 
 def scan(node: Node, *args: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import needs_root
-from tests.labkit import Node, node_states, wait_for
+from tests.helpers.labkit import Node, node_states, wait_for
 
 pytestmark = needs_root
 
@@ -90,7 +90,7 @@ def test_the_foreground_agent_supervises_ray_and_stops_it_on_sigterm(lab: Any) -
     """What a systemd unit runs: 'lanray-tui agent --role host' in the foreground."""
     import subprocess
 
-    from tests.labkit import LANRAY
+    from tests.helpers.labkit import LANRAY
 
     n3 = Node(lab, "n3")
     agent = n3.popen([*LANRAY, "agent", "--role", "host"], stdout=subprocess.PIPE,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import needs_root
-from tests.labkit import LANRAY, Node, node_env
+from tests.helpers.labkit import LANRAY, Node, node_env
 
 pytestmark = [
     needs_root,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import needs_root
-from tests.labkit import Node, node_states, wait_for
+from tests.helpers.labkit import Node, node_states, wait_for
 
 pytestmark = needs_root
 

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[samples]')")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sample_jobs"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sample_jobs"))
 from train_digits import Balancer, split
 
 

@@ -15,7 +15,7 @@ from lanray_tui.core import protocol as p
 from lanray_tui.core.control import AgentError, ControlClient
 from lanray_tui.core.jobs import Job, JobSpec, JobView
 from lanray_tui.core.models import PROTOCOL_VERSION, AgentInfo
-from tests.agent_stub import AGENT, AgentStub, answers
+from tests.helpers.agent_stub import AGENT, AgentStub, answers
 
 SPEC = JobSpec.from_json({"command": ["python", "-c", "print(1)"], "num_cpus": 0.5})
 JOB = Job(id="j-0001", spec=SPEC, state="RUNNING", created=1.0, submitter="me@a", started=2.0)

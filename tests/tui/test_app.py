@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import Input, RadioButton
 
 from lanray_tui import messages
@@ -25,14 +24,10 @@ from lanray_tui.screens.join import JoinScreen
 from lanray_tui.screens.menu import MenuScreen
 from lanray_tui.widgets.host_list import HostList
 from lanray_tui.widgets.steps import StepList
-from tests.test_tui_fake_agent import FakeAgent
+from tests.helpers.fake_agent import FakeAgent
+from tests.helpers.tui import quiet_lan, started, wait_for
 
 SIZE = (80, 24)
-
-
-def quiet_lan(cfg: Any, on_host: Callable[[FoundHost], None], stop: threading.Event) -> None:
-    """Discovery that finds nothing (tests never touch the LAN)."""
-    stop.wait()
 
 
 def found(name: str, address: str, **changes: Any) -> FoundHost:
@@ -57,19 +52,6 @@ def found(name: str, address: str, **changes: Any) -> FoundHost:
     }
     fields.update(changes)
     return FoundHost(**fields)
-
-
-async def wait_for(pilot: Pilot[int], check: Callable[[], bool], what: str) -> None:
-    for _ in range(300):
-        if check():
-            return
-        await pilot.pause(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def started(pilot: Pilot[int], screen_type: type) -> None:
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, screen_type), screen_type.__name__)
-    await pilot.pause()
 
 
 @pytest.fixture()

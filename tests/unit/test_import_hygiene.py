@@ -15,7 +15,7 @@ CORE = sorted(f"lanray_tui.core.{m.name}" for m in pkgutil.iter_modules(lanray_t
 ADAPTERS = sorted(
     f"lanray_tui.adapters.{m.name}" for m in pkgutil.iter_modules(lanray_tui.adapters.__path__)
 )
-CYCLES_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "import_cycles.py"
+CYCLES_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "import_cycles.py"
 HEAVY = ("textual", "rich", "ray", "docker", "scapy", "pynvml")
 
 

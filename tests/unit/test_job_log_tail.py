@@ -17,7 +17,7 @@ import pytest
 from aiohttp import WSCloseCode, web
 
 from lanray_tui.core.job_service import JobService
-from tests.test_jobs_service import FakeWriter
+from tests.helpers.writer import FakeWriter
 
 LOG = "".join(f"line {i}\n" for i in range(1, 9))
 

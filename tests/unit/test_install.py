@@ -20,7 +20,7 @@ from lanray_tui import __version__
 from lanray_tui.core import config, samples, submit
 from lanray_tui.core.errors import LanrayError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLES = ["gpu_tasks", "kfold_cv", "parallel_map", "train_digits"]
 HEAVY = ("ray", "textual", "docker", "scapy")
 # What the build reads: the rest of the checkout (.venv, build/, bench/) stays out of it.

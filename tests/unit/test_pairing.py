@@ -17,8 +17,7 @@ from lanray_tui.core import joincode, pairing
 from lanray_tui.core.errors import LanrayError
 from lanray_tui.core.joincode import CodeBook, is_valid, new_code, normalize
 from lanray_tui.core.pairing import PairingError, pair
-
-from .pairingkit import (
+from tests.helpers.pairingkit import (
     CLUSTER_KEY,
     CREDS,
     SERVER_TIMEOUT,

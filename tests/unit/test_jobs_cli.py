@@ -17,7 +17,7 @@ from lanray_tui.core.errors import LanrayError
 from lanray_tui.core.jobs import JobView
 from lanray_tui.core.models import PROTOCOL_VERSION
 from lanray_tui.core.paths import Paths, ensure_private_dir
-from tests.agent_stub import AGENT, AgentStub, answers
+from tests.helpers.agent_stub import AGENT, AgentStub, answers
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -22,6 +22,7 @@ from lanray_tui.adapters import ray_jobs
 from lanray_tui.core.errors import LanrayError
 from lanray_tui.core.job_service import LOST_REASON, JobService, package_file_name
 from lanray_tui.core.jobs import QUEUED, RUNNING, JobQueue, JobSpec
+from tests.helpers.writer import FakeWriter
 
 
 class FakeRay:
@@ -392,17 +393,3 @@ async def test_job_logs_of_a_finished_job(service: Service, fake: tuple[FakeRay,
     writer = FakeWriter()
     await service.svc.streams["job_logs"]({"id": "j-none"}, writer)  # type: ignore[arg-type]
     assert writer.items() == [{"ok": False, "error": "no job 'j-none' (see 'lanray-tui jobs')"}]
-
-
-class FakeWriter:
-    def __init__(self) -> None:
-        self.data = b""
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    async def drain(self) -> None:
-        pass
-
-    def items(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.data.splitlines()]

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from types import FrameType
 
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import TabbedContent
 
 from lanray_tui.app import LanrayApp
@@ -19,8 +18,8 @@ from lanray_tui.screens.menu import MenuScreen
 from lanray_tui.widgets.header import ClusterHeader
 from lanray_tui.widgets.log_pane import LogPane
 from lanray_tui.widgets.node_table import NodeTable
-from tests.test_tui_app import quiet_lan, started, wait_for
-from tests.test_tui_fake_agent import FakeAgent, node_json
+from tests.helpers.fake_agent import FakeAgent, node_json
+from tests.helpers.tui import attached, quiet_lan, started, wait_for
 
 SIZE = (80, 24)
 
@@ -47,15 +46,6 @@ def fake() -> Iterator[FakeAgent]:
 
 def header_text(app: LanrayApp) -> str:
     return app.screen.query_one(ClusterHeader).text().plain
-
-
-async def attached(pilot: Pilot[int]) -> ClusterScreen:
-    await started(pilot, ClusterScreen)
-    screen = pilot.app.screen
-    assert isinstance(screen, ClusterScreen)
-    await wait_for(pilot, lambda: screen.polls >= 1, "the first status poll")
-    await pilot.pause()
-    return screen
 
 
 async def test_reattaches_and_shows_nodes_header_and_code(fake: FakeAgent) -> None:
@@ -192,7 +182,7 @@ async def test_log_pane_is_in_the_ray_tab_by_default(fake: FakeAgent) -> None:
 def test_header_counts_nodes_by_state_and_names_failed_pairing() -> None:
     from lanray_tui.core.models import AgentInfo, node_from_status
     from lanray_tui.widgets.header import ClusterHeader
-    from tests.test_tui_fake_agent import agent_json
+    from tests.helpers.fake_agent import agent_json
 
     rows = [
         node_json("alpha", "10.9.0.1", role="head"),

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import needs_root
 
 pytestmark = needs_root
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_jobs"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_jobs"
 
 
 def needs(module: str) -> Any:
