@@ -21,6 +21,7 @@ TIERS = {
     "lab": "real Ray clusters in network namespaces (needs root)",
     "docker": "the docker runtime against a real dockerd (needs root)",
     "samples": "the sample jobs' training code in real processes (needs torch)",
+    "storm": "a 9-node lab joining at once (needs root; a few minutes)",
 }
 
 
@@ -38,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if tier is None:
             continue
         item.add_marker(getattr(pytest.mark, tier))
-        if tier in ("lab", "docker") and not ROOT:
+        if tier in ("lab", "docker", "storm") and not ROOT:
             item.add_marker(pytest.mark.skip(reason=f"the {tier} tier needs root"))
 
 

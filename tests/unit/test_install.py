@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -19,12 +18,11 @@ import pytest
 from lanray_tui import __version__
 from lanray_tui.core import config, samples, submit
 from lanray_tui.core.errors import LanrayError
+from tests.helpers.wheel import build_wheel, install_wheel
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = ["gpu_tasks", "kfold_cv", "parallel_map", "train_digits"]
 HEAVY = ("ray", "textual", "docker", "scapy")
-# What the build reads: the rest of the checkout (.venv, build/, bench/) stays out of it.
-BUILD_INPUTS = ["pyproject.toml", "README.md", "lanray_tui", "configs", "sample_jobs"]
 
 
 # ----- the package data, from this checkout ----------------------------------------------------
@@ -133,45 +131,12 @@ def imported_names(importtime_stderr: str) -> set[str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel built from a copy of this checkout (symlinks kept as symlinks)."""
-    src = tmp_path_factory.mktemp("src")
-    for name in BUILD_INPUTS:
-        here = REPO / name
-        if here.is_dir():
-            shutil.copytree(
-                here,
-                src / name,
-                symlinks=True,
-                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-            )
-        else:
-            shutil.copy2(here, src / name)
-    out = tmp_path_factory.mktemp("wheel")
-    p = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(src)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if p.returncode != 0 and "No matching distribution found for setuptools" in p.stdout + p.stderr:
-        pytest.skip("the build backend (setuptools>=77) cannot be installed here")
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "deprecat" not in (p.stdout + p.stderr).lower()
-    (whl,) = out.glob("lanray_tui-*.whl")
-    return whl
+    return build_wheel(tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="module")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    target = tmp_path_factory.mktemp("site")
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
-    p = subprocess.run(
-        [*pip, "--target", str(target), str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
-    yield target
+    yield install_wheel(wheel, tmp_path_factory.mktemp("site"))
 
 
 def run_installed(
