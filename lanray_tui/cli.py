@@ -547,13 +547,13 @@ def _samples(args: argparse.Namespace) -> int:
 
 
 def _agent(args: argparse.Namespace) -> int:
-    import logging
 
     from .core.agent import Agent
-    from .core.lifecycle import LOG_FORMAT
+    from .core.lifecycle import configure_agent_logging
 
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout)
-    return Agent(_config_with_overrides(args), args.role).run()
+    cfg = _config_with_overrides(args)
+    configure_agent_logging(cfg.paths())
+    return Agent(cfg, args.role).run()
 
 
 def _tui(args: argparse.Namespace) -> int:

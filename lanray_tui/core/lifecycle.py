@@ -10,6 +10,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,7 +110,7 @@ def _fork_agent(paths: Paths, role: str, cfg: Config) -> int:
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout, force=True)
+        configure_agent_logging(paths)
         code = Agent(cfg, role).run()
     except LanrayError as exc:
         print(f"agent error: {exc}", flush=True)
@@ -118,6 +119,32 @@ def _fork_agent(paths: Paths, role: str, cfg: Config) -> int:
     finally:
         sys.stdout.flush()
         os._exit(code)
+
+
+AGENT_LOG_MAX_BYTES = 5 << 20
+AGENT_LOG_BACKUPS = 2
+
+
+def configure_agent_logging(paths: Paths) -> None:
+    """The agent's log: a size-capped, rotated agent.log when its output goes there (a
+    detached agent), else stdout (in the foreground, or under systemd: journald)."""
+    handler: logging.Handler
+    if _stdout_is(paths.agent_log):
+        handler = RotatingFileHandler(
+            paths.agent_log, maxBytes=AGENT_LOG_MAX_BYTES, backupCount=AGENT_LOG_BACKUPS
+        )
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+def _stdout_is(path: Path) -> bool:
+    try:
+        out, log = os.fstat(sys.stdout.fileno()), os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return (out.st_dev, out.st_ino) == (log.st_dev, log.st_ino)
 
 
 def wait_ready(
