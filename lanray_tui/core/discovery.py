@@ -155,6 +155,10 @@ class Prober:
         key = self.key_for(b.cluster_id)
         verified = wire.verify(decoded, key, time.time()) if key is not None else "unverified"
         ok, why = compatibility(b)
+        if src != b.head_address:
+            # A beacon names its own head: one naming another machine is a spoof (or a
+            # misconfigured host); it can be joined by address, never by its name.
+            ok, why = False, f"its beacon came from {src} but names {b.head_address} as head"
         return FoundHost(
             host_name=b.host_name,
             address=b.head_address,

@@ -365,3 +365,20 @@ def test_mutations_reach_past_the_header() -> None:
     accepted = sum(decode(mutate(seed), stats) is not None for seed in range(2000))
     assert accepted > 0
     assert {"bad_json", "bad_length"} <= stats.counts.keys()
+
+
+@pytest.mark.parametrize(("src", "joinable"), [("192.168.1.10", True), ("192.168.1.66", False)])
+def test_a_beacon_naming_another_machine_as_head_is_shown_so_and_not_joinable(
+    src: str, joinable: bool
+) -> None:
+    """A spoofer can send a beacon that names the real host's address (or vice versa): the
+    joiner shows where it came from and never joins it by name."""
+    from lanray_tui.core import discovery
+
+    prober = discovery.Prober.__new__(discovery.Prober)  # no socket: to_host is pure
+    prober.key_for, prober.stats = (lambda cid: None), DecodeStats()
+    found = prober.to_host(encode_beacon(make_beacon()), src)
+    assert found is not None and found.address == "192.168.1.10"
+    assert found.compatible is joinable
+    if not joinable:
+        assert found.why_not == "its beacon came from 192.168.1.66 but names 192.168.1.10 as head"
