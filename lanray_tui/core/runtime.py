@@ -69,12 +69,10 @@ def start_ray(
     on its own network); the agent then uses that address. ``progress`` hears what the
     docker runtime does (pulling an image can take minutes); it also goes to ``log_path``.
     """
-    kind = cfg["runtime.kind"]
-    if kind == "native":
-        return ray_process.start(spec, token, log_path)
-    if kind == "docker":
+    # Config validation allows only "native" and "docker" here.
+    if cfg["runtime.kind"] == "docker":
         return _start_docker(cfg, spec, token, log_path, cluster_id, role, progress)
-    raise LanrayError(f"the '{kind}' runtime is not available yet; use runtime.kind: native")
+    return ray_process.start(spec, token, log_path)
 
 
 def chooses_node_ip(cfg: Config) -> bool:

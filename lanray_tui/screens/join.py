@@ -7,7 +7,6 @@ happen (finding the host, pairing, starting Ray, registered).
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,19 +29,6 @@ if TYPE_CHECKING:
     from ..core.discovery import FoundHost
 
     Watch = Callable[[Config, Callable[[FoundHost], None], threading.Event], None]
-
-DISCOVERY_NOT_AVAILABLE = "LAN discovery: not available yet"
-
-
-def _core_watch() -> Any:
-    """``discovery.watch`` from the core, or None when this build has no discovery."""
-    try:
-        module = importlib.import_module("lanray_tui.core.discovery")
-    except ModuleNotFoundError as exc:
-        if exc.name == "lanray_tui.core.discovery":
-            return None
-        raise
-    return getattr(module, "watch", None)
 
 
 class JoinScreen(Screen[None]):
@@ -105,16 +91,10 @@ class JoinScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="discovery")
     def _watch_lan(self) -> None:
+        from ..core.discovery import watch as core_watch
         from ..core.errors import LanrayError
 
-        try:
-            watch = self._watch or _core_watch()
-        except ImportError as exc:
-            self.post_message(messages.DiscoveryStopped(f"LAN discovery failed to load: {exc}"))
-            return
-        if watch is None:
-            self.post_message(messages.DiscoveryStopped(DISCOVERY_NOT_AVAILABLE))
-            return
+        watch = self._watch or core_watch
         try:
 
             def found(host: FoundHost) -> None:
@@ -247,10 +227,7 @@ class JoinScreen(Screen[None]):
         from ..core import lifecycle
         from ..core.errors import LanrayError
 
-        start = getattr(lifecycle, name, None)
-        if start is None:
-            self.post_message(messages.StartFinished(None, f"{name}: not available yet"))
-            return
+        start = getattr(lifecycle, name)  # looked up per call: tests replace it
         runtime = self.app.call_from_thread(runtime_choice, self)
         cfg = self.session.cfg
         extra: list[str] = []

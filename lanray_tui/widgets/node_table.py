@@ -73,9 +73,6 @@ class NodeTable(DataTable[Text]):
     def nodes(self) -> list[NodeInfo]:
         return [node for node, _ in self._known.values()]
 
-    def alive_count(self) -> int:
-        return sum(1 for node, listed in self._known.values() if listed and node.state == "ALIVE")
-
     def histories(self, node_id: str) -> tuple[History, History, History]:
         if node_id not in self._history:
             self._history[node_id] = tuple(History(HISTORY_S) for _ in range(3))  # type: ignore[assignment]

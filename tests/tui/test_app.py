@@ -274,17 +274,19 @@ async def test_join_by_address_and_token(monkeypatch: pytest.MonkeyPatch) -> Non
         assert calls[1] == ("10.9.0.9", "sekrit", "docker", ["--runtime", "docker"])
 
 
-async def test_join_says_when_discovery_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lanray_tui.screens.join as join_screen
+async def test_join_says_when_discovery_stops() -> None:
+    def no_sockets(cfg: Any, on_host: Callable[[FoundHost], None], stop: threading.Event) -> None:
+        raise PermissionError("no permission for broadcast sockets")
 
-    monkeypatch.setattr(join_screen, "_core_watch", lambda: None)
-    app = LanrayApp()
+    app = LanrayApp(watch=no_sockets)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot, MenuScreen)
         await pilot.press("j")
         await started(pilot, JoinScreen)
         state = app.screen.query_one("#discovery-state")
-        await wait_for(pilot, lambda: "not available yet" in str(state.render()), "the note")
+        await wait_for(
+            pilot, lambda: "LAN discovery stopped: no permission" in str(state.render()), "the note"
+        )
         assert app.screen.query_one("#manual-form").display  # typing an address is offered
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 
-from lanray_tui.widgets.log_pane import LogPane, LogStatus, LogView, clean_line, rows_for
+from lanray_tui.core.log_buffer import clean_line, rows_for
+from lanray_tui.widgets.log_pane import LogPane, LogStatus, LogView
 
 
 class PaneApp(App[None]):
@@ -229,3 +230,15 @@ async def test_still_shows_the_last_line_when_a_scrollbar_appears() -> None:
         assert view.show_horizontal_scrollbar
         assert view.follow
         assert "0099" in view.visible_text()[-1]
+
+
+async def test_wrapped_wide_characters_are_all_drawn() -> None:
+    app = PaneApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.query_one(LogView)
+        line = "a" + "界" * 118  # 39 wide characters fit a 79-cell row: one cell is left over
+        view.write_lines([line])
+        await pilot.press("w")
+        rows = [row.rstrip() for row in view.visible_text()[: view.view_rows()]]
+        assert view.view_rows() == 4
+        assert "".join(rows) == line
