@@ -354,6 +354,8 @@ def _status(args: argparse.Namespace) -> int:
             f"free: {free.get('free_cpus', 0):g} CPUs, {free.get('free_gpus', 0):g} GPUs, "
             f"{free.get('free_memory_gb', 0):.1f} GiB"
         )
+    if result.note:
+        print(result.note)
     summary = str((result.pairing or {}).get("pairing_summary") or "")
     if summary:
         print(f"pairing: {summary}")

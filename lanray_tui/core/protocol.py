@@ -405,14 +405,21 @@ class StatusReply:
     agent: AgentInfo
     free: dict[str, float] | None = None
     pairing: dict[str, Any] | None = None  # the host's CodeReply JSON (failed attempts...)
+    note: str = ""  # why ``nodes`` is empty: Ray's view is not available (Ray restarting...)
 
     def node_infos(self) -> list[NodeInfo]:
         return [node_from_status(n) for n in self.nodes]
 
     def to_json(self) -> dict[str, Any]:
-        out = {"nodes": self.nodes, "agent": self.agent.to_json(), "free": self.free}
+        out: dict[str, Any] = {
+            "nodes": self.nodes,
+            "agent": self.agent.to_json(),
+            "free": self.free,
+        }
         if self.pairing is not None:
             out["pairing"] = self.pairing
+        if self.note:
+            out["note"] = self.note
         return out
 
     @classmethod
@@ -426,6 +433,7 @@ class StatusReply:
             AgentInfo.from_json(d["agent"]),
             free if _is_obj(free) else None,
             pairing if _is_obj(pairing) else None,
+            str(d.get("note") or ""),
         )
 
 

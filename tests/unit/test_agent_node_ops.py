@@ -57,3 +57,19 @@ def test_a_left_node_is_dead_at_once() -> None:
     book = HeartbeatBook(1.0, 3)
     beat(book, "10.0.0.2", "stopping", {"state": "lending", "reason": "lent"})
     assert ops(book).node_view(node("a1", "10.0.0.2", "DEAD"))["state"] == "DEAD"
+
+
+async def test_status_answers_while_rays_view_is_not_available() -> None:
+    from lanray_tui.core import protocol as p
+    from lanray_tui.core.errors import LanrayError
+
+    class Down:
+        def nodes(self, timeout: float = 5.0) -> list[NodeInfo]:
+            raise LanrayError("cannot reach the Ray dashboard at http://10.0.0.1:8265: refused")
+
+    o = ops(HeartbeatBook(1.0, 3))
+    o.ray = Down()  # type: ignore[assignment]
+    got = await o.op_status(p.StatusRequest())
+    assert got.nodes == [] and got.agent.role == "host"
+    assert got.note.startswith("Ray's view of the nodes is not available: cannot reach")
+    assert p.StatusReply.from_json(got.to_json()).note == got.note

@@ -81,12 +81,17 @@ class NodeOps:
             host = await self.ask_host()
             if host is not None:
                 return replace(host, agent=self.info())
-        nodes = await asyncio.to_thread(self.ray.nodes)
+        note = ""
+        try:
+            nodes = await asyncio.to_thread(self.ray.nodes)
+        except LanrayError as exc:  # Ray restarting, or stopped: the agent still answers
+            nodes, note = [], f"Ray's view of the nodes is not available: {exc}"
         return p.StatusReply(
             nodes=[self.node_view(n, earlier) for n, earlier in fold(nodes)],
             agent=self.info(),
             free=self.free() if self.node.is_host else None,
             pairing=self.pairing() if self.node.is_host else None,
+            note=note,
         )
 
     def node_view(self, n: NodeInfo, earlier: int = 0) -> dict[str, Any]:
