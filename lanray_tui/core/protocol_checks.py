@@ -120,9 +120,10 @@ def job_spec(op: str, name: str, value: Any) -> JobSpec:
         raise ProtocolError(str(exc)) from None
 
 
-DEADLINE = whole(0, 7 * 86400)
+DEADLINE = whole(0, 7 * 86400)  # seconds a drain may take: a week at most
 
-# ----- requests ----------------------------------------------------------------------------
+
+# ----- the request base --------------------------------------------------------------------
 
 T = TypeVar("T")  # what the request's reply (or each item of its stream) is read into
 R = TypeVar("R", bound="Request[Any]")
