@@ -1,0 +1,239 @@
+"""One dataclass per reply of the control protocol: how each op's ``result`` is read and written.
+
+Each reply reads its ``result`` with ``from_json`` and writes it with ``to_json``. A reply that
+does not parse (a KeyError, TypeError or ValueError inside from_json) is one line for the
+client: see :func:`.protocol.parse_reply`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .jobs_records import JobView
+from .models import AgentInfo, NodeInfo, node_from_status
+
+
+@dataclass(frozen=True)
+class StatusReply:
+    """The nodes (as the agent serves them: Ray's row plus heartbeats), this agent, and what
+    Ray has not handed out (the host's summary, or None)."""
+
+    nodes: list[dict[str, Any]]
+    agent: AgentInfo
+    free: dict[str, float] | None = None
+    pairing: dict[str, Any] | None = None  # the host's CodeReply JSON (failed attempts...)
+    note: str = ""  # why ``nodes`` is empty: Ray's view is not available (Ray restarting...)
+
+    def node_infos(self) -> list[NodeInfo]:
+        return [node_from_status(n) for n in self.nodes]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"nodes": self.nodes, "agent": self.agent.to_json()}
+        out["free"] = self.free
+        if self.pairing is not None:
+            out["pairing"] = self.pairing
+        if self.note:
+            out["note"] = self.note
+        return out
+
+    @classmethod
+    def from_json(cls, d: Any) -> StatusReply:
+        nodes = d["nodes"]
+        if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
+            raise TypeError("nodes")
+        free, pairing = d.get("free"), d.get("pairing")
+        return cls(
+            list(nodes),
+            AgentInfo.from_json(d["agent"]),
+            free if _is_obj(free) else None,
+            pairing if _is_obj(pairing) else None,
+            str(d.get("note") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class TokenReply:
+    token: str
+
+    def to_json(self) -> str:
+        return self.token  # the bare string
+
+    @classmethod
+    def from_json(cls, d: Any) -> TokenReply:
+        if not isinstance(d, str):
+            raise TypeError("token")
+        return cls(d)
+
+
+@dataclass(frozen=True)
+class LeaveReply:
+    pid: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid}
+
+    @classmethod
+    def from_json(cls, d: Any) -> LeaveReply:
+        return cls(int(d["pid"]))
+
+
+@dataclass(frozen=True)
+class CodeReply:
+    """The pairing state: the live code ("" when none is), and failed attempts by source."""
+
+    code: str
+    expires_in: int  # seconds
+    failures_total: int = 0  # wrong codes tried so far
+    pairing: bool = False  # whether the pairing service runs
+    state: str = ""  # "live" | "idle" | "closed" | "locked"
+    uses_left: int = 0
+    retry_in: int = 0  # seconds until pairing reopens after a backoff
+    pairing_failures: list[dict[str, Any]] = field(default_factory=list)
+    pairing_summary: str = ""  # "3 failed pairing attempts from 10.0.0.9"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Any) -> CodeReply:
+        failures = d.get("pairing_failures")
+        return cls(
+            str(d["code"]),
+            int(d.get("expires_in", 0)),
+            int(d.get("failures_total", 0)),
+            bool(d.get("pairing", False)),
+            str(d.get("state", "")),
+            int(d.get("uses_left", 0)),
+            int(d.get("retry_in", 0)),
+            [f for f in failures if isinstance(f, dict)] if isinstance(failures, list) else [],
+            str(d.get("pairing_summary", "")),
+        )
+
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True}
+
+    @classmethod
+    def from_json(cls, d: Any) -> HeartbeatReply:
+        if not isinstance(d, dict):
+            raise TypeError("heartbeat")
+        return cls()
+
+
+@dataclass(frozen=True)
+class LendingReply:
+    """What ``pause``, ``resume``, ``restart_ray`` and ``stop_ray`` leave behind: the lending
+    state, and for the ops that drain, whether Ray drained (None: the op does not drain)."""
+
+    state: str
+    drained: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state}
+        if self.drained is not None:
+            out["drained"] = self.drained
+        return out
+
+    @classmethod
+    def from_json(cls, d: Any) -> LendingReply:
+        drained = d.get("drained")
+        return cls(str(d["state"]), bool(drained) if drained is not None else None)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One item of ``logs``."""
+
+    line: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"line": self.line}
+
+    @classmethod
+    def from_json(cls, d: Any) -> LogLine:
+        return cls(str(d["line"]))
+
+
+@dataclass(frozen=True)
+class JobsReply:
+    jobs: list[JobView]
+    max_running: int = 0
+    cluster_ready: bool = True
+    scheduler_error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "jobs": [j.to_json() for j in self.jobs],
+            "max_running": self.max_running,
+            "cluster_ready": self.cluster_ready,
+            "scheduler_error": self.scheduler_error,
+        }
+
+    @classmethod
+    def from_json(cls, d: Any) -> JobsReply:
+        return cls(
+            [JobView.from_json(j) for j in d["jobs"]],
+            int(d.get("max_running") or 0),
+            bool(d.get("cluster_ready", True)),
+            str(d.get("scheduler_error") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class CancelReply:
+    """The job after ``cancel``; ``changed``: whether this call cancelled it."""
+
+    job: JobView
+    changed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.job.to_json(), "changed": self.changed}
+
+    @classmethod
+    def from_json(cls, d: Any) -> CancelReply:
+        return cls(
+            JobView.from_json({k: v for k, v in d.items() if k != "changed"}), bool(d["changed"])
+        )
+
+
+@dataclass(frozen=True)
+class JobLogItem:
+    """One item of ``job_logs``: a log line, or the job's state (first, last and on each
+    change)."""
+
+    line: str | None = None
+    job: JobView | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.job is not None:
+            return {"job": self.job.to_json()}
+        return {"line": self.line or ""}
+
+    @classmethod
+    def from_json(cls, d: Any) -> JobLogItem:
+        if "job" in d:
+            return cls(job=JobView.from_json(d["job"]))
+        return cls(line=str(d["line"]))
+
+
+def _is_obj(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+class _JobReply:
+    """``submit``, ``job`` and ``retry`` answer with the job itself."""
+
+    @staticmethod
+    def from_json(d: Any) -> JobView:
+        return JobView.from_json(d)
+
+
+class _InfoReply:
+    @staticmethod
+    def from_json(d: Any) -> AgentInfo:
+        if not isinstance(d, dict):
+            raise TypeError("info")
+        return AgentInfo.from_json(d)

@@ -1,0 +1,221 @@
+"""One dataclass per request of the control protocol: its op name, its fields and their checks.
+
+Each request names the class its reply is read into (``Request[StatusReply]``); the registry
+that ties each op to its request and reply is :data:`.protocol.OPS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .jobs_records import JobSpec, JobView
+from .models import AgentInfo
+from .protocol_checks import (
+    DEADLINE,
+    WHICH_JOB,
+    Check,
+    Request,
+    flag,
+    job_id,
+    job_spec,
+    number,
+    obj,
+    text,
+    whole,
+)
+from .protocol_replies import (
+    CancelReply,
+    CodeReply,
+    HeartbeatReply,
+    JobLogItem,
+    JobsReply,
+    LeaveReply,
+    LendingReply,
+    LogLine,
+    StatusReply,
+    TokenReply,
+)
+
+
+@dataclass(frozen=True)
+class InfoRequest(Request[AgentInfo]):
+    """This node's agent: who it is, its state and its protocol."""
+
+    OP = "info"
+
+
+@dataclass(frozen=True)
+class StatusRequest(Request[StatusReply]):
+    """The cluster's nodes with their links, lending and resources."""
+
+    OP = "status"
+
+
+@dataclass(frozen=True)
+class TokenRequest(Request[TokenReply]):
+    """The cluster token (host only)."""
+
+    OP = "token"
+
+
+@dataclass(frozen=True)
+class LeaveRequest(Request[LeaveReply]):
+    """Stop Ray and the agent; a host's Ray cluster goes with it."""
+
+    OP = "leave"
+
+
+@dataclass(frozen=True)
+class CodeRequest(Request[CodeReply]):
+    """The live join code (host only). ``{}`` is the host screen showing it; ``open`` is the
+    owner asking for one (it reopens pairing); ``uses``/``minutes`` issue a new code with
+    those limits; ``close`` closes pairing (see :class:`.joincode.CodeBook`)."""
+
+    OP = "code"
+    FIELDS: ClassVar[Mapping[str, Check]] = {
+        "close": flag,
+        "open": flag,
+        "uses": whole(1, 1000),
+        "minutes": number(1, 24 * 60),
+    }
+
+    close: bool = False
+    open: bool = False
+    uses: int | None = None
+    minutes: float | None = None
+
+
+@dataclass(frozen=True)
+class HeartbeatRequest(Request[HeartbeatReply]):
+    """A worker's beat, sent to the host's cluster API once per interval."""
+
+    OP = "heartbeat"
+    FIELDS: ClassVar[Mapping[str, Check]] = {
+        "node_ip": text(64, nonempty=True),
+        "name": text(255),
+        "state": text(64),
+        "lending": obj,
+        "resources": obj,
+        "runtime": obj,
+    }
+    REQUIRED: ClassVar[Mapping[str, str]] = {"node_ip": "heartbeat without node_ip"}
+
+    node_ip: str = ""
+    name: str = ""  # the host name; empty: the node's address stands for it
+    state: str = ""
+    lending: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)  # a Sample's JSON, or {}
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PauseRequest(Request[LendingReply]):
+    """Withhold this machine: drain Ray (running tasks get ``deadline_s``), then stop it."""
+
+    OP = "pause"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"reason": text(300), "deadline_s": DEADLINE}
+
+    reason: str | None = None  # None: "paused by hand"
+    deadline_s: int | None = None  # None: the configured drain deadline
+
+
+@dataclass(frozen=True)
+class ResumeRequest(Request[LendingReply]):
+    """Lend this machine again (start Ray)."""
+
+    OP = "resume"
+
+
+@dataclass(frozen=True)
+class RestartRayRequest(Request[LendingReply]):
+    """Restart this node's Ray now."""
+
+    OP = "restart_ray"
+
+
+@dataclass(frozen=True)
+class StopRayRequest(Request[LendingReply]):
+    """Stop this node's Ray and keep the agent until ``resume``."""
+
+    OP = "stop_ray"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"deadline_s": DEADLINE}
+
+    deadline_s: int | None = None
+
+
+@dataclass(frozen=True)
+class LogsRequest(Request[LogLine]):
+    """Stream a log of this node (``source``: ``ray`` or ``agent``)."""
+
+    OP = "logs"
+    FIELDS: ClassVar[Mapping[str, Check]] = {
+        "source": text(32),
+        "lines": whole(0, 1_000_000),
+        "follow": flag,
+    }
+
+    source: str = "ray"
+    lines: int = 200  # how many old lines come first
+    follow: bool = False
+
+
+@dataclass(frozen=True)
+class SubmitRequest(Request[JobView]):
+    """Queue a job."""
+
+    OP = "submit"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"spec": job_spec, "submitter": text(256)}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"spec": "a job spec must be a JSON object"}
+
+    spec: JobSpec = field(default_factory=JobSpec)
+    submitter: str = ""
+
+
+@dataclass(frozen=True)
+class JobsRequest(Request[JobsReply]):
+    """The whole queue."""
+
+    OP = "jobs"
+
+
+@dataclass(frozen=True)
+class JobRequest(Request[JobView]):
+    """One job, with its spec and the tail of its log."""
+
+    OP = "job"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"id": job_id}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"id": WHICH_JOB}
+
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class CancelRequest(Request[CancelReply]):
+    OP = "cancel"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"id": job_id}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"id": WHICH_JOB}
+
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class RetryRequest(Request[JobView]):
+    OP = "retry"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"id": job_id}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"id": WHICH_JOB}
+
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class JobLogsRequest(Request[JobLogItem]):
+    """Stream a job's log; with ``follow``, until it ends."""
+
+    OP = "job_logs"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"id": job_id, "follow": flag}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"id": WHICH_JOB}
+
+    id: str = ""
+    follow: bool = False
