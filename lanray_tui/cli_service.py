@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .cli_base import load_config
 from .core.errors import LanrayError
 
 
@@ -18,6 +20,11 @@ def add_parser(sub: Any) -> None:
     role.add_argument("--join", action="store_true", help="install: rejoin the stored cluster")
     p.add_argument("--print", action="store_true", help="install: print the unit, change nothing")
     p.add_argument("--json", action="store_true", help="status: as JSON")
+
+
+def command(args: argparse.Namespace) -> int:
+    """``lanray-tui service ACTION``, with the config that ``--config`` names."""
+    return run(args, args.config, load_config(args).paths())
 
 
 def run(args: argparse.Namespace, config_file: Path | None, paths: Any) -> int:
@@ -112,3 +119,6 @@ def after_leave() -> str:
         return ""
     systemd.run([*p.systemctl, "disable", service.UNIT_NAME])
     return "the service is disabled ('lanray-tui service install' enables it again)"
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {"service": command}

@@ -72,18 +72,18 @@ def test_bad_lend_value_from_cli() -> None:
 
 
 def test_runtime_options_become_config_overrides_for_the_cli_and_the_agent() -> None:
-    from lanray_tui import cli
+    from lanray_tui import cli, cli_base
 
     args = cli.build_parser().parse_args(
         ["join", "10.0.0.5", "--runtime", "docker", "--image", "img:1", "--docker-network", "n"]
     )
-    over = cli._lend_overrides(args)
+    over = cli_base.lend_overrides(args)
     assert over["runtime__kind"] == "docker" and over["runtime__image"] == "img:1"
     assert over["runtime__docker_network"] == "n"
-    argv = cli._lend_argv(args)
+    argv = cli_base.lend_argv(args)
     assert argv[argv.index("--runtime") + 1] == "docker"
     agent = cli.build_parser().parse_args(["agent", "--role", "worker", *argv])
-    assert cli._lend_overrides(agent) == over  # the agent runs with what the CLI was given
+    assert cli_base.lend_overrides(agent) == over  # the agent runs with what the CLI was given
 
 
 def test_unknown_runtime_is_one_line() -> None:
