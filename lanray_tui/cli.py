@@ -58,9 +58,25 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        return _run(build_parser().parse_args(argv))  # --help and --version exit in here
+    finally:
+        if _stdout_reader_left():
+            # Python docs, "Note on SIGPIPE": what is still buffered goes to /dev/null, so
+            # that the flush at exit does not fail a second time.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command; each error becomes one line on stderr and a non-zero exit code."""
+    try:
+        code = _dispatch(args)
+        sys.stdout.flush()  # a reader that has left shows here, not in a warning at exit
+        return code
+    except BrokenPipeError as exc:
+        # `lanray-tui jobs | head -1`: the reader took what it wanted and left, which is not
+        # a failure of the command (and a pipeline under `set -o pipefail` goes on).
+        return 0 if _stdout_reader_left() else _internal_error(exc)
     except LanrayError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -68,13 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if os.environ.get("LANRAY_DEBUG"):
-            raise
-        print(
-            f"{PROG}: internal error: {type(exc).__name__}: {exc} (LANRAY_DEBUG=1 shows more)",
-            file=sys.stderr,
-        )
-        return 70
+        return _internal_error(exc)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -83,6 +93,30 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command is None or (interactive and sys.stdin.isatty()):
         return _tui(args)
     return HANDLERS[args.command](args)
+
+
+def _internal_error(exc: Exception) -> int:
+    if os.environ.get("LANRAY_DEBUG"):
+        raise exc
+    print(
+        f"{PROG}: internal error: {type(exc).__name__}: {exc} (LANRAY_DEBUG=1 shows more)",
+        file=sys.stderr,
+    )
+    return 70
+
+
+def _stdout_reader_left() -> bool:
+    """Whether stdout is a pipe whose reader has gone (``| head`` read what it wanted).
+
+    Told apart from a broken pipe elsewhere (the agent's socket), which is a real error."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no stdout, or no file descriptor (a test)
+        return False
 
 
 def _tui(args: argparse.Namespace) -> int:

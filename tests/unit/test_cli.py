@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -89,3 +90,36 @@ def test_runtime_options_become_config_overrides_for_the_cli_and_the_agent() -> 
 def test_unknown_runtime_is_one_line() -> None:
     p = run("host", "--headless", "--runtime", "podman")
     assert p.returncode == 2 and "invalid choice" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("args", [("samples", "--json"), ("--help",)])
+def test_a_reader_that_left_ends_the_command_quietly(args: tuple[str, ...]) -> None:
+    """``lanray-tui samples --json | head -1``: no error line, no traceback, exit 0."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has left before the first line is written
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "lanray_tui", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (p.returncode, p.stderr) == (0, "")
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lanray_tui import cli
+
+    def agent_went_away(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.delenv("LANRAY_DEBUG", raising=False)
+    monkeypatch.setitem(cli.HANDLERS, "token", agent_went_away)
+    assert cli.main(["token"]) == 70
+    assert "internal error: BrokenPipeError" in capsys.readouterr().err
