@@ -13,8 +13,8 @@ separate machine would: what its Ray does in the background then competes with i
 work only, not with the other nodes'.
 
 This module builds and takes down labs and keeps their metadata; running commands in a
-node is :mod:`lanray_tui.core.lab_exec`, the records and the ``ip`` plumbing are
-:mod:`lanray_tui.core.lab_model`. All public names are here.
+node is :mod:`lanray_tui.core.lab_exec`; the records, a node's dirs and the ``ip`` and
+process plumbing are :mod:`lanray_tui.core.lab_model`. All public names are here.
 """
 
 from __future__ import annotations

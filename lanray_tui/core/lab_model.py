@@ -1,4 +1,5 @@
-"""The records of a lab (:class:`Lab`, :class:`LabNode`) and the system tools it drives.
+"""The records of a lab (:class:`Lab`, :class:`LabNode`), a node's dirs, and the system
+tools and processes it drives (``ip``, signals).
 
 Split out of :mod:`lanray_tui.core.lab`, which re-exports every public name here.
 """
