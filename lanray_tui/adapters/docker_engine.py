@@ -9,88 +9,61 @@ that exits at start.
 :class:`DockerRay` is Ray in a container seen as a :class:`~.ray_process.RayHandle`: the
 agent polls, waits for and stops it like a child process, and a thread appends the
 container's output to the node's Ray log, where the agent looks for Ray's start marker.
+
+The parts: this module (the engine and its containers), :mod:`.docker_errors` (the one-line
+failures and the daemon's socket), :mod:`.docker_pull` (pulling images, with progress) and
+:mod:`.docker_ray` (:class:`DockerRay`). Every public name is re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import socket
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.types import LanrayError
+from .docker_errors import (
+    DEFAULT_HOST,
+    HINT,
+    DockerError,
+    _fail,
+    _one_line,
+    docker_host,
+    socket_problem,
+)
+from .docker_pull import PROGRESS_EVERY_S, Say, pull_error, pull_image, pull_progress
+from .docker_ray import DockerRay
 
-HINT = "use runtime.kind: native"
-DEFAULT_HOST = "unix:///var/run/docker.sock"
+__all__ = [
+    "API_TIMEOUT_S",
+    "DEFAULT_HOST",
+    "HINT",
+    "PROGRESS_EVERY_S",
+    "START_GRACE_S",
+    "ContainerInfo",
+    "ContainerSpec",
+    "DockerError",
+    "DockerRay",
+    "Engine",
+    "Say",
+    "connect",
+    "container_ip",
+    "create_kwargs",
+    "device_requests",
+    "docker_host",
+    "pull_error",
+    "pull_progress",
+    "socket_problem",
+]
+
 START_GRACE_S = 1.0  # a container that dies this soon is a set-up problem: report it at once
 API_TIMEOUT_S = 60
-PROGRESS_EVERY_S = 1.0
-
-Say = Callable[[str], None]
-
-
-class DockerError(LanrayError):
-    """Docker cannot run Ray here; the one-line message says why and what to do."""
-
-
-def _fail(what: str, fix: str = "") -> DockerError:
-    return DockerError(f"{what}; {fix + ', or ' if fix else ''}{HINT}")
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 # ----- connecting ---------------------------------------------------------------------------
-
-
-def docker_host() -> str:
-    """Where the daemon is: ``$DOCKER_HOST`` or the standard socket."""
-    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
-
-
-def socket_problem(host: str) -> DockerError | None:
-    """Why a ``unix://`` daemon socket cannot be used, or None when it answers a connect."""
-    if not host.startswith("unix://"):
-        return None  # tcp:// and ssh:// are left to the SDK
-    path = host[len("unix://") :]
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(3.0)
-    try:
-        s.connect(path)
-    except FileNotFoundError:
-        if not (shutil.which("dockerd") or shutil.which("docker")):
-            return _fail(
-                f"Docker is not installed (no docker command, no daemon socket at {path})",
-                "install it (apt-get install docker.io)",
-            )
-        return _fail(
-            f"the Docker daemon is not running (no socket at {path})",
-            "start it (sudo systemctl start docker)",
-        )
-    except ConnectionRefusedError:
-        return _fail(
-            f"the Docker daemon is not running ({path} refuses connections)",
-            "start it (sudo systemctl start docker)",
-        )
-    except PermissionError:
-        return _fail(
-            f"permission denied on the Docker socket {path}",
-            "add this user to the 'docker' group (sudo usermod -aG docker $USER; log in again)",
-        )
-    except OSError as exc:
-        return _fail(f"cannot reach the Docker daemon at {path}: {exc.strerror or exc}")
-    finally:
-        s.close()
-    return None
 
 
 def connect(timeout: int = API_TIMEOUT_S) -> Engine:
@@ -217,41 +190,7 @@ class Engine:
 
     def pull(self, image: str, say: Say) -> None:
         """Pull ``image``, reporting layers and bytes through ``say`` about once a second."""
-        import docker
-        from docker.utils import parse_repository_tag
-
-        repo, tag = parse_repository_tag(image)
-        layers: dict[str, tuple[str, int, int]] = {}  # id -> (status, current, total)
-        last, line = 0.0, ""
-        say(f"pulling {image}")
-        try:
-            for event in self.client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
-                if "error" in event:
-                    raise pull_error(image, str(event["error"]))
-                lid, status = event.get("id", ""), str(event.get("status", ""))
-                if not lid or status.startswith(("Pulling from", "Digest", "Status")):
-                    continue
-                detail = event.get("progressDetail") or {}
-                _, cur, tot = layers.get(lid, ("", 0, 0))
-                if status in ("Downloading", "Extracting") and detail.get("total"):
-                    cur, tot = int(detail.get("current", 0)), int(detail["total"])
-                    cur = cur if status == "Downloading" else tot
-                if status in ("Download complete", "Pull complete", "Already exists"):
-                    cur = tot
-                layers[lid] = (status, cur, tot)
-                now = time.monotonic()
-                if now - last >= PROGRESS_EVERY_S or status == "Pull complete":
-                    last, line = now, pull_progress(image, layers)
-                    say(line)
-        except docker.errors.APIError as exc:
-            raise pull_error(image, str(exc.explanation or exc)) from None
-        except docker.errors.DockerException as exc:
-            raise pull_error(image, str(exc)) from None
-        except OSError as exc:  # requests' connection errors are OSErrors
-            raise pull_error(image, str(exc)) from None
-        if layers and pull_progress(image, layers) != line:
-            say(pull_progress(image, layers))
-        say(f"pulled {image}")
+        pull_image(self.client, image, say)
 
     def containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """Containers (running or not) that carry all of ``labels``."""
@@ -345,142 +284,3 @@ class Engine:
 def container_ip(attrs: Mapping[str, Any], network: str) -> str:
     nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
     return str((nets.get(network) or {}).get("IPAddress") or "")
-
-
-# ----- pulling: progress and failures -------------------------------------------------------
-
-_NO_NETWORK = (
-    "dial tcp",
-    "no such host",
-    "connection refused",
-    "i/o timeout",
-    "network is unreachable",
-    "timeout",
-    "temporary failure",
-    "tls handshake",
-    "connection reset",
-    "no route to host",
-)
-_NO_IMAGE = ("manifest unknown", "not found", "does not exist", "pull access denied")
-
-
-def pull_error(image: str, reason: str) -> DockerError:
-    """One line for a failed pull: no registry reachable, no such image or tag, or other."""
-    why = _one_line(reason)
-    low = why.lower()
-    fix = f"load or build {image} with docker"
-    if any(s in low for s in _NO_NETWORK):
-        return _fail(f"cannot pull {image}: no registry reachable ({why})", fix)
-    if any(s in low for s in _NO_IMAGE):
-        return _fail(f"cannot pull {image}: no such image or tag in the registry ({why})", fix)
-    return _fail(f"cannot pull {image}: {why}", fix)
-
-
-def pull_progress(image: str, layers: Mapping[str, tuple[str, int, int]]) -> str:
-    """``pulling IMAGE: 3 of 7 layers done, 120.5 of 480.2 MB``."""
-    done = sum(1 for s, _, _ in layers.values() if s in ("Pull complete", "Already exists"))
-    cur = sum(c for _, c, _ in layers.values())
-    tot = sum(t for _, _, t in layers.values())
-    size = f", {cur / 1e6:.1f} of {tot / 1e6:.1f} MB" if tot else ""
-    return f"pulling {image}: {done} of {len(layers)} layers done{size}"
-
-
-# ----- Ray in a container, as a RayHandle ---------------------------------------------------
-
-
-class DockerRay:
-    """Ray running in a container, supervised like a child process.
-
-    One thread waits for the container to exit; another appends its output (stdout and
-    stderr, as Docker keeps it) to ``log_path``. ``poll`` returns the exit code only once
-    that output is in the file, so a failure message read from the log is complete.
-    """
-
-    def __init__(
-        self, container: Any, log_path: Path, node_ip: str = "", adopted: bool = False
-    ) -> None:
-        self.container = container
-        self.id: str = container.id
-        self.name: str = container.name
-        self.node_ip = node_ip
-        self.adopted = adopted
-        self.log_path = log_path
-        self._pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
-        self._returncode: int | None = None
-        self._exited = threading.Event()
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._follower = threading.Thread(
-            target=self._follow, name=f"docker-log-{self.name}", daemon=True
-        )
-        self._waiter = threading.Thread(
-            target=self._wait, name=f"docker-wait-{self.name}", daemon=True
-        )
-        self._follower.start()
-        self._waiter.start()
-
-    @property
-    def pid(self) -> int:
-        """The container's first process (``docker-init``) as the host sees it."""
-        return self._pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self._returncode
-
-    def poll(self) -> int | None:
-        return self._returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        if not self._exited.wait(timeout):
-            raise subprocess.TimeoutExpired(f"container {self.name}", timeout or 0.0)
-        assert self._returncode is not None
-        return self._returncode
-
-    def stop(self, grace_s: float = 15.0) -> int | None:
-        """Stop Ray (SIGTERM, SIGKILL after ``grace_s``) and remove the container."""
-        import docker
-
-        with contextlib.suppress(docker.errors.DockerException, OSError):
-            self.container.stop(timeout=int(grace_s))
-        self._exited.wait(10.0)
-        with contextlib.suppress(docker.errors.DockerException, OSError):
-            self.container.remove(force=True)
-        return self._returncode
-
-    def _append(self, line: str) -> None:
-        with contextlib.suppress(OSError), open(self.log_path, "ab") as f:
-            f.write(f"lanray: {line}\n".encode())
-
-    def _follow(self) -> None:
-        """Append the container's output, from its start, until it exits."""
-        if self.adopted:
-            self._append(f"adopted the running container {self.name}; its output so far:")
-        try:
-            stream = self.container.logs(stream=True, follow=True, stdout=True, stderr=True)
-            with open(self.log_path, "ab", buffering=0) as out:
-                for chunk in stream:
-                    out.write(chunk)
-        except Exception as exc:  # the daemon went away: say so, the waiter decides the rest
-            self._append(f"stopped following {self.name}'s output: {_one_line(str(exc))}")
-
-    def _wait(self) -> None:
-        import docker
-
-        failures = 0
-        rc = 255
-        while True:
-            try:
-                rc = int(self.container.wait().get("StatusCode", 255))
-                break
-            except docker.errors.NotFound:
-                rc = 137  # removed under us (docker rm -f)
-                break
-            except Exception as exc:  # the daemon restarts or is gone
-                failures += 1
-                if failures >= 5:
-                    self._append(f"lost the Docker daemon: {_one_line(str(exc))}")
-                    break
-                time.sleep(1.0)
-        self._follower.join(3.0)  # its output first, then the exit code
-        self._returncode = rc
-        self._exited.set()

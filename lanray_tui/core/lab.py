@@ -11,6 +11,10 @@ returns; :func:`down` finds leftovers by name, so it also cleans up after a cras
 With ``cpus_per_node``, each node also runs on CPUs of its own (CPU affinity), as a
 separate machine would: what its Ray does in the background then competes with its own
 work only, not with the other nodes'.
+
+This module builds and takes down labs and keeps their metadata; running commands in a
+node is :mod:`lanray_tui.core.lab_exec`; the records, a node's dirs and the ``ip`` and
+process plumbing are :mod:`lanray_tui.core.lab_model`. All public names are here.
 """
 
 from __future__ import annotations
@@ -18,39 +22,58 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import select
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 
-from lanray_tui.core.errors import LanrayError
+from lanray_tui.core.lab_exec import NodeProcess, exec_argv, link, run
+from lanray_tui.core.lab_model import (
+    _NAME,
+    _NETNS,
+    Lab,
+    LabError,
+    LabNode,
+    _check_name,
+    _ip_batch,
+    _kill,
+    _lab_netns,
+    _make_node_dirs,
+    _netns_list,
+    _one_line,
+    _tool,
+    _wait_gone,
+    tools_needed,
+)
+
+__all__ = [
+    "LAB_DIR",
+    "MAX_NODES",
+    "Lab",
+    "LabError",
+    "LabNode",
+    "NodeProcess",
+    "down",
+    "exec_argv",
+    "link",
+    "list_labs",
+    "load",
+    "run",
+    "up",
+]
 
 LAB_DIR = Path("/tmp/lanray-lab")
 MAX_NODES = 50
 
-_NAME = re.compile(r"[a-z0-9]{1,8}")
-_NETNS = re.compile(r"lanray-([a-z0-9]{1,8})-(br|n[0-9]+)")
 _INIT_MODULE = "lanray_tui.core.lab_init"
 # The init runs ``-m lanray_tui.core.lab_init`` with this on PYTHONPATH, so it finds the
 # same package as the caller from any cwd, installed or not.
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
-_PACKAGES = {
-    "ip": "iproute2",
-    "unshare": "util-linux",
-    "nsenter": "util-linux",
-    "taskset": "util-linux",
-    "env": "coreutils",
-}
-_IP_TIMEOUT = 10.0
 _INIT_TIMEOUT = 5.0
 _KILL_TIMEOUT = 5.0
 _NEED_ROOT = "the lab needs root (network and PID namespaces); run it as root"
@@ -58,80 +81,6 @@ _NEED_ROOT = "the lab needs root (network and PID namespaces); run it as root"
 # The `ip netns exec ... unshare` processes this process started: down() reaps them so
 # they do not linger as zombies (or trigger ResourceWarnings) in a long-lived caller.
 _launchers: dict[int, subprocess.Popen[bytes]] = {}
-
-
-class LabError(LanrayError):
-    """The lab cannot be brought up, found, used or taken down."""
-
-
-@dataclass(frozen=True)
-class LabNode:
-    """One node of a lab: a network namespace, a PID namespace and its own dirs."""
-
-    name: str
-    address: str
-    netns: str
-    init_pid: int
-    root: Path
-    cpus: tuple[int, ...] = ()  # the CPUs it runs on; () for all of the machine's
-
-    def env(self) -> dict[str, str]:
-        """The HOME, XDG_* and TMPDIR variables that give this node its own dirs."""
-        home = self.root / "home"
-        return {
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_DATA_HOME": str(home / ".local" / "share"),
-            "XDG_STATE_HOME": str(home / ".local" / "state"),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "XDG_RUNTIME_DIR": str(self.root / "run"),
-            "TMPDIR": str(self.root / "tmp"),
-        }
-
-
-@dataclass(frozen=True)
-class Lab:
-    """A lab that is up: its subnet, its bridge namespace and its nodes."""
-
-    name: str
-    subnet: str
-    broadcast: str
-    bridge_netns: str
-    nodes: tuple[LabNode, ...]
-
-    def node(self, name: str) -> LabNode:
-        """The node called ``name`` ("n1", "n2", ...)."""
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        names = ", ".join(n.name for n in self.nodes)
-        raise LabError(f"no node {name!r} in lab {self.name!r} (nodes: {names})")
-
-
-class NodeProcess(subprocess.Popen[Any]):
-    """A process started by :func:`run`, whose signals reach the command in the node.
-
-    The direct child is ``nsenter``, which does not pass signals on. Signalling the
-    command instead works like signalling a plain child: ``nsenter`` reaps it, then exits
-    the same way. Signalling ``nsenter`` (or its process group) would orphan the command
-    to the host's PID 1, and the node's PID namespace cannot go away until that reaps it.
-    """
-
-    def send_signal(self, sig: int) -> None:
-        """Send ``sig`` to the command (to ``nsenter`` if it has not started it yet)."""
-        self.poll()
-        if self.returncode is not None:
-            return
-        try:
-            targets = psutil.Process(self.pid).children()
-        except psutil.Error:
-            targets = []
-        for child in targets:
-            with contextlib.suppress(psutil.Error):
-                child.send_signal(sig)
-        if not targets:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
 
 
 def up(name: str = "lab", nodes: int = 2, cpus_per_node: int = 0) -> Lab:
@@ -151,7 +100,7 @@ def up(name: str = "lab", nodes: int = 2, cpus_per_node: int = 0) -> Lab:
         )
     if os.geteuid() != 0:
         raise LabError(_NEED_ROOT)
-    tools = {tool: _tool(tool) for tool in _PACKAGES}
+    tools = {tool: _tool(tool) for tool in tools_needed()}
     if _lab_netns(name) or (LAB_DIR / name).exists():
         raise LabError(f"lab {name!r} is already up (or left over); run: lanray-tui lab down")
     try:
@@ -208,62 +157,6 @@ def load(name: str = "lab") -> Lab:
                 f"lab {name!r} is broken: node {node.name} lost its init; run: lanray-tui lab down"
             )
     return lab
-
-
-def exec_argv(
-    lab: Lab,
-    node: str,
-    argv: list[str],
-    cwd: str | None = None,
-    env: dict[str, str] | None = None,
-) -> list[str]:
-    """The command line that runs ``argv`` on ``node``.
-
-    It enters the node's network, PID and mount namespaces, changes to ``cwd`` (default:
-    the current dir), sets HOME, XDG_* and TMPDIR to the node's own and keeps it on the
-    node's CPUs. The rest of the environment is the caller's, or exactly ``env`` if given.
-    """
-    target = lab.node(node)
-    command = [
-        _tool("nsenter"),
-        "-t",
-        str(target.init_pid),
-        "-n",
-        "-p",
-        "-m",
-        "-u",
-        "--",
-        _tool("env"),
-    ]
-    if env is not None:
-        command.append("-i")
-    # Entering a mount namespace moves the cwd to its root; `env -C` moves it back.
-    command += ["-C", os.path.abspath(cwd) if cwd is not None else os.getcwd(), "--"]
-    if env is not None:
-        command += [f"{k}={v}" for k, v in env.items()]
-    # Later assignments win, so the node's dirs override those in `env`.
-    command += [f"{k}={v}" for k, v in target.env().items()]
-    if target.cpus:
-        command += [_tool("taskset"), "--cpu-list", ",".join(map(str, target.cpus))]
-    return [*command, *argv]
-
-
-def run(lab: Lab, node: str, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[Any]:
-    """Start ``argv`` on ``node``; keyword arguments go to :class:`subprocess.Popen`.
-
-    ``cwd`` and ``env`` mean what they mean for :func:`exec_argv`. ``terminate()``,
-    ``kill()`` and ``send_signal()`` reach the command itself (see :class:`NodeProcess`).
-    """
-    cwd = popen_kwargs.pop("cwd", None)
-    env = popen_kwargs.pop("env", None)
-    command = exec_argv(lab, node, argv, cwd=None if cwd is None else os.fspath(cwd), env=env)
-    return NodeProcess(command, **popen_kwargs)
-
-
-def link(lab: Lab, node: str, up: bool) -> None:
-    """Set ``node``'s cable to the bridge up or down (its bridge-side veth)."""
-    target = lab.node(node)
-    _ip_batch(_tool("ip"), lab.bridge_netns, [f"link set {target.name} {'up' if up else 'down'}"])
 
 
 def down(name: str = "lab") -> list[str]:
@@ -423,23 +316,6 @@ def _init_netns(pid: int) -> str | None:
     return args[3] if args[1:3] == ["-m", _INIT_MODULE] and len(args) > 3 else None
 
 
-def _make_node_dirs(root: Path) -> None:
-    root.mkdir()
-    for sub in ("home", "tmp", "run"):
-        (root / sub).mkdir()
-        (root / sub).chmod(0o700)
-    for sub in (".config", ".local/share", ".local/state", ".cache"):
-        (root / "home" / sub).mkdir(parents=True)
-    # Lab nodes share one machine's CPU: the other nodes' Ray would look like the owner
-    # at work to the lending policy, so the lab lends unconditionally.
-    conf = root / "home" / ".config" / "lanray-tui"
-    conf.mkdir()
-    (conf / "config.yaml").write_text(
-        "# written by 'lanray-tui lab up': lab nodes share one machine's CPU\n"
-        "lending:\n  enabled: false\n"
-    )
-
-
 def _write_metadata(lab: Lab, path: Path) -> None:
     data = {
         "name": lab.name,
@@ -483,20 +359,6 @@ def _ensure_lab_dir() -> None:
         raise LabError(f"{LAB_DIR} is not a directory that only root can write; remove it")
 
 
-def _lab_netns(name: str) -> list[str]:
-    return [ns for ns in _netns_list() if (m := _NETNS.fullmatch(ns)) and m.group(1) == name]
-
-
-def _netns_list() -> list[str]:
-    ip = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin")
-    if ip is None:
-        return []
-    out = subprocess.run(
-        [ip, "netns", "list"], capture_output=True, text=True, timeout=_IP_TIMEOUT, check=False
-    ).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
 def _lab_processes(
     name: str, namespaces: list[str]
 ) -> tuple[list[psutil.Process], list[psutil.Process]]:
@@ -523,60 +385,3 @@ def _lab_processes(
             if (st.st_dev, st.st_ino) in wanted:
                 others.append(psutil.Process(pid))
     return inits, others
-
-
-def _kill(procs: list[psutil.Process]) -> None:
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGKILL)
-
-
-def _wait_gone(procs: list[psutil.Process], timeout: float) -> None:
-    """Wait until ``procs`` are dead; zombies count as dead (their parents may be others)."""
-    deadline = time.monotonic() + timeout
-    while procs and time.monotonic() < deadline:
-        procs = [p for p in procs if _alive(p)]
-        if procs:
-            time.sleep(0.01)
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _ip_batch(ip: str, netns: str | None, lines: list[str], force: bool = False) -> None:
-    argv = [ip, *(["-n", netns] if netns else []), *(["-force"] if force else []), "-batch", "-"]
-    try:
-        result = subprocess.run(
-            argv,
-            input="\n".join(lines) + "\n",
-            capture_output=True,
-            text=True,
-            timeout=_IP_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise LabError(f"{' '.join(argv)} took more than {_IP_TIMEOUT:.0f} s") from None
-    if result.returncode != 0:
-        why = _one_line(result.stderr.strip().splitlines()[0] if result.stderr.strip() else "")
-        where = f" in {netns}" if netns else ""
-        raise LabError(f"ip failed{where}: {why or f'exit code {result.returncode}'}")
-
-
-def _tool(tool: str) -> str:
-    path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if path is None:
-        raise LabError(f"the lab needs {tool!r}; install the {_PACKAGES[tool]} package")
-    return path
-
-
-def _check_name(name: str) -> None:
-    if not _NAME.fullmatch(name):
-        raise LabError(f"bad lab name {name!r}: use 1 to 8 of a-z and 0-9")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -5,16 +5,8 @@ an eavesdropper or a fake host learns nothing it could test guesses against offl
 connection is one online guess; :class:`~lanray_tui.core.joincode.CodeBook` decides whether
 pairing is open at all and keeps the host-wide budget of failed attempts.
 
-Frames are a 4-byte big-endian length and a body (JSON or raw bytes), at most 64 KiB:
-
-1. joiner -> host: hello ``{"v": 2, "cluster_id": ..., "node_name": ...}``, then SPAKE2 A msg
-2. host -> joiner: SPAKE2 B msg
-3. both: K = SPAKE2 finish; HKDF-SHA256 with salt = SHA-256 of the transcript (the three
-   frames above, as sent) gives a confirm key and a seal key
-4. joiner -> host: HMAC(confirm, b"joiner" + transcript hash); on a mismatch the host sends
-   ``{"ok": false, "error": "wrong code"}`` and stops, having sent nothing derived from K
-5. host -> joiner: HMAC(confirm, b"host" + transcript hash), then nonce +
-   ChaCha20Poly1305(seal) of the credentials JSON with associated data ``b"lanray-creds-v1"``
+The frames, keys and tags of an exchange are described in
+:mod:`lanray_tui.core.pairing_wire`.
 
 What counts as a guess, and why. The host cannot tell a wrong code from a random tag: both
 are a key confirmation that does not verify, and that indistinguishability is what stops
@@ -43,6 +35,9 @@ Whether a tag may be checked is asked again just before checking it, in the same
 step that records the failure, so parallel connections cannot go past any limit. The SPAKE2
 arithmetic (pure Python, about 15 ms a side) runs in a thread of its own, never on the event
 loop, so a flood on the pairing port cannot delay heartbeats or the control socket.
+
+The messages and the crypto are :mod:`lanray_tui.core.pairing_wire`; this module runs the
+flow of each side (the host's :func:`serve_pairing`, the joiner's :func:`pair`).
 """
 
 from __future__ import annotations
@@ -55,7 +50,6 @@ import json
 import logging
 import os
 import socket
-import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -63,44 +57,52 @@ from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from spake2 import SPAKE2_A, SPAKE2_B
+from spake2 import SPAKE2_A
 
 from lanray_tui.core import joincode
-from lanray_tui.core.errors import LanrayError
 from lanray_tui.core.joincode import CodeBook
+from lanray_tui.core.pairing_wire import (
+    _AAD,
+    _CODE_EXPIRED,
+    _ID_HOST,
+    _ID_JOINER,
+    _LEN,
+    _MAC_LEN,
+    _NONCE_LEN,
+    _OLD_VERSION,
+    _SPAKE_MSG_LEN,
+    _WRONG_CODE,
+    MAX_FRAME,
+    PAIRING_VERSION,
+    PairingError,
+    _BadPeer,
+    _confirm_tag,
+    _derive,
+    _error_frame,
+    _frame,
+    _host_spake,
+    _is_name,
+    _json_bytes,
+    _parse_hello,
+    _raise_if_refused,
+    _transcript,
+    _Version,
+)
+
+__all__ = [
+    "MAX_FRAME",
+    "PAIRING_VERSION",
+    "PairingError",
+    "ReplayGuard",
+    "pair",
+    "refuse",
+    "serve_pairing",
+]
 
 log = logging.getLogger(__name__)
 
-PAIRING_VERSION = 2  # 2: keys and tags bound to the transcript
-MAX_FRAME = 64 * 1024
-_LEN = struct.Struct(">I")
-_ID_JOINER = b"lanray joiner v1"
-_ID_HOST = b"lanray host v1"
-_AAD = b"lanray-creds-v1"
-_NONCE_LEN = 12
-_MAC_LEN = 32
-_SPAKE_MSG_LEN = 33  # a side byte and an Ed25519 group element
-_MAX_NAME = 64
-_WRONG_CODE = "wrong code"
-_CODE_EXPIRED = "code expired"
-_OLD_VERSION = "unsupported pairing version: use the same lanray-tui version as the host"
-
 T = TypeVar("T")
 RunBlocking = Callable[[Callable[[], T]], Awaitable[T]]
-
-
-class PairingError(LanrayError):
-    """Pairing failed; the message is one line for the user."""
-
-
-class _BadPeer(Exception):
-    """Internal: the other side sent something we do not accept."""
-
-
-class _Version(_BadPeer):
-    """Internal: a hello of another pairing version."""
 
 
 class ReplayGuard:
@@ -124,69 +126,6 @@ class ReplayGuard:
         return True
 
 
-def _frame(body: bytes) -> bytes:
-    return _LEN.pack(len(body)) + body
-
-
-def _json_bytes(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _error_frame(error: str) -> bytes:
-    return _frame(_json_bytes({"ok": False, "error": error}))
-
-
-def _transcript(hello: bytes, msg_a: bytes, msg_b: bytes) -> bytes:
-    """SHA-256 of the three frames as sent: the keys and tags are bound to them all."""
-    return hashlib.sha256(_frame(hello) + _frame(msg_a) + _frame(msg_b)).digest()
-
-
-def _derive(key: bytes, transcript: bytes) -> tuple[bytes, bytes]:
-    confirm = HKDF(SHA256(), 32, transcript, b"lanray confirm").derive(key)
-    seal = HKDF(SHA256(), 32, transcript, b"lanray seal").derive(key)
-    return confirm, seal
-
-
-def _confirm_tag(confirm_key: bytes, side: bytes, transcript: bytes) -> bytes:
-    return hmac.new(confirm_key, side + transcript, hashlib.sha256).digest()
-
-
-def _host_spake(code: str, msg_a: bytes) -> tuple[bytes, bytes]:
-    """The host's SPAKE2 work (blocking, ~30 ms): its message and the shared key."""
-    spake = SPAKE2_B(code.encode(), idA=_ID_JOINER, idB=_ID_HOST)
-    msg_b = spake.start()
-    try:
-        return msg_b, spake.finish(msg_a)
-    except Exception as e:
-        raise _BadPeer(f"bad SPAKE2 message: {e!r}") from None
-
-
-def _printable_line(value: str, limit: int = 80) -> str:
-    return "".join(ch if ch.isprintable() else "?" for ch in value[:limit])
-
-
-def _is_name(value: object) -> bool:
-    # Names end up on a terminal: control characters could rewrite the screen.
-    return isinstance(value, str) and 1 <= len(value) <= _MAX_NAME and value.isprintable()
-
-
-def _parse_hello(body: bytes) -> dict[str, Any]:
-    try:
-        hello = json.loads(body)
-    except (ValueError, RecursionError):
-        raise _BadPeer("hello is not JSON") from None
-    if not isinstance(hello, dict) or set(hello) != {"v", "cluster_id", "node_name"}:
-        raise _BadPeer("hello has the wrong fields")
-    version, cluster_id, node_name = hello["v"], hello["cluster_id"], hello["node_name"]
-    if type(version) is not int or version != PAIRING_VERSION:
-        raise _Version(f"unsupported version {version!r}")
-    if not _is_name(node_name):
-        raise _BadPeer("bad node_name")
-    if cluster_id is not None and (not isinstance(cluster_id, str) or len(cluster_id) > _MAX_NAME):
-        raise _BadPeer("bad cluster_id")
-    return hello
-
-
 # ---------------------------------------------------------------------------- host side
 
 
@@ -201,6 +140,32 @@ async def _in_thread(fn: Callable[[], T]) -> T:
     return await asyncio.to_thread(fn)
 
 
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()
+
+
+async def _read_offer(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, replay: ReplayGuard
+) -> tuple[bytes, dict[str, Any], bytes]:
+    """The joiner's hello (as sent and parsed) and its SPAKE2 message, which must be fresh.
+
+    Raises :class:`_BadPeer` for anything else; a bad hello is answered first.
+    """
+    hello_bytes = await _read_frame(reader)
+    try:
+        hello = _parse_hello(hello_bytes)
+    except _BadPeer as e:
+        await _send(writer, _error_frame(_OLD_VERSION if isinstance(e, _Version) else "bad hello"))
+        raise
+    msg_a = await _read_frame(reader)
+    if len(msg_a) != _SPAKE_MSG_LEN:
+        raise _BadPeer(f"SPAKE2 message of {len(msg_a)} bytes")
+    if not replay.fresh(msg_a):
+        raise _BadPeer("replayed SPAKE2 message")
+    return hello_bytes, hello, msg_a
+
+
 async def _serve(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -210,30 +175,17 @@ async def _serve(
     replay: ReplayGuard,
     run_blocking: RunBlocking[tuple[bytes, bytes]],
 ) -> bool:
-    hello_bytes = await _read_frame(reader)
-    try:
-        hello = _parse_hello(hello_bytes)
-    except _BadPeer as e:
-        writer.write(_error_frame(_OLD_VERSION if isinstance(e, _Version) else "bad hello"))
-        await writer.drain()
-        raise
-    msg_a = await _read_frame(reader)
-    if len(msg_a) != _SPAKE_MSG_LEN:
-        raise _BadPeer(f"SPAKE2 message of {len(msg_a)} bytes")
-    if not replay.fresh(msg_a):
-        raise _BadPeer("replayed SPAKE2 message")
+    hello_bytes, hello, msg_a = await _read_offer(reader, writer, replay)
     code = book.live()
     reason = book.refusal(source)
     if code is None or reason is not None:
-        writer.write(_error_frame(reason or "pairing is closed"))
-        await writer.drain()
+        await _send(writer, _error_frame(reason or "pairing is closed"))
         return False
     code = joincode.normalize(code)
     msg_b, key = await run_blocking(lambda: _host_spake(code, msg_a))
     transcript = _transcript(hello_bytes, msg_a, msg_b)
     confirm_key, seal_key = _derive(key, transcript)
-    writer.write(_frame(msg_b))
-    await writer.drain()
+    await _send(writer, _frame(msg_b))
 
     tag = await _read_frame(reader)
     if len(tag) != _MAC_LEN:
@@ -242,30 +194,40 @@ async def _serve(
     # await from here to the count, so no other connection can slip in between.
     reason = book.refusal(source)
     if reason is not None or joincode.normalize(book.live() or "") != code:
-        writer.write(_error_frame(reason or _CODE_EXPIRED))
-        await writer.drain()
+        await _send(writer, _error_frame(reason or _CODE_EXPIRED))
         return False
     if not hmac.compare_digest(tag, _confirm_tag(confirm_key, b"joiner", transcript)):
         # Count first: a joiner that hangs up at once must still use up a guess.
         book.fail(source)
-        writer.write(_error_frame(_WRONG_CODE))
-        await writer.drain()
+        await _send(writer, _error_frame(_WRONG_CODE))
         log.debug("pairing: wrong code from %s (%r)", source, hello["node_name"])
         return False
     book.use()
+    await _send_credentials(writer, hello, on_success, confirm_key, seal_key, transcript)
+    return True
+
+
+async def _send_credentials(
+    writer: asyncio.StreamWriter,
+    hello: dict[str, Any],
+    on_success: Callable[[dict[str, Any]], dict[str, Any]],
+    confirm_key: bytes,
+    seal_key: bytes,
+    transcript: bytes,
+) -> None:
+    """The host's tag, then the credentials sealed with the seal key (the joiner paired)."""
     try:
         credentials = on_success(hello)
     except Exception:
-        writer.write(_error_frame("host could not issue credentials"))
-        await writer.drain()
+        await _send(writer, _error_frame("host could not issue credentials"))
         raise
     nonce = os.urandom(_NONCE_LEN)
     sealed = ChaCha20Poly1305(seal_key).encrypt(nonce, _json_bytes(credentials), _AAD)
     if len(nonce) + len(sealed) > MAX_FRAME:
         raise ValueError("credentials too large for one frame")
-    writer.write(_frame(_confirm_tag(confirm_key, b"host", transcript)) + _frame(nonce + sealed))
-    await writer.drain()
-    return True
+    await _send(
+        writer, _frame(_confirm_tag(confirm_key, b"host", transcript)) + _frame(nonce + sealed)
+    )
 
 
 async def serve_pairing(
@@ -369,26 +331,6 @@ class _Conn:
         body = self._recv_exactly(length)
         _raise_if_refused(body)
         return body
-
-
-def _raise_if_refused(body: bytes) -> None:
-    """Turn the host's clear-text failure frame, if that is what ``body`` is, into an error."""
-    if not body.startswith(b"{"):
-        return
-    try:
-        reply = json.loads(body)
-    except (ValueError, RecursionError):
-        return
-    if not isinstance(reply, dict) or reply.get("ok") is not False:
-        return
-    error = reply.get("error")
-    if error == _WRONG_CODE:
-        raise PairingError("wrong join code")
-    if error == _CODE_EXPIRED:
-        raise PairingError("join code expired; ask the host for its current code")
-    if isinstance(error, str) and error.startswith(("pairing is ", "too many failed", "unsupp")):
-        raise PairingError(f"host refused pairing: {_printable_line(error, 120)}")
-    raise PairingError(f"host refused pairing: {_printable_line(str(error))}")
 
 
 def _exchange(conn: _Conn, code: str, node_name: str, cluster_id: str | None) -> dict[str, Any]:

@@ -224,17 +224,7 @@ def _start_docker(
     engine = docker_engine.connect()
     network = cfg["runtime.docker_network"] or "host"
     host_network = network == "host"
-    dns_options: tuple[str, ...] = ()
-    if not host_network:
-        net = engine.network(network)
-        if net is None:
-            raise LanrayError(
-                f"the Docker network '{network}' does not exist; create it (docker network "
-                f"create {network}) or set runtime.docker_network: host, or use runtime.kind: "
-                "native"
-            )
-        if net.get("Internal"):
-            dns_options = INTERNAL_DNS_OPTIONS
+    dns_options = () if host_network else _network_dns_options(engine, network)
     seen, reason, ids = _nvml_gpus()
     plan = gpu_plan(seen, reason, ids, engine.has_nvidia() if seen else False, spec.num_gpus)
     if plan.error:
@@ -271,6 +261,19 @@ def _start_docker(
     if handle.node_ip:
         say(f"container {container.name} has address {handle.node_ip}")
     return handle
+
+
+def _network_dns_options(engine: Engine, network: str) -> tuple[str, ...]:
+    """DNS options for a container on Docker network ``network``: short lookups on an
+    ``--internal`` one (see :data:`INTERNAL_DNS_OPTIONS`). The network must exist."""
+    net = engine.network(network)
+    if net is None:
+        raise LanrayError(
+            f"the Docker network '{network}' does not exist; create it (docker network "
+            f"create {network}) or set runtime.docker_network: host, or use runtime.kind: "
+            "native"
+        )
+    return INTERNAL_DNS_OPTIONS if net.get("Internal") else ()
 
 
 def _adopt_or_clear(

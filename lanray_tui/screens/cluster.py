@@ -3,7 +3,9 @@
 Every socket call runs in a thread worker. The status poll never overlaps itself: the next
 one is scheduled when the last one has been handled. Log streams push lines into their
 pane's feed, which backs the stream off while the pane is behind. Leaving the screen
-interrupts every call and stream in flight (see :mod:`.agent_link`).
+interrupts every call and stream in flight (see :mod:`.agent_link`). The jobs tab is
+:class:`~.jobs_pane.JobsPane`; the questions, the palette's entries and which lending
+request a key sends are :mod:`.cluster_texts`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from .. import messages
@@ -27,17 +28,16 @@ from ..widgets.job_table import JobTable
 from ..widgets.log_pane import LogPane
 from ..widgets.node_table import NodeTable
 from .agent_link import AgentLink, pump_lines
+from .cluster_texts import COMMANDS, leave_question, lending_toggle, stop_question
 from .confirm import ConfirmScreen
+from .jobs_pane import JobsPane
 from .session import Session
 
 if TYPE_CHECKING:
-    from ..core.jobs import JobView
     from ..core.models import AgentInfo, NodeInfo
     from ..core.protocol import LendingReply, Request
 
 POLL_INTERVAL_S = 1.0
-JOBS_POLL_S = 1.0
-JOBS_POLL_FAILED_S = 3.0
 POLL_INTERVAL_GONE_S = 2.0
 CODE_INTERVAL_S = 10.0
 LOG_BACKLOG = 200
@@ -87,14 +87,19 @@ class ClusterScreen(Screen[None]):
                 yield LogPane("ray", save_dir=save_dir, id="log-ray")
             with TabPane("Logs: agent (3)", id="tab-agent"):
                 yield LogPane("agent", save_dir=save_dir, id="log-agent")
-            with TabPane("Jobs (4)", id="tab-jobs"), Vertical(id="jobs-box"):
-                yield Static("job queue: reading…", id="jobs-note", markup=False)
-                yield JobTable(id="jobs")
+            with TabPane("Jobs (4)", id="tab-jobs"):
+                yield JobsPane(
+                    self.session,
+                    self.link,
+                    node_names=self._node_names,
+                    agent_gone=lambda: self.agent_gone,
+                    id="jobs-box",
+                )
         yield Footer()
 
     def on_mount(self) -> None:
         self._poll_status()
-        self._poll_jobs()
+        self._jobs().poll()
         for source in LOG_SOURCES:
             self._start_log(source, LOG_BACKLOG)
         if self.agent.role == "host":
@@ -175,101 +180,36 @@ class ClusterScreen(Screen[None]):
             return
         self.app.push_screen(NodeDetailsScreen(lambda: table.lookup(node_id)))
 
-    # ----- job queue ------------------------------------------------------------------------
+    # ----- job queue (the pane does the work; the job table binds these) --------------
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="jobs")
-    def _poll_jobs(self) -> None:
-        from ..core import texts
-        from ..core.errors import LanrayError
-        from ..core.protocol import JobsRequest
+    def _jobs(self) -> JobsPane:
+        return self.query_one(JobsPane)
 
-        try:
-            got = self.link.request(JobsRequest(), timeout=8.0)
-        except LanrayError as exc:
-            self.post_message(messages.JobsPolled(None, [], messages.describe(exc)))
-            return
-        self.post_message(messages.JobsPolled(got.jobs, texts.job_notes(got)))
-
-    def on_jobs_polled(self, message: messages.JobsPolled) -> None:
-        note = self.query_one("#jobs-note", Static)
-        if message.jobs is None:
-            note.update(f"job queue: not available ({message.error})")
-        else:
-            names: dict[str, str] = {}
-            for n in self.query_one(NodeTable).nodes:
+    def _node_names(self) -> dict[str, str]:
+        """Node names by IP and by id, for the jobs pane (none while the screen goes away)."""
+        names: dict[str, str] = {}
+        for table in self.query(NodeTable):
+            for n in table.nodes:
                 names[n.ip] = names[n.node_id] = n.name
-            self.query_one(JobTable).update_jobs(message.jobs, names)
-            counts: dict[str, int] = {}
-            for job in message.jobs:
-                counts[job.state] = counts.get(job.state, 0) + 1
-            summary = ", ".join(f"{v} {k.lower()}" for k, v in counts.items()) or "no jobs yet"
-            keys = "n new · c cancel · r retry · Enter details"
-            note.update("; ".join([f"jobs: {summary}", *message.notes]) + f"   ({keys})")
-        delay = JOBS_POLL_S if message.jobs is not None else JOBS_POLL_FAILED_S
-        if self.is_attached and not self.agent_gone:
-            self.set_timer(delay, self._poll_jobs)
-        elif self.is_attached:
-            self.set_timer(POLL_INTERVAL_GONE_S * 2, self._poll_jobs)
+        return names
 
     def action_new_job(self) -> None:
-        from .new_job import NewJobScreen
-
         self.action_show("jobs")
-        self.app.push_screen(NewJobScreen(self.session, self.link), self._job_queued)
-
-    def _job_queued(self, job_id: str | None) -> None:
-        if job_id:
-            self.notify(f"queued {job_id}", title="new job")
-            self._poll_jobs()
-
-    def _selected_job(self, verb: str) -> JobView | None:
-        job = self.query_one(JobTable).selected()
-        if job is None:
-            self.notify(f"no job to {verb}: select one in the jobs pane (4)", severity="warning")
-        return job
+        self._jobs().new_job()
 
     def action_cancel_job(self) -> None:
-        job = self._selected_job("cancel")
-        if job is None:
-            return
-        question = f"Cancel job {job.id} ({job.name}, {job.state})?"
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._job_op("cancel", job.id)
-
-        self.app.push_screen(ConfirmScreen(question, yes="Cancel job", no="Keep it"), answered)
+        self._jobs().cancel_selected()
 
     def action_retry_job(self) -> None:
-        job = self._selected_job("retry")
-        if job is not None:
-            self._job_op("retry", job.id)
+        self._jobs().retry_selected()
 
     def action_job_details(self) -> None:
-        from .job_details import JobDetailsScreen
-
-        job = self._selected_job("show")
-        if job is not None:
-            self.app.push_screen(JobDetailsScreen(self.session, job))
-
-    @work(thread=True, exclusive=False, exit_on_error=False, group="job-op")
-    def _job_op(self, op: str, job_id: str) -> None:
-        from .job_details import job_op
-
-        text, ok = job_op(self.link, op, job_id)
-        self.post_message(messages.NodeActionDone(text, ok))
+        self._jobs().show_selected()
 
     # ----- this node's Ray: lending, restart, stop ------------------------------------------
 
     def action_pause_resume(self) -> None:
-        from ..core.protocol import PauseRequest, ResumeRequest
-
-        state = self.agent.lending.get("state", "")
-        if state in ("paused", "stopped"):
-            self._node_op(ResumeRequest(), "lent to the cluster again")
-        else:
-            done = "paused: drained this node's Ray worker; p lends it again"
-            self._node_op(PauseRequest(), done)
+        self._node_op(*lending_toggle(self.agent))
 
     def action_restart_ray(self) -> None:
         from ..core.protocol import RestartRayRequest
@@ -282,14 +222,12 @@ class ClusterScreen(Screen[None]):
         if self.agent.lending.get("state") == "stopped":
             self._node_op(ResumeRequest(), "starting this node's Ray again")
             return
-        what = "the head: the whole cluster stops" if self.agent.role == "host" else "Ray"
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self._node_op(StopRayRequest(), "stopped this node's Ray")
 
-        question = f"Stop this node's {what}?\nThe agent stays; S starts it again."
-        self.app.push_screen(ConfirmScreen(question, yes="Stop"), answered)
+        self.app.push_screen(ConfirmScreen(stop_question(self.agent), yes="Stop"), answered)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="node-op")
     def _node_op(self, req: Request[LendingReply], done: str) -> None:
@@ -305,7 +243,7 @@ class ClusterScreen(Screen[None]):
 
     def on_node_action_done(self, message: messages.NodeActionDone) -> None:
         self.notify(message.text, severity="information" if message.ok else "error")
-        self._poll_jobs()
+        self._jobs().poll()
 
     # ----- join code (host) ---------------------------------------------------------------
 
@@ -409,15 +347,7 @@ class ClusterScreen(Screen[None]):
     def action_leave(self) -> None:
         if self.leaving:
             return
-        if self.agent.role == "host":
-            question = (
-                f"Stop hosting '{self.agent.cluster_name}'?\n"
-                "This stops Ray on this machine: the whole cluster goes down."
-            )
-        else:
-            question = (
-                f"Leave '{self.agent.cluster_name}'?\nThis stops Ray and the agent on this node."
-            )
+        question = leave_question(self.agent)
         self.app.push_screen(ConfirmScreen(question, yes="Leave"), self._leave_confirmed)
 
     def _leave_confirmed(self, yes: bool | None) -> None:
@@ -449,30 +379,7 @@ class ClusterScreen(Screen[None]):
         self.post_message(messages.ShowMenu())
 
     def commands(self) -> list[tuple[str, str, str]]:
-        return [
-            ("Leave the cluster", "Stop Ray and the agent on this node", "leave"),
-            ("Filter the log", "Show only lines with some text", "log('filter')"),
-            ("Toggle log wrap", "Wrap long log lines", "log('toggle_wrap')"),
-            ("Toggle log timestamps", "Show when each line arrived", "log('toggle_timestamps')"),
-            ("Save the log", "Write the kept log lines to a file", "log('save')"),
-            ("Follow the log", "Jump to the end and follow new lines", "log('follow')"),
-            ("Show nodes", "Focus the node list", "show('nodes')"),
-            (
-                "Node details",
-                "Bars, sparklines, GPUs and lending of the selected node",
-                "node_details",
-            ),
-            ("Show the Ray log", "This node's Ray output", "show('ray')"),
-            ("Show the agent log", "This node's agent output", "show('agent')"),
-            ("Show jobs", "The cluster's job queue", "show('jobs')"),
-            ("New job", "Queue a sample job, a script or a command", "new_job"),
-            ("Cancel the selected job", "Queued or running", "cancel_job"),
-            ("Retry the selected job", "A failed, lost or cancelled one", "retry_job"),
-            ("Pause or resume lending", "Drain this node, or lend it again", "pause_resume"),
-            ("Restart this node's Ray", "Under docker: a fresh container", "restart_ray"),
-            ("Stop or start this node's Ray", "The agent stays", "stop_start_ray"),
-            ("Zoom the focused pane", "Fill the screen with it (z again: back)", "zoom"),
-        ]
+        return list(COMMANDS)
 
     @on(TabbedContent.TabActivated, "#panes")
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:

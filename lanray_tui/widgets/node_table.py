@@ -1,9 +1,10 @@
 """The cluster's nodes, one row each, with 60-second sparklines of CPU, memory and GPU.
 
-Nodes that died (or vanished) stay listed, dimmed. Each poll (once a second) adds a point
-to the node's histories; a sparkline draws the last 60 of them in 8 cells (7.5 s a cell),
-coloured by nvitop's load levels. The figure beside it is always spelt out, so the pane
-reads the same with NO_COLOR.
+Nodes that need a look sort to the top (unreachable, withheld, restarting, owner back);
+nodes that died (or vanished) stay listed at the bottom, dimmed. Each poll (once a second)
+adds a point to the node's histories; a sparkline draws the last 60 of them in 8 cells
+(7.5 s a cell), coloured by nvitop's load levels. The figure beside it is always spelt
+out, so the pane reads the same with NO_COLOR.
 """
 
 from __future__ import annotations
@@ -33,6 +34,33 @@ COLUMNS = (
 HISTORY_S = 60
 SPARK_CELLS = 8
 LEVEL_STYLE = {"light": "green", "moderate": "yellow", "heavy": "red", "n/a": ""}
+#: A node that waits on purpose (its owner withholds it, or its Ray restarts): not dimmed
+#: like the dead, its state in a colour of its own.
+STATE_STYLE = {"WITHHELD": "bold magenta", "RESTARTING": "bold cyan"}
+UNREACHABLE = "UNREACHABLE"  # the link of a node whose heartbeats stopped
+UNREACHABLE_STYLE = "bold red"
+OWNER_BACK = "owner-active"  # the lending state of a node whose owner came back
+
+
+def attention(node: NodeInfo, still: bool = True) -> int:
+    """Where a node sorts: problems first (unreachable, withheld, restarting, owner back),
+    then the nodes at work, then the dead and the gone."""
+    if not still:
+        return 6
+    if node.link == UNREACHABLE:
+        return 0
+    if node.state == "WITHHELD":
+        return 1
+    if node.state == "RESTARTING":
+        return 2
+    if node.lending == OWNER_BACK:
+        return 3
+    return 4 if node.state == "ALIVE" else 5
+
+
+def row_order(node: NodeInfo, still: bool) -> tuple[int, bool, str, str]:
+    """The nodes pane's order: by :func:`attention`, the head first, then by name and IP."""
+    return attention(node, still), node.role != "head", node.name, node.ip
 
 
 def _num(value: float) -> str:
@@ -88,59 +116,13 @@ class NodeTable(DataTable[Text]):
         return keys[self.cursor_row] if 0 <= self.cursor_row < len(keys) else None
 
     def update_nodes(self, nodes: list[NodeInfo]) -> None:
-        """Show this poll's nodes; ones seen before but not listed now read ``gone``."""
-        listed = {n.node_id for n in nodes}
-        for node_id, (node, _) in list(self._known.items()):
-            if node_id not in listed:
-                self._known[node_id] = (node, False)
-        for n in nodes:
-            self._known[n.node_id] = (n, True)
-            cpu, mem, gpu = self.histories(n.node_id)
-            alive = n.state == "ALIVE"
-            cpu.push(n.cpu_pct if alive else None)
-            mem.push(n.mem_pct if alive else None)
-            gpu.push(n.gpu_pct if alive else None)
-        rows = sorted(
-            self._known.values(),
-            key=lambda item: (
-                not item[1] or item[0].state != "ALIVE",
-                item[0].role != "head",
-                item[0].name,
-                item[0].ip,
-            ),
-        )
-        shown: list[tuple[str, list[Text], bool]] = []
-        for node, still in rows:
-            state = node.state if still else "gone"
-            cpu, mem, gpu = self.histories(node.node_id)
-            gpu_note = "none" if not node.gpus else node.gpu_note or "n/a"
-            gpu_cell = gauge(gpu, GPU_UTILIZATION_THRESHOLDS, gpu_note)
-            if node.gpu_mem_pct is not None:
-                gpu_cell.append(f" mem {node.gpu_mem_pct:.0f}%")
-            alive = still and node.state == "ALIVE"
-            style = "" if alive else "dim"
-            cells = [
-                Text(c, style=style)
-                for c in (
-                    node.name,
-                    node.ip,
-                    node.role,
-                    state,
-                    node.link,
-                    node.lending or "n/a",
-                    _num(node.cpus),
-                )
-            ]
-            cells += [
-                gauge(cpu, CPU_THRESHOLDS),
-                gauge(mem, MEMORY_UTILIZATION_THRESHOLDS),
-                gpu_cell,
-                Text(node.runtime or "n/a", style=style),
-            ]
-            if not alive:
-                for cell in cells:
-                    cell.stylize("dim")
-            shown.append((node.node_id, cells, alive))
+        """Show this poll's nodes; ones seen before but not listed now read ``gone``.
+
+        Problems come first (see :func:`attention`), then the nodes at work, the dead last.
+        """
+        self._record(nodes)
+        rows = sorted(self._known.values(), key=lambda item: row_order(*item))
+        shown = [self._row(node, still) for node, still in rows]
         plain = [(i, [c.plain for c in cells], a) for i, cells, a in shown]
         if plain == self._shown:
             return
@@ -153,6 +135,58 @@ class NodeTable(DataTable[Text]):
             self.add_row(*row, key=node_id)
         if keep is not None and keep in self._known:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
+
+    def _record(self, nodes: list[NodeInfo]) -> None:
+        """Remember this poll's nodes (the others as no longer listed) and their figures."""
+        listed = {n.node_id for n in nodes}
+        for node_id, (node, _) in list(self._known.items()):
+            if node_id not in listed:
+                self._known[node_id] = (node, False)
+        for n in nodes:
+            self._known[n.node_id] = (n, True)
+            cpu, mem, gpu = self.histories(n.node_id)
+            alive = n.state == "ALIVE"
+            cpu.push(n.cpu_pct if alive else None)
+            mem.push(n.mem_pct if alive else None)
+            gpu.push(n.gpu_pct if alive else None)
+
+    def _row(self, node: NodeInfo, still: bool) -> tuple[str, list[Text], bool]:
+        """One node's cells: dimmed when it is dead or gone, its state styled when it waits."""
+        state = node.state if still else "gone"
+        cpu, mem, gpu = self.histories(node.node_id)
+        gpu_note = "none" if not node.gpus else node.gpu_note or "n/a"
+        gpu_cell = gauge(gpu, GPU_UTILIZATION_THRESHOLDS, gpu_note)
+        if node.gpu_mem_pct is not None:
+            gpu_cell.append(f" mem {node.gpu_mem_pct:.0f}%")
+        alive = still and node.state == "ALIVE"
+        waiting = still and node.state in STATE_STYLE
+        style = "" if alive or waiting else "dim"
+        cells = [
+            Text(c, style=style)
+            for c in (
+                node.name,
+                node.ip,
+                node.role,
+                state,
+                node.link,
+                node.lending or "n/a",
+                _num(node.cpus),
+            )
+        ]
+        if waiting:
+            cells[3].stylize(STATE_STYLE[node.state])
+        if still and node.link == UNREACHABLE:
+            cells[4].stylize(UNREACHABLE_STYLE)
+        cells += [
+            gauge(cpu, CPU_THRESHOLDS),
+            gauge(mem, MEMORY_UTILIZATION_THRESHOLDS),
+            gpu_cell,
+            Text(node.runtime or "n/a", style=style),
+        ]
+        if not (alive or waiting):
+            for cell in cells:
+                cell.stylize("dim")
+        return node.node_id, cells, alive
 
     def _shown_keys(self) -> list[str]:
         return [str(row.key.value) for row in self.ordered_rows]

@@ -16,7 +16,7 @@ from lanray_tui.screens.cluster import ClusterScreen
 from lanray_tui.screens.confirm import ConfirmScreen
 from lanray_tui.screens.node_details import NodeDetailsScreen
 from lanray_tui.widgets.node_table import NodeTable
-from tests.helpers.fake_agent import FakeAgent
+from tests.helpers.fake_agent import FakeAgent, node_json
 from tests.helpers.tui import attached, quiet_lan, started, wait_for
 
 SIZE = (100, 30)
@@ -162,3 +162,40 @@ def test_bars_and_downsampling() -> None:
     assert bar(None, 4) == "    " and bar(100.0, 3) == "███" and bar(6.25, 2) == "▏·"
     assert downsample([1.0, 3.0, None, None, 5.0, 7.0], 3) == [2.0, None, 6.0]
     assert downsample([1.0, None], 8) == [1.0, None]
+
+
+async def test_nodes_pane_puts_problems_first(fake: FakeAgent) -> None:
+    lost = node_json("lost", "10.9.0.9")
+    lost["link"] = "UNREACHABLE"
+    busy = node_json("busy", "10.9.0.8")
+    busy["lending"] = {"state": "owner-active", "reason": "owner active: keyboard used 2 s ago"}
+    withheld = node_json("away", "10.9.0.7", state="WITHHELD")
+    withheld["lending"] = {"state": "on-battery", "reason": "on battery"}
+    fake.nodes = [
+        node_json("zeta", "10.9.0.6", state="DEAD"),
+        node_json("alpha", "10.9.0.1", role="head"),
+        node_json("beta", "10.9.0.2"),
+        busy,
+        node_json("again", "10.9.0.5", state="RESTARTING"),
+        withheld,
+        lost,
+    ]
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=SIZE) as pilot:
+        await attached(pilot)
+        table = app.screen.query_one(NodeTable)
+        await wait_for(pilot, lambda: table.row_count == 7, "seven nodes")
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        names = [row[0].plain for row in rows]
+        assert names == ["lost", "away", "again", "busy", "alpha", "beta", "zeta"]
+        by_name = {row[0].plain: row for row in rows}
+        # Withheld and restarting nodes wait on purpose: not dimmed like the dead, and each
+        # state in a style of its own.
+        away, again = by_name["away"], by_name["again"]
+        assert away[0].style != "dim" and again[0].style != "dim"
+        away_style = {str(span.style) for span in away[3].spans}
+        again_style = {str(span.style) for span in again[3].spans}
+        assert away_style and again_style and away_style != again_style
+        assert any("red" in str(span.style) for span in by_name["lost"][4].spans)
+        assert by_name["zeta"][0].style == "dim"
+        assert away[5].plain == "on-battery"  # why it is withheld
