@@ -37,8 +37,12 @@ def test_two_nodes_alive(cluster: dict[str, Any]) -> None:
     assert 0 <= free["free_cpus"] <= total and free["free_memory_gb"] > 0
     assert "free: " in n1.lanray("status", check=True).stdout.splitlines()[1]
     rows = {n["ip"]: n for n in n1.status()["nodes"] if n["state"] == "ALIVE"}
-    assert rows[n1.address]["runtime"] == {"kind": "native"}
-    wait_for(lambda: row_of(n1, n2.address).get("runtime") == {"kind": "native"}, timeout=10)
+    rt = rows[n1.address]["runtime"]
+    assert rt["kind"] == "native" and set(rt) == {"kind", "agent_mb", "ray_mb"}
+    # each agent's own memory beside its Ray's (issue 18), in MiB
+    assert 10 < rt["agent_mb"] < 200 and rt["ray_mb"] > rt["agent_mb"]
+    wait_for(lambda: (row_of(n1, n2.address).get("runtime") or {}).get("kind") == "native", 10)
+    assert row_of(n1, n2.address)["runtime"]["ray_mb"] > 0
 
 
 def test_node_ip_is_the_lan_address(cluster: dict[str, Any]) -> None:

@@ -123,6 +123,7 @@ def test_jitter_stays_within_its_bounds() -> None:
         "rpc error: UNAUTHENTICATED: invalid token",
         "Ray already runs on this node (pid 7) for another cluster ('x'); stop it with ...",
         "the 'podman' runtime is not available yet; use runtime.kind: native",
+        "the Ray container exited at start with code 3: lanray-test: this ray is broken",
     ],
 )
 async def test_causes_that_cannot_pass_end_the_agent(tmp_path: Path, cause: str) -> None:

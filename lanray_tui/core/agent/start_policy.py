@@ -22,6 +22,7 @@ PERMANENT = (
     "no such file or directory",
     "command not found",
     "permission denied",
+    "exited at start",  # the runtime's Ray died before it could try: a broken image or install
 )
 
 #: Short names for the usual passing causes, for the one status line.
