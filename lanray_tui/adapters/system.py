@@ -65,6 +65,20 @@ def rss_bytes(pids: set[int] | list[int]) -> int:
     return total
 
 
+def pss_bytes(pids: set[int] | list[int]) -> int:
+    """The proportional memory of ``pids`` together: shared pages (Ray's object store, its
+    libraries) counted once across them, not once per process as RSS would."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(pid)
+            try:
+                total += int(p.memory_full_info().pss)
+            except (AttributeError, psutil.AccessDenied):
+                total += int(p.memory_info().rss)
+    return total
+
+
 def process_argv(pid: int) -> list[str]:
     try:
         return list(psutil.Process(pid).cmdline())

@@ -120,14 +120,15 @@ class RayStarter:
         return view
 
     def memory(self, ray_pid: int | None) -> dict[str, float | None]:
-        """The agent's and Ray's resident memory in MiB (Ray's: its process tree; None when
-        it does not run here or runs in a container), read at most every few seconds."""
+        """The agent's resident memory and Ray's in MiB (Ray's: the proportional set size of
+        its process tree, so shared pages count once; None when it does not run here or runs
+        in a container), read at most every few seconds."""
         at, last = self._memory
         if time.monotonic() - at < MEMORY_EVERY_S and last:
             return last
         ray_mb = None
         if ray_pid is not None and self.native:
-            ray_mb = round(system.rss_bytes(system.process_tree(ray_pid)) / 2**20, 1)
+            ray_mb = round(system.pss_bytes(system.process_tree(ray_pid)) / 2**20, 1)
         got = {"agent_mb": round(system.rss_bytes([os.getpid()]) / 2**20, 1), "ray_mb": ray_mb}
         self._memory = (time.monotonic(), got)
         return got
