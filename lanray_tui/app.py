@@ -55,7 +55,13 @@ class LanrayApp(App[int]):
     def compose(self) -> ComposeResult:
         yield Static("lanray-tui: looking for this node's agent…", id="probing")
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
+        from .core.paths import Paths
+
+        if self.initial is None and not Paths.from_env().socket.exists():
+            # No socket, no agent: the menu at once, without a probe's thread and message.
+            await self.on_agent_probed(messages.AgentProbed(None, ""))
+            return
         self._probe()
 
     # ----- start-up -----------------------------------------------------------------------
@@ -74,7 +80,13 @@ class LanrayApp(App[int]):
             problem = ""
         self.post_message(messages.AgentProbed(info, problem))
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="config")
+    def _load_config(self) -> None:
+        """The config and the session the other screens need. Loaded once the menu has been
+        drawn: its imports (YAML, the core) would hold the interpreter lock while the main
+        thread paints the first frame."""
         from .core import config
+        from .core.errors import LanrayError
         from .screens.session import Session
 
         try:
@@ -88,6 +100,9 @@ class LanrayApp(App[int]):
         self.problem = message.error
         if message.info is None and self.initial is None:
             await self._show(self._menu_screen())
+            self.call_after_refresh(self._load_config)
+        else:
+            self._load_config()
 
     async def on_config_loaded(self, message: messages.ConfigLoaded) -> None:
         self.session = message.session
