@@ -21,12 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from _common import ROOT  # also puts the checkout on sys.path
@@ -35,33 +32,13 @@ from lanray_tui.core.announcer import PairingService
 from lanray_tui.core.joincode import CODE_SPACE, Budget, CodeBook
 
 TICK_S = 0.01
-HELLO = b'{"cluster_id":null,"node_name":"flood","v":2}'
-
-
-def _frame(body: bytes) -> bytes:
-    return len(body).to_bytes(4, "big") + body
 
 
 def flood_client(port: int, attempts: int, concurrency: int = 32) -> None:
-    """The attacker (a process of its own): ``attempts`` bad attempts, ``concurrency`` at once."""
+    """The attacker (a process of its own): the flood the tests use, ``concurrency`` at once."""
+    from tests.helpers.pairingkit import flood
 
-    def one(i: int) -> None:
-        payload = _frame(HELLO) + _frame(b"B" + os.urandom(32)) + _frame(os.urandom(32))
-        sock = socket.socket()
-        try:
-            sock.settimeout(5.0)
-            sock.bind((f"127.0.1.{i % 32 + 1}", 0))
-            sock.connect(("127.0.0.1", port))
-            sock.sendall(payload)
-            while sock.recv(4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            sock.close()
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(attempts)))
+    flood(port, attempts, concurrency)
 
 
 async def _ticks(stop: asyncio.Event) -> list[float]:
