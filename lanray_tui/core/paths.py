@@ -75,6 +75,11 @@ class Paths:
         return self.data_dir / "cluster.json"
 
     @property
+    def tls_dir(self) -> Path:
+        """This node's key and certificate and the cluster CA's (see :mod:`.cluster_ca`)."""
+        return self.data_dir / "tls"
+
+    @property
     def ray_temp_dir(self) -> Path:
         """Ray's --temp-dir. Kept short: Ray's socket paths must fit in 107 bytes."""
         return self.runtime_dir / "ray"
