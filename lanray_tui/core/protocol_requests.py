@@ -27,13 +27,16 @@ from .protocol_checks import (
 )
 from .protocol_replies import (
     CancelReply,
+    CertifyReply,
     CodeReply,
+    CountReply,
     HeartbeatReply,
     JobLogItem,
     JobsReply,
     LeaveReply,
     LendingReply,
     LogLine,
+    RayNodesReply,
     StatusReply,
     TokenReply,
 )
@@ -219,3 +222,33 @@ class JobLogsRequest(Request[JobLogItem]):
 
     id: str = ""
     follow: bool = False
+
+
+@dataclass(frozen=True)
+class RayNodesRequest(Request[RayNodesReply]):
+    """Ray's rows of the cluster's nodes (a worker's agent asks the host)."""
+
+    OP = "ray_nodes"
+
+
+@dataclass(frozen=True)
+class RunningTasksRequest(Request[CountReply]):
+    """How many tasks run on one Ray node now (a draining worker asks the host)."""
+
+    OP = "running_tasks"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"node_id": text(64)}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"node_id": "running_tasks needs a node_id"}
+
+    node_id: str = ""
+
+
+@dataclass(frozen=True)
+class CertifyRequest(Request[CertifyReply]):
+    """A member asks the host's CA for a certificate for its new addresses (over mutual TLS,
+    with the certificate it has)."""
+
+    OP = "certify"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"csr": text(4096)}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"csr": "certify needs a signing request"}
+
+    csr: str = ""

@@ -14,7 +14,7 @@ from lanray_tui.core import cluster_api
 from lanray_tui.core import protocol as p
 from lanray_tui.core.control import AgentError, ControlClient
 from lanray_tui.core.jobs import Job, JobSpec, JobView
-from lanray_tui.core.models import PROTOCOL_VERSION, AgentInfo
+from lanray_tui.core.models import PROTOCOL_VERSION, AgentInfo, NodeInfo
 from tests.helpers.agent_stub import AGENT, AgentStub, answers
 
 SPEC = JobSpec.from_json({"command": ["python", "-c", "print(1)"], "num_cpus": 0.5})
@@ -23,7 +23,6 @@ JOB = Job(id="j-0001", spec=SPEC, state="RUNNING", created=1.0, submitter="me@a"
 REQUESTS: list[p.Request[Any]] = [
     p.InfoRequest(),
     p.StatusRequest(),
-    p.StatusRequest(auth="secret"),
     p.TokenRequest(),
     p.LeaveRequest(),
     p.CodeRequest(),
@@ -34,7 +33,6 @@ REQUESTS: list[p.Request[Any]] = [
         lending={"state": "lending", "reason": "idle"},
         resources={"cpu_pct": 3.0, "gpus": [{"util": 5, "procs": [{"pid": 1}]}]},
         runtime={"kind": "native"},
-        auth="secret",
     ),
     p.PauseRequest(),
     p.PauseRequest(reason="owner is back", deadline_s=30),
@@ -48,6 +46,9 @@ REQUESTS: list[p.Request[Any]] = [
     p.CancelRequest(id="j-0001"),
     p.RetryRequest(id="j-0001"),
     p.JobLogsRequest(id="j-0001", follow=True),
+    p.RayNodesRequest(),
+    p.RunningTasksRequest(node_id="ab12"),
+    p.CertifyRequest(csr="-----BEGIN CERTIFICATE REQUEST-----"),
 ]
 
 REPLIES: dict[str, list[Any]] = {
@@ -75,6 +76,12 @@ REPLIES: dict[str, list[Any]] = {
     "cancel": [p.CancelReply(job=JOB.view(), changed=True)],
     "retry": [JOB.view()],
     "job_logs": [p.JobLogItem(line="out"), p.JobLogItem(job=JOB.view())],
+    "ray_nodes": [
+        p.RayNodesReply([NodeInfo("n1", "10.0.0.1", "a", "head", "ALIVE", 2.0, 0.0, 1.5)]),
+        p.RayNodesReply([]),
+    ],
+    "running_tasks": [p.CountReply(3)],
+    "certify": [p.CertifyReply(cert="CERT", ca="CA")],
 }
 
 
@@ -153,8 +160,9 @@ MALFORMED: list[tuple[Any, str]] = [
     ({"op": "x" * 100_000}, "is not available here"),
     ({"op": "info\nstatus"}, "is not available here"),
     ({"op": "info", "extra": 1}, "'info' has no field 'extra'"),
-    ({"op": "info", "auth": 5}, "'auth' must be a string"),
-    ({"op": "info", "auth": "a" * 300}, "'auth' is longer than 256"),
+    ({"op": "info", "auth": "secret"}, "'info' has no field 'auth'"),
+    ({"op": "running_tasks"}, "running_tasks needs a node_id"),
+    ({"op": "certify", "csr": "x" * 5000}, "'csr' is longer than 4096"),
     ({"op": "logs", "lines": "5"}, "'lines' must be a whole number, not a string"),
     ({"op": "logs", "lines": True}, "'lines' must be a whole number, not true/false"),
     ({"op": "logs", "lines": 2.5}, "'lines' must be a whole number, not a fraction"),
@@ -232,31 +240,33 @@ def test_a_bad_reply_is_one_line() -> None:
 
 def test_the_heartbeat_book_reads_a_beat_through_the_protocol() -> None:
     book = cluster_api.HeartbeatBook(interval_s=1.0, missed=3)
-    beat = {"op": "heartbeat", "auth": "t", "node_ip": "10.0.0.2", "lending": {"state": "x"}}
+    beat = {"op": "heartbeat", "node_ip": "10.0.0.2", "lending": {"state": "x"}}
     book.record(beat)
     assert book.beats["10.0.0.2"].name == "10.0.0.2"  # no name: the address stands for it
     book.record(p.HeartbeatRequest(node_ip="10.0.0.3", name="gamma" * 20))
     assert book.beats["10.0.0.3"].name == ("gamma" * 20)[:64]
     with pytest.raises(p.ProtocolError, match="heartbeat without node_ip"):
         book.record({"name": "x"})
-    assert cluster_api.authorized(p.StatusRequest(auth="t"), "t")
-    assert not cluster_api.authorized(p.StatusRequest(), "t")
-    assert cluster_api.authorized({"auth": "t"}, "t")
 
 
 # ----- the registry ------------------------------------------------------------------------
 
 
 def test_the_registry_scopes_match_the_ops_as_the_agent_served_them() -> None:
+    member_only = {"ray_nodes", "running_tasks", "certify"}
     assert (
-        frozenset({"heartbeat", "status", "submit", "jobs", "job", "cancel", "retry", "job_logs"})
+        frozenset(
+            {"heartbeat", "status", "submit", "jobs", "job", "cancel", "retry", "job_logs"}
+            | member_only
+        )
         == p.REMOTE_OPS
     )
     assert frozenset({"submit", "jobs", "job", "cancel", "retry", "job_logs"}) == p.FORWARDED_OPS
     assert cluster_api.REMOTE_OPS is p.REMOTE_OPS
     assert cluster_api.FORWARDED_OPS is p.FORWARDED_OPS
     assert {"logs", "job_logs"} == p.STREAM_OPS
-    assert all(spec.local for spec in p.OPS.values())
+    assert {op for op, spec in p.OPS.items() if not spec.local} == member_only
+    assert p.LOCAL_OPS == frozenset(p.OPS) - member_only
     assert p.FORWARDED_OPS <= p.REMOTE_OPS
     for op, spec in p.OPS.items():
         assert op == spec.request.OP
