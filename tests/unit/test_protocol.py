@@ -266,7 +266,7 @@ def test_the_registry_scopes_match_the_ops_as_the_agent_served_them() -> None:
     assert cluster_api.FORWARDED_OPS is p.FORWARDED_OPS
     assert {"logs", "job_logs"} == p.STREAM_OPS
     assert {op for op, spec in p.OPS.items() if not spec.local} == member_only
-    assert p.LOCAL_OPS == frozenset(p.OPS) - member_only
+    assert frozenset(p.OPS) - member_only == p.LOCAL_OPS
     assert p.FORWARDED_OPS <= p.REMOTE_OPS
     for op, spec in p.OPS.items():
         assert op == spec.request.OP
