@@ -66,6 +66,7 @@ from .protocol_replies import (
     RayNodesReply,
     StatusReply,
     TokenReply,
+    TunnelReply,
     _InfoReply,
     _JobReply,
 )
@@ -73,6 +74,7 @@ from .protocol_requests import (
     CancelRequest,
     CertifyRequest,
     CodeRequest,
+    DashboardRequest,
     HeartbeatRequest,
     InfoRequest,
     JobLogsRequest,
@@ -105,6 +107,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REMOTE_OPS",
     "STREAM_OPS",
+    "TUNNEL_OPS",
     "WHICH_JOB",
     "CancelReply",
     "CancelRequest",
@@ -114,6 +117,7 @@ __all__ = [
     "CodeReply",
     "CodeRequest",
     "CountReply",
+    "DashboardRequest",
     "HeartbeatReply",
     "HeartbeatRequest",
     "InfoRequest",
@@ -143,6 +147,7 @@ __all__ = [
     "SubmitRequest",
     "TokenReply",
     "TokenRequest",
+    "TunnelReply",
     "check_version",
     "encode",
     "error_line",
@@ -170,7 +175,8 @@ class OpSpec:
 
     ``local``: on the agent's Unix socket; ``remote``: on the host's cluster API too (for
     a member with the cluster's certificate); ``forwarded``: a worker's agent hands it to
-    the host; ``stream``: many replies, then ``{"end": true}``.
+    the host; ``stream``: many replies, then ``{"end": true}``; ``tunnel``: one reply,
+    then the bytes of one TCP connection both ways.
     """
 
     request: type[Request[Any]]
@@ -179,6 +185,7 @@ class OpSpec:
     remote: bool = False
     forwarded: bool = False
     stream: bool = False
+    tunnel: bool = False  # after its reply, the connection carries raw bytes
 
 
 OPS: dict[str, OpSpec] = {
@@ -204,6 +211,7 @@ OPS: dict[str, OpSpec] = {
         OpSpec(RayNodesRequest, RayNodesReply, local=False, remote=True),
         OpSpec(RunningTasksRequest, CountReply, local=False, remote=True),
         OpSpec(CertifyRequest, CertifyReply, local=False, remote=True),
+        OpSpec(DashboardRequest, TunnelReply, local=False, remote=True, tunnel=True),
     )
 }
 
@@ -211,6 +219,7 @@ LOCAL_OPS = frozenset(op for op, spec in OPS.items() if spec.local)
 REMOTE_OPS = frozenset(op for op, spec in OPS.items() if spec.remote)
 FORWARDED_OPS = frozenset(op for op, spec in OPS.items() if spec.forwarded)
 STREAM_OPS = frozenset(op for op, spec in OPS.items() if spec.stream)
+TUNNEL_OPS = frozenset(op for op, spec in OPS.items() if spec.tunnel)
 
 
 def parse_request(line: bytes | str | Mapping[str, Any]) -> Request[Any]:

@@ -284,3 +284,18 @@ class CertifyReply:
         if not isinstance(cert, str) or not isinstance(ca, str):
             raise TypeError("cert")
         return cls(cert, ca)
+
+
+@dataclass(frozen=True)
+class TunnelReply:
+    """The host's yes to a tunnel (``dashboard``): after this line the connection carries
+    the bytes of one TCP connection to the head's loopback port ``port``."""
+
+    port: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"port": self.port}
+
+    @classmethod
+    def from_json(cls, d: Any) -> TunnelReply:
+        return cls(int(d["port"]))

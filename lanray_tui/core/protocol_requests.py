@@ -39,6 +39,7 @@ from .protocol_replies import (
     RayNodesReply,
     StatusReply,
     TokenReply,
+    TunnelReply,
 )
 
 
@@ -252,3 +253,11 @@ class CertifyRequest(Request[CertifyReply]):
     REQUIRED: ClassVar[Mapping[str, str]] = {"csr": "certify needs a signing request"}
 
     csr: str = ""
+
+
+@dataclass(frozen=True)
+class DashboardRequest(Request[TunnelReply]):
+    """A tunnel to Ray's dashboard, which listens on the head's loopback only: a member's
+    ``lanray-tui dashboard`` opens one per browser connection, over mutual TLS."""
+
+    OP = "dashboard"

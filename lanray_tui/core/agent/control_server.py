@@ -31,6 +31,7 @@ log = logging.getLogger("lanray.agent")
 
 Handler = Callable[[Any], Awaitable[Any]]
 StreamHandler = Callable[[Any, asyncio.StreamWriter], Awaitable[None]]
+TunnelHandler = Callable[[Any, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 REMOTE_READ_TIMEOUT_S = 30.0
 FORWARD_TIMEOUT_S = 10.0
@@ -54,6 +55,7 @@ class ControlServer:
         self.handlers: dict[str, Handler] = {}
         self.remote_handlers: dict[str, Handler] = {}
         self.streams: dict[str, StreamHandler] = {}
+        self.tunnels: dict[str, TunnelHandler] = {}
 
     async def serve_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._serve(reader, writer, remote=False)
@@ -72,7 +74,7 @@ class ControlServer:
                 line = await asyncio.wait_for(reader.readline(), timeout)
                 if not line:
                     return
-                if not await self.handle(line, writer, remote):
+                if not await self.handle(line, writer, remote, reader):
                     return
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError, asyncio.TimeoutError):
@@ -82,7 +84,13 @@ class ControlServer:
                 await writer.drain()
             writer.close()
 
-    async def handle(self, line: bytes, writer: asyncio.StreamWriter, remote: bool) -> bool:
+    async def handle(
+        self,
+        line: bytes,
+        writer: asyncio.StreamWriter,
+        remote: bool,
+        reader: asyncio.StreamReader | None = None,
+    ) -> bool:
         """Answer one request line; False when the connection is done (after a stream)."""
         try:
             req = p.parse_request(line)
@@ -105,6 +113,9 @@ class ControlServer:
             return False
         if op in self.streams:
             await self.stream(op, req, writer)
+            return False
+        if op in self.tunnels and reader is not None:
+            await self.tunnels[op](req, reader, writer)
             return False
         writer.write(await self.call(op, req, remote))
         return True

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import __version__
-from .. import cluster_api, credentials, netinfo, runtime
+from .. import cluster_api, credentials, netinfo, runtime, tunnel
 from .. import protocol as p
 from ..cluster_api import HeartbeatBook
 from ..cluster_ca import CertError, NodeTls
@@ -338,6 +338,7 @@ class Wiring:
             certify=members.op_certify,
         )
         self.server.streams.update(self.host.streams)
+        self.server.tunnels["dashboard"] = self._tunnel_dashboard
         try:
             return await asyncio.start_server(
                 self.server.serve_remote,
@@ -351,6 +352,11 @@ class Wiring:
         except (OSError, ssl.SSLError) as exc:
             log.error("cluster API not available: %s", exc)
             return None
+
+    async def _tunnel_dashboard(
+        self, req: p.DashboardRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await tunnel.serve_dashboard(reader, writer, self.node.creds.dashboard_port)
 
     async def _shut_down(
         self, server: asyncio.Server, api: asyncio.Server | None, supervisor: asyncio.Task[None]
