@@ -49,6 +49,7 @@ REQUESTS: list[p.Request[Any]] = [
     p.RayNodesRequest(),
     p.RunningTasksRequest(node_id="ab12"),
     p.CertifyRequest(csr="-----BEGIN CERTIFICATE REQUEST-----"),
+    p.DashboardRequest(),
 ]
 
 REPLIES: dict[str, list[Any]] = {
@@ -82,6 +83,7 @@ REPLIES: dict[str, list[Any]] = {
     ],
     "running_tasks": [p.CountReply(3)],
     "certify": [p.CertifyReply(cert="CERT", ca="CA")],
+    "dashboard": [p.TunnelReply(8265)],
 }
 
 
@@ -253,7 +255,7 @@ def test_the_heartbeat_book_reads_a_beat_through_the_protocol() -> None:
 
 
 def test_the_registry_scopes_match_the_ops_as_the_agent_served_them() -> None:
-    member_only = {"ray_nodes", "running_tasks", "certify"}
+    member_only = {"ray_nodes", "running_tasks", "certify", "dashboard"}
     assert (
         frozenset(
             {"heartbeat", "status", "submit", "jobs", "job", "cancel", "retry", "job_logs"}
@@ -265,6 +267,7 @@ def test_the_registry_scopes_match_the_ops_as_the_agent_served_them() -> None:
     assert cluster_api.REMOTE_OPS is p.REMOTE_OPS
     assert cluster_api.FORWARDED_OPS is p.FORWARDED_OPS
     assert {"logs", "job_logs"} == p.STREAM_OPS
+    assert {"dashboard"} == p.TUNNEL_OPS
     assert {op for op, spec in p.OPS.items() if not spec.local} == member_only
     assert frozenset(p.OPS) - member_only == p.LOCAL_OPS
     assert p.FORWARDED_OPS <= p.REMOTE_OPS
