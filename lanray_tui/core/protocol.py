@@ -63,6 +63,7 @@ from .protocol_replies import (
     LeaveReply,
     LendingReply,
     LogLine,
+    ProbeReply,
     RayNodesReply,
     StatusReply,
     TokenReply,
@@ -83,6 +84,7 @@ from .protocol_requests import (
     LeaveRequest,
     LogsRequest,
     PauseRequest,
+    ProbeRequest,
     RayNodesRequest,
     RestartRayRequest,
     ResumeRequest,
@@ -133,6 +135,8 @@ __all__ = [
     "LogsRequest",
     "OpSpec",
     "PauseRequest",
+    "ProbeReply",
+    "ProbeRequest",
     "ProtocolError",
     "RayNodesReply",
     "RayNodesRequest",
@@ -212,6 +216,7 @@ OPS: dict[str, OpSpec] = {
         OpSpec(RunningTasksRequest, CountReply, local=False, remote=True),
         OpSpec(CertifyRequest, CertifyReply, local=False, remote=True),
         OpSpec(DashboardRequest, TunnelReply, local=False, remote=True, tunnel=True),
+        OpSpec(ProbeRequest, ProbeReply, local=False, remote=True),
     )
 }
 

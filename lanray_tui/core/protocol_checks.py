@@ -63,6 +63,20 @@ def whole(lo: int, hi: int) -> Check:
     return check
 
 
+def wholes(lo: int, hi: int, max_items: int) -> Check:
+    """A list of whole numbers, each between ``lo`` and ``hi``, at most ``max_items``."""
+    one = whole(lo, hi)
+
+    def check(op: str, name: str, value: Any) -> list[int]:
+        if not isinstance(value, list):
+            raise ProtocolError(f"'{op}': '{name}' must be a list, not {_kind(value)}")
+        if len(value) > max_items:
+            raise ProtocolError(f"'{op}': '{name}' has more than {max_items} items")
+        return [one(op, name, v) for v in value]
+
+    return check
+
+
 def number(lo: float, hi: float) -> Check:
     def check(op: str, name: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

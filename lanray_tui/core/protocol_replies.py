@@ -299,3 +299,23 @@ class TunnelReply:
     @classmethod
     def from_json(cls, d: Any) -> TunnelReply:
         return cls(int(d["port"]))
+
+
+@dataclass(frozen=True)
+class ProbeReply:
+    """What the host found dialling back a member's ports: ``open`` (it connected),
+    ``refused`` (reached, nothing listens), ``timeout`` (dropped on the way: a firewall)
+    or ``error: ...``; and the address it dialled."""
+
+    address: str
+    ports: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "ports": self.ports}
+
+    @classmethod
+    def from_json(cls, d: Any) -> ProbeReply:
+        ports = d["ports"]
+        if not _is_obj(ports):
+            raise TypeError("ports")
+        return cls(str(d["address"]), {str(k): str(v) for k, v in ports.items()})

@@ -24,6 +24,7 @@ from .protocol_checks import (
     obj,
     text,
     whole,
+    wholes,
 )
 from .protocol_replies import (
     CancelReply,
@@ -36,6 +37,7 @@ from .protocol_replies import (
     LeaveReply,
     LendingReply,
     LogLine,
+    ProbeReply,
     RayNodesReply,
     StatusReply,
     TokenReply,
@@ -261,3 +263,15 @@ class DashboardRequest(Request[TunnelReply]):
     ``lanray-tui dashboard`` opens one per browser connection, over mutual TLS."""
 
     OP = "dashboard"
+
+
+@dataclass(frozen=True)
+class ProbeRequest(Request[ProbeReply]):
+    """Ask the host to dial back the asking member's address on ``ports`` (the doctor's
+    "from the head back to this node" check: Ray needs both ways)."""
+
+    OP = "probe"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"ports": wholes(1, 65535, 256)}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"ports": "probe needs the ports to dial"}
+
+    ports: list[int] = field(default_factory=list)

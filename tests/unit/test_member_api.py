@@ -62,6 +62,7 @@ async def start_host(host: NodeTls, dashboard_port: int = 1) -> tuple[asyncio.Se
         ray_nodes=members.op_ray_nodes,
         running_tasks=members.op_running_tasks,
         certify=members.op_certify,
+        probe=members.op_probe,
     )
 
     async def dash(req: DashboardRequest, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -187,3 +188,27 @@ def test_a_plain_client_gets_nothing_from_the_tunnel_port(tls: tuple[NodeTls, No
             srv.close()
 
     assert asyncio.run(main()) == b""
+
+
+async def test_the_host_dials_back_only_the_asking_members_address(
+    tls: tuple[NodeTls, NodeTls],
+) -> None:
+    from lanray_tui.core import cluster_api
+    from lanray_tui.core import protocol as p
+
+    host, member = tls
+    srv, port = await start_host(host)
+    listening = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    open_port = listening.sockets[0].getsockname()[1]
+    closed = socket_port_nobody_listens_on()
+    got = await cluster_api.ask(
+        "127.0.0.1",
+        port,
+        p.ProbeRequest(ports=[open_port, closed, open_port]),
+        member.client_context(),
+        10,
+    )
+    assert got.address == "127.0.0.1"  # the TLS peer's address, never one it names
+    assert got.ports == {str(open_port): "open", str(closed): "refused"}
+    listening.close()
+    srv.close()

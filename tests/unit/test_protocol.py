@@ -50,6 +50,7 @@ REQUESTS: list[p.Request[Any]] = [
     p.RunningTasksRequest(node_id="ab12"),
     p.CertifyRequest(csr="-----BEGIN CERTIFICATE REQUEST-----"),
     p.DashboardRequest(),
+    p.ProbeRequest(ports=[6379, 10002]),
 ]
 
 REPLIES: dict[str, list[Any]] = {
@@ -84,6 +85,7 @@ REPLIES: dict[str, list[Any]] = {
     "running_tasks": [p.CountReply(3)],
     "certify": [p.CertifyReply(cert="CERT", ca="CA")],
     "dashboard": [p.TunnelReply(8265)],
+    "probe": [p.ProbeReply("10.0.0.2", {"6379": "open", "10002": "timeout"})],
 }
 
 
@@ -165,6 +167,10 @@ MALFORMED: list[tuple[Any, str]] = [
     ({"op": "info", "auth": "secret"}, "'info' has no field 'auth'"),
     ({"op": "running_tasks"}, "running_tasks needs a node_id"),
     ({"op": "certify", "csr": "x" * 5000}, "'csr' is longer than 4096"),
+    ({"op": "probe"}, "probe needs the ports to dial"),
+    ({"op": "probe", "ports": 80}, "'ports' must be a list, not a number"),
+    ({"op": "probe", "ports": [0]}, "'ports' must be between 1 and 65535"),
+    ({"op": "probe", "ports": list(range(1, 300))}, "'ports' has more than 256 items"),
     ({"op": "logs", "lines": "5"}, "'lines' must be a whole number, not a string"),
     ({"op": "logs", "lines": True}, "'lines' must be a whole number, not true/false"),
     ({"op": "logs", "lines": 2.5}, "'lines' must be a whole number, not a fraction"),
@@ -255,7 +261,7 @@ def test_the_heartbeat_book_reads_a_beat_through_the_protocol() -> None:
 
 
 def test_the_registry_scopes_match_the_ops_as_the_agent_served_them() -> None:
-    member_only = {"ray_nodes", "running_tasks", "certify", "dashboard"}
+    member_only = {"ray_nodes", "running_tasks", "certify", "dashboard", "probe"}
     assert (
         frozenset(
             {"heartbeat", "status", "submit", "jobs", "job", "cancel", "retry", "job_logs"}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,9 @@ log = logging.getLogger("lanray.agent")
 Handler = Callable[[Any], Awaitable[Any]]
 StreamHandler = Callable[[Any, asyncio.StreamWriter], Awaitable[None]]
 TunnelHandler = Callable[[Any, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+#: The address of the member whose request is being served (cluster API only; "" locally).
+PEER_IP: contextvars.ContextVar[str] = contextvars.ContextVar("peer_ip", default="")
 
 REMOTE_READ_TIMEOUT_S = 30.0
 FORWARD_TIMEOUT_S = 10.0
@@ -63,6 +67,8 @@ class ControlServer:
     async def serve_remote(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        peer = writer.get_extra_info("peername")
+        PEER_IP.set(str(peer[0]) if isinstance(peer, tuple) and peer else "")
         await self._serve(reader, writer, remote=True)
 
     async def _serve(

@@ -14,9 +14,27 @@ import logging
 from .. import protocol as p
 from ..cluster_ca import CertError, NodeTls
 from ..errors import LanrayError
+from .control_server import PEER_IP
 from .ray_link import RayView
 
 log = logging.getLogger("lanray.agent")
+
+PROBE_TIMEOUT_S = 2.0
+PROBE_PARALLEL = 32
+
+
+async def dial(address: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str:
+    """One TCP connect: ``open``, ``refused``, ``timeout`` or ``error: ...``."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout)
+    except ConnectionRefusedError:
+        return "refused"
+    except asyncio.TimeoutError:
+        return "timeout"
+    except OSError as exc:
+        return f"error: {exc.strerror or exc}"
+    writer.close()
+    return "open"
 
 
 class MemberOps:
@@ -29,6 +47,20 @@ class MemberOps:
 
     async def op_running_tasks(self, req: p.RunningTasksRequest) -> p.CountReply:
         return p.CountReply(await asyncio.to_thread(self.ray.running_tasks, req.node_id))
+
+    async def op_probe(self, req: p.ProbeRequest) -> p.ProbeReply:
+        """Dial back the asking member (only its own address: the TLS peer's) on its ports."""
+        address = PEER_IP.get()
+        if not address:
+            raise LanrayError("probe: no member address to dial")
+        gate = asyncio.Semaphore(PROBE_PARALLEL)
+
+        async def one(port: int) -> tuple[str, str]:
+            async with gate:
+                return str(port), await dial(address, port)
+
+        results = await asyncio.gather(*(one(port) for port in dict.fromkeys(req.ports)))
+        return p.ProbeReply(address, dict(results))
 
     async def op_certify(self, req: p.CertifyRequest) -> p.CertifyReply:
         try:

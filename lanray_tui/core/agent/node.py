@@ -336,6 +336,7 @@ class Wiring:
             ray_nodes=members.op_ray_nodes,
             running_tasks=members.op_running_tasks,
             certify=members.op_certify,
+            probe=members.op_probe,
         )
         self.server.streams.update(self.host.streams)
         self.server.tunnels["dashboard"] = self._tunnel_dashboard
