@@ -15,7 +15,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,7 +32,15 @@ from .protocol import (
     parse_reply,
 )
 
-__all__ = ["FORWARDED_OPS", "REMOTE_OPS", "HeartbeatBook", "ask", "ask_blocking", "forward"]
+__all__ = [
+    "FORWARDED_OPS",
+    "REMOTE_OPS",
+    "HeartbeatBook",
+    "Link",
+    "ask",
+    "ask_blocking",
+    "forward",
+]
 
 T = TypeVar("T")
 
@@ -140,6 +148,57 @@ def _reply(req: Request[T], msg: Any) -> T:
         raise LanrayError(str(msg.get("error", "unknown error")))
     reply: T = parse_reply(req.OP, msg.get("result"))
     return reply
+
+
+class Link:
+    """One connection to the host's cluster API, kept open between requests (a worker's
+    heartbeats: one TLS handshake per connection, not one per beat).
+
+    A request on a kept connection that turns out dead (the host restarted, or closed it
+    while idle) is sent once more on a fresh one; any other failure closes the connection
+    and raises as :func:`ask` does, and the next request opens a new one."""
+
+    def __init__(
+        self, address: Callable[[], tuple[str, int]], tls: Callable[[], ssl.SSLContext]
+    ) -> None:
+        self.address = address
+        self.tls = tls
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.connects = 0
+
+    async def ask(self, req: Request[T], timeout: float) -> T:
+        kept = self._conn is not None
+        try:
+            return await self._ask_once(req, timeout)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.close()
+            if not kept:
+                raise
+        return await self._ask_once(req, timeout)
+
+    async def _ask_once(self, req: Request[T], timeout: float) -> T:
+        if self._conn is None:
+            host, port = self.address()
+            self._conn = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=self.tls(), limit=MAX_LINE), timeout
+            )
+            self.connects += 1
+        reader, writer = self._conn
+        try:
+            writer.write(_line(req))
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), timeout)
+            if not line:
+                raise ConnectionError("the host closed the connection")
+            return _reply(req, json.loads(line))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
 
 
 async def forward(

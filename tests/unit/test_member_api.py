@@ -212,3 +212,27 @@ async def test_the_host_dials_back_only_the_asking_members_address(
     assert got.ports == {str(open_port): "open", str(closed): "refused"}
     listening.close()
     srv.close()
+
+
+async def test_heartbeats_keep_one_tls_connection_and_reconnect_when_it_closes(
+    tls: tuple[NodeTls, NodeTls], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lanray_tui.core import cluster_api
+    from lanray_tui.core import protocol as p
+    from lanray_tui.core.agent import control_server
+
+    monkeypatch.setattr(control_server, "REMOTE_READ_TIMEOUT_S", 0.3)
+    host, member = tls
+    srv, port = await start_host(host)
+    link = cluster_api.Link(lambda: ("127.0.0.1", port), member.client_context)
+    for _ in range(5):
+        assert (await link.ask(p.RayNodesRequest(), 5)).nodes[0].node_id == "n1"
+    assert link.connects == 1  # one handshake for five requests
+    await asyncio.sleep(0.8)  # the host closes the idle connection; the link can't know
+    assert (await link.ask(p.RayNodesRequest(), 5)).nodes  # sent again on a fresh one
+    assert link.connects == 2
+    srv.close()
+    await srv.wait_closed()
+    link.close()
+    with pytest.raises(OSError):
+        await link.ask(p.RayNodesRequest(), 2)  # nobody listens: the caller hears it

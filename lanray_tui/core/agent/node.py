@@ -111,6 +111,7 @@ class Wiring:
         self.tls = NodeTls(paths.tls_dir)
         self._client_tls: ssl.SSLContext | None = None
         self._prepare()
+        self.beats = cluster_api.Link(self._host_api, self.client_tls)
         local_ray = RayLink(lambda: node.creds)
         self.ray: RayView = (
             local_ray if node.is_host else HostRayView(self._host_api, self.client_tls, local_ray)
@@ -233,6 +234,7 @@ class Wiring:
             log.warning("the host sent a certificate that does not fit: %s", exc)
             return
         self._client_tls = None
+        self.beats.close()
         log.info("new certificate for %s", self.node.node_ip)
 
     def runtime_view(self) -> dict[str, Any]:
@@ -253,10 +255,8 @@ class Wiring:
         return None
 
     async def _send_beat(self, beat: dict[str, Any], timeout: float) -> bool:
-        host, port = self._host_api()
-        req = p.HeartbeatRequest(**beat)
-        with contextlib.suppress(OSError, asyncio.TimeoutError, LanrayError):
-            await cluster_api.ask(host, port, req, self.client_tls(), timeout)
+        with contextlib.suppress(OSError, asyncio.TimeoutError, LanrayError, ValueError):
+            await self.beats.ask(p.HeartbeatRequest(**beat), timeout)
             return True
         return False
 
@@ -363,6 +363,7 @@ class Wiring:
         self, server: asyncio.Server, api: asyncio.Server | None, supervisor: asyncio.Task[None]
     ) -> None:
         server.close()
+        self.beats.close()
         if api is not None:
             api.close()
         for task in self._tasks:
