@@ -362,15 +362,18 @@ def test_sealed_frames_are_bound_to_their_direction() -> None:
 
 def test_the_host_signs_with_its_ca(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    host_tls = NodeTls(data_dir / "tls")
-    host_tls.ensure_ca("0123456789abcdef", "lab")
-    node = SimpleNamespace(creds=Credentials(**{k: v for k, v in CREDS.items()}))  # type: ignore[arg-type]
+    node = SimpleNamespace(creds=Credentials(**CREDS))  # type: ignore[arg-type]
     services = HostServices(node, None, None, None, data_dir)  # type: ignore[arg-type]
     tls = joiner_tls(tmp_path)
     got = services.credentials_for_joiner({"node_name": "w"}, tls.request("w", ["10.0.0.5"]))
     assert paired(got) == CREDS
     tls.store(got["cert"].encode(), got["ca"].encode())
     assert tls.covers(["10.0.0.5"])
+    # The CA is the host's (made at agent start, or here if it was missing), and stays.
+    host_tls = NodeTls(data_dir / "tls")
+    assert got["ca"] == host_tls.ca_cert.read_text()
+    again = services.credentials_for_joiner({"node_name": "w"}, tls.request("w", ["10.0.0.5"]))
+    assert again["ca"] == got["ca"] and again["cert"] != got["cert"]
     with pytest.raises(CertError):
         services.credentials_for_joiner({"node_name": "w"}, b"-----BEGIN CERTIFICATE REQUEST-----")
 

@@ -164,9 +164,10 @@ class HostServices:
         one line) for a request the CA does not sign."""
         from ..cluster_ca import NodeTls
 
-        tls = NodeTls(self.data_dir / "tls")  # Paths.tls_dir
-        cert = tls.sign(csr_pem)
         c = self.node.creds
+        tls = NodeTls(self.data_dir / "tls")  # Paths.tls_dir
+        tls.ensure_ca(c.cluster_id, c.cluster_name)  # made at agent start; a no-op then
+        cert = tls.sign(csr_pem)
         return {
             "cert": cert.decode(),
             "ca": tls.ca_cert.read_text(),
