@@ -166,8 +166,9 @@ class TokenGuard:
 
     Nobody guesses a 256-bit token online, so this is not a budget against guessing: it
     keeps a count for the owner ("N failed pairing attempts from ...") and, past
-    ``per_source`` failures, makes that address wait ``backoff_s`` after each further one,
-    so one address cannot keep the host's SPAKE2 thread busy with full exchanges.
+    ``per_source`` failures, makes that address wait ``backoff_s`` after each further one
+    (refused before any SPAKE2 work). Attempts that fail before the key confirmation (bad or
+    replayed messages) are not failures here either; the connection caps bound those.
     """
 
     def __init__(
