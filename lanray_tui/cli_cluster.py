@@ -18,6 +18,7 @@ from typing import Any
 from .cli_base import (
     PROG,
     add_lend_options,
+    add_until_options,
     config_with_overrides,
     lend_argv,
     load_config,
@@ -75,6 +76,7 @@ def _add_join_parser(sub: Any) -> None:
         "--detach", action="store_true", help="return once joined; the agent keeps running"
     )
     add_lend_options(p)
+    add_until_options(p)
 
 
 # ----- host and join ----------------------------------------------------------------------
@@ -208,7 +210,7 @@ def _status(args: argparse.Namespace) -> int:
                 n.role,
                 n.state,
                 n.link,
-                n.lending or "n/a",
+                f"{n.lending} {n.lending_until}" if n.lending_until else n.lending or "n/a",
                 f"{n.cpus:g}",
                 _pct(n.cpu_pct),
                 f"{n.gpus:g}",

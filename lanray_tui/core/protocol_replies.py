@@ -130,17 +130,24 @@ class LendingReply:
 
     state: str
     drained: bool | None = None
+    until: str = ""  # ``lend``: "until 18:00", or "" when lending has no end
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state}
         if self.drained is not None:
             out["drained"] = self.drained
+        if self.until:
+            out["until"] = self.until
         return out
 
     @classmethod
     def from_json(cls, d: Any) -> LendingReply:
         drained = d.get("drained")
-        return cls(str(d["state"]), bool(drained) if drained is not None else None)
+        return cls(
+            str(d["state"]),
+            bool(drained) if drained is not None else None,
+            str(d.get("until") or ""),
+        )
 
 
 @dataclass(frozen=True)

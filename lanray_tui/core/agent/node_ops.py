@@ -67,7 +67,7 @@ class NodeOps:
             dashboard_url=c.dashboard_url,
             ray_version=ray_process.ray_version(),
             link=n.link,
-            lending=dict(n.lending),
+            lending=n.lending_view(),
         )
 
     async def op_info(self, req: p.InfoRequest) -> AgentInfo:
