@@ -17,6 +17,7 @@ from typing import Any
 
 from .cli_base import (
     PROG,
+    add_expires_option,
     add_lend_options,
     add_until_options,
     config_with_overrides,
@@ -36,6 +37,7 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--name", metavar="NAME", help="cluster name (default: config)")
     add_lend_options(p)
+    add_expires_option(p)
     _add_join_parser(sub)
 
     p = sub.add_parser("status", help="the cluster's nodes and this machine's agent")
@@ -194,6 +196,10 @@ def _status(args: argparse.Namespace) -> int:
         )
     if result.note:
         print(result.note)
+    if result.ends_at:
+        from .core.lend_time import ends_line
+
+        print(ends_line(result.ends_at))
     summary = str((result.pairing or {}).get("pairing_summary") or "")
     if summary:
         print(f"pairing: {summary}")

@@ -11,7 +11,13 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .cli_base import add_lend_options, add_until_options, config_with_overrides, load_config
+from .cli_base import (
+    add_expires_option,
+    add_lend_options,
+    add_until_options,
+    config_with_overrides,
+    load_config,
+)
 
 if TYPE_CHECKING:
     from .core.protocol import LendingReply, PauseRequest, StopRayRequest
@@ -45,6 +51,7 @@ def add_agent_parser(sub: Any) -> None:
     p.add_argument("--name", metavar="NAME")
     add_lend_options(p)
     add_until_options(p)
+    add_expires_option(p)
 
 
 def _leave(args: argparse.Namespace) -> int:

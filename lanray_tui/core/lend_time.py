@@ -70,6 +70,26 @@ def until_from(until: str | None, for_: str | None, now: float | None = None) ->
     return None
 
 
+def parse_when(text: str, now: float | None = None) -> float:
+    """``host --expires``: a time (``18:00``) or a duration (``6h``), as a Unix time."""
+    now = time.time() if now is None else now
+    if ":" in text or text.strip().startswith("@"):
+        return parse_until(text, now)
+    return now + parse_for(text)
+
+
+def ends_line(ends: float, now: float | None = None) -> str:
+    """``the cluster ends at 18:00 (in 2 h 5 min)`` for ``status`` and the header."""
+    now = time.time() if now is None else now
+    left = max(0, int(ends - now))
+    h, m = left // 3600, (left % 3600) // 60
+    span = f"{h} h {m} min" if h else (f"{m} min" if m else "under a minute")
+    return f"the cluster ends {describe(ends, now).replace('until', 'at', 1)} (in {span})"
+
+
+WARN_BEFORE_S = 600  # the header warns from 10 minutes before the cluster ends
+
+
 def describe(until: float, now: float | None = None) -> str:
     """``until 18:00`` (today), ``until Dec 24 18:00`` (another day)."""
     now = time.time() if now is None else now

@@ -38,6 +38,7 @@ class Submission:
     num_gpus: float | None = None
     name: str | None = None
     priority: int | None = None
+    max_time_s: float | None = None
     env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -83,6 +84,7 @@ def build_spec(paths: Paths, sub: Submission) -> dict[str, Any]:
         ("num_gpus", sub.num_gpus),
         ("name", sub.name or None),
         ("priority", sub.priority),
+        ("max_time_s", sub.max_time_s),
     ):
         if value is not None:
             spec[key] = value

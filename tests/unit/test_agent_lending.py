@@ -166,3 +166,18 @@ async def test_lend_refuses_a_past_time_and_clears_with_zero(tmp_path: Path) -> 
     await loop.op_lend(p.LendRequest(until=loop.clock.time() + 60))
     assert (await loop.op_lend(p.LendRequest(until=0))).until == ""
     assert "until" not in loop.node.lending_view()
+
+
+async def test_the_host_ends_the_cluster_at_its_expiry(tmp_path: Path) -> None:
+    from lanray_tui.core.agent.state import StopCause
+
+    loop, _, _ = make(tmp_path)
+    clock: FakeClock = loop.clock  # type: ignore[assignment]
+    loop.node.role = Role.HOST
+    loop.node.cluster_ends = clock.time() + 5
+    await loop.step()
+    assert not loop.node.stopping.is_set()
+    clock.now += 6
+    await loop.step()
+    assert loop.node.stop_cause is StopCause.LEAVE
+    assert loop.node.detail == "the cluster's time is up"

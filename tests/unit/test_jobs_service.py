@@ -393,3 +393,16 @@ async def test_job_logs_of_a_finished_job(service: Service, fake: tuple[FakeRay,
     writer = FakeWriter()
     await service.svc.streams["job_logs"]({"id": "j-none"}, writer)  # type: ignore[arg-type]
     assert writer.items() == [{"ok": False, "error": "no job 'j-none' (see 'lanray-tui jobs')"}]
+
+
+async def test_a_job_that_would_outlive_the_cluster_is_refused(service: Service) -> None:
+    """host --expires: a job declaring a longer --max-time than the cluster has left is
+    refused with one line; one that fits, or declares nothing, is queued."""
+    service.svc.ends_at = lambda: time.time() + 1800  # 30 minutes left
+    with pytest.raises(LanrayError, match=r"the cluster ends at .* no time for a job of"):
+        await service.op("submit", spec=cmd("sleep", "1", max_time_s=3600))
+    ok = await service.op("submit", spec=cmd("sleep", "1", max_time_s=600))
+    plain = await service.op("submit", spec=cmd("sleep", "1"))
+    assert ok["state"] in ("QUEUED", "SUBMITTED", "RUNNING") and plain["id"] != ok["id"]
+    with pytest.raises(LanrayError, match="max_time_s must be"):
+        await service.op("submit", spec=cmd("sleep", "1", max_time_s=-5))

@@ -47,3 +47,14 @@ def test_until_or_for_not_both_and_described() -> None:
     assert lend_time.describe(NOON + 6 * 3600, NOON) == "until 18:00"
     assert lend_time.describe(NOON + 20, NOON) == "until 12:00:20"
     assert lend_time.describe(NOON + 30 * 3600, NOON) == "until Dec 04 18:00"
+
+
+def test_expires_takes_a_time_or_a_duration() -> None:
+    assert lend_time.parse_when("6h", NOON) == NOON + 6 * 3600
+    assert lend_time.parse_when("18:00", NOON) == NOON + 6 * 3600
+    with pytest.raises(LanrayError):
+        lend_time.parse_when("soon", NOON)
+    assert lend_time.ends_line(NOON + 2 * 3600 + 300, NOON) == (
+        "the cluster ends at 14:05 (in 2 h 5 min)"
+    )
+    assert lend_time.ends_line(NOON + 30, NOON).endswith("(in under a minute)")

@@ -86,6 +86,11 @@ class LendingLoop:
         if node.lend_until and self.clock.time() >= node.lend_until and not node.is_host:
             await self.end_lending()
             return
+        if node.cluster_ends and self.clock.time() >= node.cluster_ends and node.is_host:
+            log.info("the cluster's time is up (host --expires): ending it; the queue stays")
+            node.detail = "the cluster's time is up"
+            node.stop(StopCause.LEAVE)
+            return
         if not self.policy_on:
             return
         idle = await asyncio.to_thread(self.watcher)

@@ -134,6 +134,8 @@ class Wiring:
         if until and until <= self.clock.time():
             log.warning("lending.until is in the past: lending with no end")
         node.lend_until = until if until > self.clock.time() else 0.0
+        ends = float(cfg["cluster.expires"]) if node.is_host else 0.0
+        node.cluster_ends = ends if ends > self.clock.time() else 0.0
         self.lending = LendingLoop(
             node,
             self.clock,

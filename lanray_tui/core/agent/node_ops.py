@@ -92,6 +92,7 @@ class NodeOps:
             free=self.free() if self.node.is_host else None,
             pairing=self.pairing() if self.node.is_host else None,
             note=note,
+            ends_at=self.node.cluster_ends,
         )
 
     def node_view(self, n: NodeInfo, earlier: int = 0) -> dict[str, Any]:

@@ -95,6 +95,7 @@ class NodeState:
     )
     manual: str = "auto"  # "paused" after 'lanray-tui pause' until 'resume'
     lend_until: float = 0.0  # Unix time this node stops lending and leaves (0: never)
+    cluster_ends: float = 0.0  # the host: Unix time the whole cluster ends (0: never)
     stop_cause: StopCause = StopCause.NONE
     # Ray runs only while `lent` is set; `kick` wakes the supervisor to restart Ray now.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
