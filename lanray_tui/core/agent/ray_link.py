@@ -2,16 +2,23 @@
 
 One small facade over the dashboard and ``ray`` adapters, built on the node's current
 credentials, so that the parts take one object they can be given a fake of in unit tests.
+
+This is the host's view: the dashboard listens on the head's loopback only
+(:attr:`~..credentials.Credentials.dashboard_url`), and ``ray drain-node`` speaks to the GCS
+with this node's TLS settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from ...adapters import ray_dashboard, ray_process
+from .. import ray_tls
 from ..credentials import Credentials
 from ..models import NodeInfo
+from ..paths import Paths
 
 
 class RayView(Protocol):
@@ -27,8 +34,11 @@ class RayView(Protocol):
 class RayLink:
     """Blocking calls: the parts run them in threads."""
 
-    def __init__(self, creds: Callable[[], Credentials]) -> None:
+    def __init__(self, creds: Callable[[], Credentials], tls_dir: Path | None = None) -> None:
         self._creds = creds
+        # the agent's wiring does not pass its Paths yet: the environment's are the same
+        # unless the config moves paths.data_dir
+        self._tls_dir = tls_dir or Paths.from_env().tls_dir
 
     def nodes(self, timeout: float = 5.0) -> list[NodeInfo]:
         c = self._creds()
@@ -44,4 +54,5 @@ class RayLink:
 
     def drain(self, node_id: str, deadline_s: int, reason: str) -> bool:
         c = self._creds()
-        return ray_process.drain(c.gcs_address, node_id, c.token, deadline_s, reason)
+        tls = ray_tls.ray_env(self._tls_dir)
+        return ray_process.drain(c.gcs_address, node_id, c.token, tls, deadline_s, reason)
