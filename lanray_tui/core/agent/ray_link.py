@@ -3,9 +3,10 @@
 One small facade over the dashboard and ``ray`` adapters, built on the node's current
 credentials, so that the parts take one object they can be given a fake of in unit tests.
 
-This is the host's view: the dashboard listens on the head's loopback only
-(:attr:`~..credentials.Credentials.dashboard_url`), and ``ray drain-node`` speaks to the GCS
-with this node's TLS settings.
+The dashboard listens on the head's loopback only
+(:attr:`~..credentials.Credentials.dashboard_url`): where none answers (a worker, or the head
+before its dashboard is up), the node list comes from the head's GCS over Ray's mutual-TLS
+gRPC, in a child process. ``ray drain-node`` speaks to the GCS the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from ...adapters import ray_dashboard, ray_process
+from ...adapters import ray_dashboard, ray_gcs, ray_process
 from .. import ray_tls
 from ..credentials import Credentials
 from ..models import NodeInfo
@@ -42,7 +43,11 @@ class RayLink:
 
     def nodes(self, timeout: float = 5.0) -> list[NodeInfo]:
         c = self._creds()
-        return ray_dashboard.list_nodes(c.dashboard_url, c.token, timeout)
+        try:
+            return ray_dashboard.list_nodes(c.dashboard_url, c.token, timeout)
+        except ray_dashboard.DashboardUnreachable:
+            tls = ray_tls.ray_env(self._tls_dir)
+            return ray_gcs.list_nodes(c.gcs_address, c.token, tls, timeout)
 
     def usage(self) -> dict[str, tuple[float, float]]:
         c = self._creds()
