@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from ..adapters import ray_process
 from ..adapters.ray_process import RayHandle, RaySpec
 from . import ray_tls
+from .cluster_ca import NodeTls
 from .config import Config
 from .errors import LanrayError
 
@@ -62,10 +63,10 @@ PEM_PREFIX = "LANRAY_PEM_"
 # one its /etc/hosts lists for its host name).
 _LAUNCH = f"""\
 import os, socket, sys
-os.makedirs({CONTAINER_TLS_DIR!r}, mode=0o700, exist_ok=True)
 for var in [k for k in os.environ if k.startswith({PEM_PREFIX!r})]:
     pem = os.environ.pop(var).encode()
     path = os.environ[var[len({PEM_PREFIX!r}):]]
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.write(fd, pem)
     os.close(fd)
@@ -308,6 +309,13 @@ def _start_docker(
     handle = engine.run(container, log_path)
     if handle.node_ip:
         say(f"container {container.name} has address {handle.node_ip}")
+        if not NodeTls(tls_dir).covers([handle.node_ip]):
+            # Ray's gRPC checks the address it dials against the certificate
+            say(
+                f"this node's certificate does not name the container's address "
+                f"{handle.node_ip}: Ray's TLS will refuse it; use runtime.docker_network: host",
+                logging.WARNING,
+            )
     return handle
 
 
