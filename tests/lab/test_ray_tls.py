@@ -6,6 +6,7 @@ n1's own certificate and n2's signing request (what pairing does). Then: both no
 tasks on both nodes, a job with a working_dir uploaded over Ray's gRPC, ``status`` on both
 nodes; a client with the token but without a certificate gets nothing from the head's GCS,
 and the dashboard, the Jobs API and the dashboard agents answer nothing on LAN addresses.
+A third node, n3, has the token but no certificate: its Ray does not start.
 """
 
 from __future__ import annotations
@@ -103,15 +104,15 @@ def http(node: Node, host: str, port: int, method: str, path: str, body: str = "
 @pytest.fixture(scope="module")
 def tls_cluster() -> Iterator[dict[str, Any]]:
     labmod.down(TLS_LAB)  # leftovers of a crashed run
-    lab = labmod.up(TLS_LAB, 2)
-    n1, n2 = Node(lab, "n1"), Node(lab, "n2")
+    lab = labmod.up(TLS_LAB, 3)
+    n1, n2, n3 = Node(lab, "n1"), Node(lab, "n2"), Node(lab, "n3")
     try:
         place_certificates(lab, "n1", ["n2"])
         n1.lanray("host", "--headless", "--detach", check=True, timeout=180)
         n2.join_by_token(n1, "--headless", "--detach", check=True, timeout=180)
-        yield {"lab": lab, "n1": n1, "n2": n2}
+        yield {"lab": lab, "n1": n1, "n2": n2, "n3": n3}
     finally:
-        for n in (n2, n1):
+        for n in (n3, n2, n1):
             with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
                 n.leave()
         labmod.down(TLS_LAB)
@@ -156,6 +157,15 @@ def test_both_nodes_alive_tasks_on_both_and_a_working_dir_job(
     )
     assert p.returncode == 0, p.stderr
     assert "hello from the worker" in p.stdout
+
+
+def test_a_node_without_a_certificate_does_not_start_ray(tls_cluster: dict[str, Any]) -> None:
+    n1, n3 = tls_cluster["n1"], tls_cluster["n3"]
+    p = n3.join_by_token(n1, "--headless", "--detach", timeout=120)
+    assert p.returncode != 0
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and "this node has no certificate of the cluster" in err[0], err
+    assert n3.address not in node_states(n1)
 
 
 def test_a_client_without_a_certificate_gets_nothing_from_the_gcs(
