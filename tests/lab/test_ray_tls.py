@@ -178,7 +178,7 @@ def test_a_client_without_a_certificate_gets_nothing_from_the_gcs(
     # with the token and n2's certificate: the GCS answers (the probe itself works)
     assert gcs_nodes(n2, gcs, {**token, **node_tls(lab, "n2").ray_env()}, 60) == "2"
     # with the token and no TLS: nothing
-    got = gcs_nodes(n2, gcs, token, 10)
+    got = gcs_nodes(n2, gcs, token, 6)
     assert got == "timed out" or got.startswith("failed"), got
     # a plaintext HTTP/2 (gRPC) greeting gets no greeting back from any of Ray's gRPC ports
     for port in (GCS_PORT, 6380, 6381, 6382, CLIENT_PORT):
