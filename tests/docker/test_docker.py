@@ -635,6 +635,8 @@ def test_container_that_exits_at_start_says_why(
         docker("rm", "-f", maker, check=False)
     try:
         a = Agent(tmp_path / "a", broken, docker_net)
+        a.tls.ensure_ca("broken", "test")
+        a.tls.issue_own("a", ["127.0.0.1"])
         p = a.lanray("host", "--headless", "--detach", timeout=120)
         assert p.returncode != 0
         err = p.stderr.strip().splitlines()[-1]
