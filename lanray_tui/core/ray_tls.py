@@ -7,6 +7,7 @@ has no certificate of its cluster gets one line saying so, and Ray does not star
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from .cluster_ca import NodeTls
@@ -35,3 +36,16 @@ def pem_files(tls_dir: Path) -> dict[str, bytes]:
         return {k: Path(v).read_bytes() for k, v in env.items() if k != "RAY_USE_TLS"}
     except OSError as exc:
         raise NoCertificate(f"{NO_CERTIFICATE} ({exc.strerror}: {exc.filename})") from None
+
+
+def digest(tls_dir: Path) -> str:
+    """A hash of the node's certificate, key and CA certificate ("" without them): a Ray that
+    runs with other files (or none) is not this node's to adopt."""
+    try:
+        pems = pem_files(tls_dir)
+    except NoCertificate:
+        return ""
+    h = hashlib.sha256()
+    for var in sorted(pems):
+        h.update(var.encode() + b"=" + hashlib.sha256(pems[var]).digest())
+    return h.hexdigest()

@@ -96,3 +96,11 @@ def test_uploads_check_their_input_before_any_child(tmp_path: Path, tls: NodeTls
         ray_jobs.package_exists("10.0.0.5:6379", "t", tls.ray_env(), "not-a-uri")
     with pytest.raises(ray_process.RayTlsMissing):
         ray_jobs.upload_working_dir("10.0.0.5:6379", "t", {}, tmp_path)
+
+
+def test_the_tls_digest_names_the_files_ray_runs_with(tmp_path: Path, tls: NodeTls) -> None:
+    assert ray_tls.digest(tmp_path / "none") == ""
+    before = ray_tls.digest(tls.folder)
+    assert len(before) == 64 and before == ray_tls.digest(tls.folder)
+    tls.issue_own("n1", ["10.0.0.5", "10.0.0.6"])  # a new address: a new certificate
+    assert ray_tls.digest(tls.folder) not in ("", before)

@@ -73,6 +73,7 @@ class RayStarter:
             gcs_address=n.creds.gcs_address,
             token_sha256=ray_record.token_digest(n.creds.token),
             temp_dir=str(self.paths.ray_temp_dir),
+            tls_sha256=ray_tls.digest(self.paths.tls_dir),
         )
 
     def __call__(self, progress: Any) -> ray_process.RayHandle:
