@@ -28,7 +28,7 @@ INSIDE = os.path.abspath(__file__)
 def inside(mode: str, head: str, token: str) -> None:
     """Time one start inside this node; print {"seconds": ...}."""
     from lanray_tui.adapters import ray_dashboard, ray_process
-    from lanray_tui.core import config
+    from lanray_tui.core import config, ray_tls
     from lanray_tui.core.agent.ray_start import ray_spec
 
     os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
@@ -50,7 +50,8 @@ def inside(mode: str, head: str, token: str) -> None:
         # the very flags the agent would use, without --block
         spec = ray_spec(cfg, cfg.paths(), role == "host", me, f"{head}:6379")
         argv = [a for a in spec.argv() if a != "--block"]
-        p = subprocess.run(argv, capture_output=True, env=ray_process.auth_env(token))
+        env = ray_process.auth_env(token, ray_tls.ray_env(cfg.paths().tls_dir))
+        p = subprocess.run(argv, capture_output=True, env=env)
     if p.returncode != 0:
         print(json.dumps({"error": (p.stderr or p.stdout).decode()[-300:]}))
         return

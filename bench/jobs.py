@@ -38,7 +38,7 @@ def inside(mode: str, workdir: str) -> None:
     """Time one submission from this node; print {"seconds": ...}."""
     from lanray_tui.adapters import ray_jobs
     from lanray_tui.adapters.ray_process import auth_env, ray_executable
-    from lanray_tui.core import config, credentials
+    from lanray_tui.core import config, credentials, ray_tls
 
     paths = config.load().paths()
     creds = credentials.load(paths.credentials)
@@ -67,7 +67,7 @@ def inside(mode: str, workdir: str) -> None:
             "job.py",
             marker,
         ]
-        env = auth_env(creds.token)
+        env = auth_env(creds.token, ray_tls.ray_env(paths.tls_dir))
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     running_at = None

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from ..adapters import ray_jobs
 from ..adapters.ray_jobs import RayJobNotFound, RayJobs, RayJobsError
 from . import protocol as p
+from . import ray_tls
 from .errors import LanrayError
 from .job_service_logs import FINAL_WAIT_S, TAIL_RETRY_S, JobLogStream
 from .job_service_packages import (
@@ -91,6 +92,7 @@ class JobService:
         cluster_ready: Callable[[], bool],
         *,
         gcs_address: Callable[[], str] | None = None,
+        tls_env: Callable[[], Mapping[str, str]] | None = None,
         python_dir: Path | None = None,
         poll_s: float = POLL_S,
         ends_at: Callable[[], float] = lambda: 0.0,
@@ -103,6 +105,10 @@ class JobService:
         self.max_running = max(1, int(max_running))
         self.cluster_ready = cluster_ready
         self.gcs_address = gcs_address or self._gcs_from_dashboard
+        # Ray's TLS settings for its GCS: by default the node's, next to the queue in the
+        # data dir (Paths.tls_dir)
+        tls_dir = db_path.parent / "tls"
+        self.tls_env = tls_env or (lambda: ray_tls.ray_env(tls_dir))
         # `python` in a job means the Python that runs Ray here, not whatever PATH finds.
         self.python_dir = python_dir or Path(sys.executable).parent
         self.poll_s = poll_s
@@ -112,6 +118,7 @@ class JobService:
             api=self._api,
             gcs_address=lambda: self.gcs_address(),
             token=lambda: self.token(),
+            tls_env=self.tls_env,
             ready=self._ready,
             closed=lambda: self._closed,
         )
