@@ -112,7 +112,7 @@ class Wiring:
         self._client_tls: ssl.SSLContext | None = None
         self._prepare()
         self.beats = cluster_api.Link(self._host_api, self.client_tls)
-        local_ray = RayLink(lambda: node.creds)
+        local_ray = RayLink(lambda: node.creds, paths.tls_dir)
         self.ray: RayView = (
             local_ray if node.is_host else HostRayView(self._host_api, self.client_tls, local_ray)
         )

@@ -37,8 +37,7 @@ class RayLink:
 
     def __init__(self, creds: Callable[[], Credentials], tls_dir: Path | None = None) -> None:
         self._creds = creds
-        # the agent's wiring does not pass its Paths yet: the environment's are the same
-        # unless the config moves paths.data_dir
+        # the agent passes its Paths' (the config may move paths.data_dir)
         self._tls_dir = tls_dir or Paths.from_env().tls_dir
 
     def nodes(self, timeout: float = 5.0) -> list[NodeInfo]:
