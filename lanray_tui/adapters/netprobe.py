@@ -391,25 +391,31 @@ def _ufw_enabled() -> bool:
 
 
 def _nft_input_chain() -> tuple[str, str]:
-    """The base chain on the input hook that drops something (else the first one), as
-    ("FAMILY TABLE", "CHAIN"); ("inet filter", "input") when none can be read."""
     code, out = _run(["nft", "-j", "list", "ruleset"])
     if code != 0:
         return "inet filter", "input"
     try:
-        items = json.loads(out).get("nftables", [])
-    except (ValueError, AttributeError):
+        return input_chain(json.loads(out))
+    except ValueError:
         return "inet filter", "input"
+
+
+def input_chain(ruleset: object) -> tuple[str, str]:
+    """From ``nft -j list ruleset``: the base chain on the input hook that drops something
+    (else the first one), as ("FAMILY TABLE", "CHAIN"); ("inet filter", "input") when none."""
+    items = ruleset.get("nftables", []) if isinstance(ruleset, dict) else []
     chains: list[tuple[str, str, str]] = []
     dropping: set[tuple[str, str, str]] = set()
-    for item in items:
-        c = item.get("chain") if isinstance(item, dict) else None
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        c = item.get("chain")
         if isinstance(c, dict) and c.get("hook") == "input" and c.get("family") in ("inet", "ip"):
-            key = (str(c["family"]), str(c["table"]), str(c["name"]))
+            key = (str(c.get("family")), str(c.get("table")), str(c.get("name")))
             chains.append(key)
             if c.get("policy") == "drop":
                 dropping.add(key)
-        r = item.get("rule") if isinstance(item, dict) else None
+        r = item.get("rule")
         if isinstance(r, dict):
             text = json.dumps(r.get("expr", []))
             if '"drop"' in text or '"reject"' in text:
