@@ -272,7 +272,7 @@ class Pinger:
         if not self.fits(floor, 5, timeout):
             return None
         lo, hi = floor, ceiling  # lo fits, hi does not
-        while hi - lo > 4:
+        while hi - lo > 1:
             mid = (lo + hi) // 2
             if self.fits(mid, 3, timeout):
                 lo = mid

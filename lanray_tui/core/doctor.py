@@ -205,11 +205,24 @@ def ports_to_host(ray: RayPorts, found: Mapping[int, str], host: str, host_fw: F
 
 
 def ports_from_host(
-    ray: RayPorts, found: Mapping[int, str] | None, own_fw: Firewall, skip: str = ""
+    ray: RayPorts,
+    found: Mapping[int, str] | None,
+    own_fw: Firewall,
+    skip: str = "",
+    failed: str = "",
 ) -> Result:
-    """The host dialled this node's Ray ports back (the ``probe`` op); ``skip`` says why it
-    could not (no certificate yet, the host did not answer)."""
+    """The host dialled this node's Ray ports back (the ``probe`` op). ``skip`` says why it
+    was not asked (no certificate yet); ``failed`` why asking did not work."""
     title = "Ray ports, host -> this node"
+    if failed:
+        return Result(
+            "ports_from_host",
+            title,
+            Mark.WARN,
+            failed,
+            "is the host's agent up ('lanray-tui status' there)? a path MTU below the "
+            "interface's (see MTU) stalls TLS",
+        )
     if found is None:
         return Result("ports_from_host", title, Mark.SKIP, skip or "not measured")
     bad, value = _port_value(ray, found)

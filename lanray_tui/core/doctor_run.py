@@ -99,16 +99,17 @@ def _ping(head: str, iface_mtu: int | None) -> tuple[int | None, int | None, str
 
 def _probe_back(
     cfg: Config, head: str, own_ip: str, ports: list[int]
-) -> tuple[dict[int, str] | None, str]:
+) -> tuple[dict[int, str] | None, str, str]:
     """The host dials this node's ports back (the ``probe`` op, over the cluster API's mutual
-    TLS), while this node listens on them: (port -> result, or None and why not)."""
+    TLS), while this node listens on them: (port -> result, or None; why it was not asked;
+    why asking failed)."""
     from . import cluster_api
     from . import protocol as p
     from .cluster_ca import NodeTls
 
     tls = NodeTls(cfg.paths().tls_dir)
     if not tls.ready():
-        return None, doctor.NOT_PAIRED
+        return None, doctor.NOT_PAIRED, ""
     try:
         ctx = tls.client_context()
         with netprobe.Listeners(own_ip, ports):
@@ -118,14 +119,15 @@ def _probe_back(
                 )
             )
     except LanrayError as exc:
-        return None, f"the host refused the probe: {exc}"
+        return None, "", f"the host refused the probe: {exc}"
     except (OSError, asyncio.TimeoutError, ValueError) as exc:
-        return None, f"the host's cluster API did not answer: {type(exc).__name__} {exc}".strip()
+        why = f"{type(exc).__name__} {exc}".strip()
+        return None, "", f"the host's cluster API did not answer ({why})"
     out: dict[int, str] = {}
     for k, v in reply.ports.items():
         if k.isdigit():
             out[int(k)] = v
-    return out, ""
+    return out, "", ""
 
 
 def _docker(cfg: Config, gpus: int) -> doctor.Result:
@@ -196,11 +198,11 @@ def diagnose(cfg: Config, target: Target) -> doctor.Report:
         beacon, skew, half = f_beacon.result()
         dials = f_dials.result()
         lost, pmtu, ping_skip = f_ping.result()
-        found_back, back_skip = f_back.result()
+        found_back, back_skip, back_failed = f_back.result()
         heard = f_bcast.result()
     r = report.results
     r.append(doctor.ports_to_host(to_host, dials, head, host_fw))
-    r.append(doctor.ports_from_host(back, found_back, own_fw, back_skip))
+    r.append(doctor.ports_from_host(back, found_back, own_fw, back_skip, back_failed))
     theirs = (beacon.ray_version, beacon.python_version) if beacon else None
     r.append(doctor.versions(ours, theirs))
     r.append(doctor.clock(skew if beacon else None, half))

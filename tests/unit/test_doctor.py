@@ -391,11 +391,12 @@ def test_the_host_dials_back_the_ports_this_node_listens_on(host_api: tuple[Node
     host, api_port = host_api
     cfg = load().with_overrides(cluster__api_port=api_port)
     ports = [free_port(), free_port()]
-    assert doctor_run._probe_back(cfg, "127.0.0.1", "127.0.0.1", ports) == (None, doctor.NOT_PAIRED)
+    unpaired = doctor_run._probe_back(cfg, "127.0.0.1", "127.0.0.1", ports)
+    assert unpaired == (None, doctor.NOT_PAIRED, "")
     member = NodeTls(cfg.paths().tls_dir)
     member.store(host.sign(member.request("w1", ["127.0.0.1"])), host.ca_cert.read_bytes())
-    found, why = doctor_run._probe_back(cfg, "127.0.0.1", "127.0.0.1", ports)
-    assert why == "" and found == {ports[0]: "open", ports[1]: "open"}
+    found, skip, why = doctor_run._probe_back(cfg, "127.0.0.1", "127.0.0.1", ports)
+    assert skip == why == "" and found == {ports[0]: "open", ports[1]: "open"}
     r = doctor.ports_from_host(
         doctor.RayPorts({ports[0]: "node manager", ports[1]: "object manager"}, (1, 1)),
         found,
@@ -410,8 +411,10 @@ def test_the_back_check_says_why_when_the_host_does_not_answer() -> None:
     host.ensure_ca("c0ffee", "lab")
     member = NodeTls(cfg.paths().tls_dir)
     member.store(host.sign(member.request("w1", ["127.0.0.1"])), host.ca_cert.read_bytes())
-    found, why = doctor_run._probe_back(cfg, "127.0.0.1", "127.0.0.1", [free_port()])
+    found, _, why = doctor_run._probe_back(cfg, "127.0.0.1", "127.0.0.1", [free_port()])
     assert found is None and why.startswith("the host's cluster API did not answer")
+    r = doctor.ports_from_host(NODE, found, UFW, failed=why)
+    assert r.mark is Mark.WARN and "see MTU" in r.fix
 
 
 # ----- the command ---------------------------------------------------------------------------
