@@ -436,3 +436,31 @@ def test_on_the_host_itself_it_checks_its_own_side(capsys: pytest.CaptureFixture
     assert "joiners need them open" in checks["host_ports"]["value"]
     assert checks["docker"]["value"] == "not the docker runtime"
     assert any("this is the host" in n for n in out["notes"])
+
+
+def test_the_driver_and_cuda_versions_come_from_nvml() -> None:
+    from lanray_tui.adapters.nvml import Nvml
+
+    class FakeNvml:
+        def nvmlInit(self) -> None:
+            pass
+
+        def nvmlDeviceGetCount(self) -> int:
+            return 1
+
+        def nvmlDeviceGetHandleByIndex(self, i: int) -> object:
+            return object()
+
+        def nvmlSystemGetDriverVersion(self) -> str:
+            return "550.54.15"
+
+        def nvmlSystemGetCudaDriverVersion(self) -> int:
+            return 12040
+
+    assert Nvml(FakeNvml()).driver() == ("550.54.15", "12.4")
+
+    class NoDriver(FakeNvml):
+        def nvmlInit(self) -> None:
+            raise RuntimeError("driver not loaded")
+
+    assert Nvml(NoDriver()).driver() == ("", "")
