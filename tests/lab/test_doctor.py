@@ -34,6 +34,9 @@ def _tls_dir(lab: labmod.Lab, node: str) -> Path:
 
 @pytest.fixture(scope="module")
 def doclab() -> Iterator[dict[str, Any]]:
+    missing = [t for t in ("nft", "bridge", "tc") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"the doctor's faults need {', '.join(missing)} (nftables, iproute2)")
     labmod.down(NAME)
     made = labmod.up(NAME, 2)
     n1, n2 = Node(made, "n1"), Node(made, "n2")
@@ -270,3 +273,30 @@ def test_another_ray_version_and_a_far_clock_are_named(doclab: dict[str, Any]) -
         stop(heads.pop())
         time.sleep(0.2)
         heads.append(start_head(n1, doclab["host_tls"].folder, "real"))
+
+
+def test_the_real_host_agent_dials_back(doclab: dict[str, Any]) -> None:
+    """The real ``lanray-tui host`` (its agent and Ray) in place of the driver: n2, holding a
+    certificate of that host's CA (signed here, as pairing does), gets its dropped port named
+    by the agent's ``probe`` op. Last in this file: the driver stays stopped."""
+    lab, n1, n2, heads = doclab["lab"], doclab["n1"], doclab["n2"], doclab["heads"]
+    while heads:
+        stop(heads.pop())
+    node_ns = lab.node("n2").netns
+    n1.lanray("host", "--headless", "--detach", check=True, timeout=180)
+    try:
+        ca = NodeTls(lab.node("n1").root / "home/.local/share/lanray-tui/tls")
+        member = NodeTls(_tls_dir(lab, "n2"))
+        member.store(ca.sign(member.request("n2", [n2.address])), ca.ca_cert.read_bytes())
+        nft_drop_input(node_ns, 6381)
+        code, checks = doctor(n2, n1)
+        assert code == 1
+        back = checks["ports_from_host"]
+        assert back["mark"] == "fail", back
+        assert back["value"].startswith("6381 object manager: dropped: timeout; open 6380"), back
+        assert back["fix"] == f"sudo nft insert rule inet {TABLE} input tcp dport 6381 accept"
+        assert checks["ports_to_host"]["mark"] == "pass"  # the real head's Ray listens
+        assert "open 6379 6380 6381 6382 6383" in checks["ports_to_host"]["value"]
+    finally:
+        nft_clear(node_ns)
+        n1.leave()
