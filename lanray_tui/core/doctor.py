@@ -109,27 +109,26 @@ def spans(ports: Iterable[int | Span]) -> list[Span]:
     return out
 
 
-def open_ports_command(fw: Firewall, ports: Iterable[int | Span]) -> str:
-    """The command that lets TCP in on ``ports`` with ``fw``'s tool."""
+def open_ports_command(fw: Firewall, ports: Iterable[int | Span], proto: str = "tcp") -> str:
+    """The command that lets ``proto`` (tcp or udp) in on ``ports`` with ``fw``'s tool."""
     sp = spans(ports)
 
     def each(sep: str) -> list[str]:
         return [str(lo) if lo == hi else f"{lo}{sep}{hi}" for lo, hi in sp]
 
     if fw.tool == "firewalld":
-        adds = " ".join(f"--add-port={p}/tcp" for p in each("-"))
+        adds = " ".join(f"--add-port={p}/{proto}" for p in each("-"))
         return f"sudo firewall-cmd --permanent {adds} && sudo firewall-cmd --reload"
     if fw.tool == "ufw":
-        return f"sudo ufw allow {','.join(each(':'))}/tcp"
+        return f"sudo ufw allow {','.join(each(':'))}/{proto}"
     if fw.tool == "nft":
         listed = each("-")
         dport = listed[0] if len(listed) == 1 else "{ " + ", ".join(listed) + " }"
-        return f"sudo nft insert rule {fw.table} {fw.chain} tcp dport {dport} accept"
+        return f"sudo nft insert rule {fw.table} {fw.chain} {proto} dport {dport} accept"
     if fw.tool == "iptables":
-        return (
-            f"sudo iptables -I INPUT -p tcp -m multiport --dports {','.join(each(':'))} -j ACCEPT"
-        )
-    return f"let TCP in on ports {', '.join(each('-'))} in this machine's firewall"
+        dports = ",".join(each(":"))
+        return f"sudo iptables -I INPUT -p {proto} -m multiport --dports {dports} -j ACCEPT"
+    return f"let {proto.upper()} in on ports {', '.join(each('-'))} in this machine's firewall"
 
 
 # ----- the checks ----------------------------------------------------------------------------
@@ -361,15 +360,17 @@ def isolation(
     host: str,
     api_port: int,
     host_fw: Firewall,
+    discovery_port: int = 47474,
 ) -> Result:
-    """Broadcast beacons heard against unicast to the host (UDP query, TCP to its cluster
-    API): Wi-Fi client isolation often lets one through and not the other."""
+    """Broadcast beacons heard against unicast to the host (a UDP query to its discovery
+    port, TCP to its cluster API): Wi-Fi client isolation often lets one through and not the
+    other."""
     title = "Client isolation"
     tcp_ok = tcp in (OPEN, REFUSED)
     heard = {True: "beacons heard by broadcast", False: "no broadcast beacon heard"}
     parts = [
         heard.get(broadcast, "broadcast not measured") if broadcast is not None else "",
-        "UDP unicast answered" if udp_unicast else "UDP unicast unanswered",
+        f"UDP {discovery_port} unicast " + ("answered" if udp_unicast else "unanswered"),
         f"TCP {api_port} {tcp}",
     ]
     value = ", ".join(p for p in parts if p)
@@ -386,6 +387,15 @@ def isolation(
             Mark.FAIL,
             value + ": nothing from here reaches the host",
             f"check the host is up ('lanray-tui status' there); {ap}",
+        )
+    if not udp_unicast:
+        fix = f"on the host {host}: " + open_ports_command(host_fw, [discovery_port], "udp")
+        return Result(
+            "isolation",
+            title,
+            Mark.WARN,
+            value + ": the host does not answer scans (its firewall?)",
+            fix,
         )
     if broadcast is False:
         return Result(

@@ -210,7 +210,13 @@ def diagnose(cfg: Config, target: Target) -> doctor.Report:
     r.append(doctor.loss(lost, doctor.LOSS_PROBES, name, ping_skip))
     r.append(
         doctor.isolation(
-            heard, beacon is not None, dials.get(api_port, "timeout"), head, api_port, host_fw
+            heard,
+            beacon is not None,
+            dials.get(api_port, "timeout"),
+            head,
+            api_port,
+            host_fw,
+            disc_port,
         )
     )
     r += _local(cfg)

@@ -203,7 +203,7 @@ def test_client_isolation_is_named(doclab: dict[str, Any]) -> None:
         iso = checks["isolation"]
         assert code == 1
         assert iso["mark"] == "fail", iso
-        assert iso["value"].startswith("beacons heard by broadcast, UDP unicast unanswered")
+        assert iso["value"].startswith("beacons heard by broadcast, UDP 47474 unicast unanswered")
         assert iso["value"].endswith("unicast blocked")
         assert iso["fix"].startswith("turn off client (AP) isolation")
     finally:

@@ -69,6 +69,15 @@ def test_the_fix_is_written_for_each_firewall_tool(fw: Firewall, expected: str) 
     assert doctor.open_ports_command(fw, [10051, 6380, (10002, 10100), 10100]) == expected
 
 
+def test_udp_for_the_discovery_port() -> None:
+    assert doctor.open_ports_command(NFT, [47474], "udp") == (
+        "sudo nft insert rule inet fw in udp dport 47474 accept"
+    )
+    assert doctor.open_ports_command(FIREWALLD, [47474], "udp").startswith(
+        "sudo firewall-cmd --permanent --add-port=47474/udp"
+    )
+
+
 def test_one_port_and_merged_spans() -> None:
     assert doctor.open_ports_command(NFT, [6380]) == (
         "sudo nft insert rule inet fw in tcp dport 6380 accept"
@@ -202,6 +211,9 @@ def test_client_isolation_both_ways() -> None:
     assert tcp.mark is Mark.FAIL and tcp.fix == "on the host 10.0.0.1: sudo ufw allow 47476/tcp"
     quiet = iso(False, True, "open")
     assert quiet.mark is Mark.WARN and quiet.fix == "join by address: lanray-tui join 10.0.0.1"
+    udp = iso(True, False, "open")
+    assert udp.mark is Mark.WARN and "does not answer scans" in udp.value
+    assert udp.fix == "on the host 10.0.0.1: sudo ufw allow 47474/udp"
     dark = iso(False, False, "timeout")
     assert dark.mark is Mark.FAIL and "nothing from here reaches the host" in dark.value
 
