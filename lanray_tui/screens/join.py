@@ -85,6 +85,9 @@ class JoinScreen(Screen[None]):
                 with RadioSet(id="runtime"):
                     yield RadioButton("native", value=not docker, id="runtime-native")
                     yield RadioButton(DOCKER_LABEL, value=docker, id="runtime-docker")
+            with Horizontal(id="until-row"):
+                yield Label("Lend until", id="until-label")
+                yield Input(placeholder="18:00 or 3h (empty: no end)", id="lend-until")
             yield StepList(id="join-steps")
             yield Static("", id="join-doctor", classes="hint", markup=False)
         yield Footer()
@@ -243,15 +246,22 @@ class JoinScreen(Screen[None]):
         """Call ``lifecycle.NAME(cfg, *args, progress, config_file)``; post the outcome."""
         from ..core import lifecycle
         from ..core.errors import LanrayError
+        from ..core.lend_time import parse_when
 
         start = getattr(lifecycle, name)  # looked up per call: tests replace it
         runtime = self.app.call_from_thread(runtime_choice, self)
+        until = self.app.call_from_thread(lambda: self.query_one("#lend-until", Input).value)
         cfg = self.session.cfg
         extra: list[str] = []
         try:
             if runtime != cfg["runtime.kind"]:
                 cfg = cfg.with_overrides(runtime__kind=runtime)
                 extra = ["--runtime", runtime]
+            if until.strip():
+                # the same as 'join --until 18:00' or '--for 3h'
+                ends = parse_when(until.strip())
+                cfg = cfg.with_overrides(lending__until=ends)
+                extra += ["--until", f"@{ends}"]
             info = start(
                 cfg,
                 *args,

@@ -64,3 +64,35 @@ async def test_the_test_suite_never_lets_the_doctor_onto_the_lan(
         panel = app.screen.query_one("#join-doctor", Static)
         await wait_for(pilot, lambda: "LANRAY_NO_LAN" in str(panel.render()), "the refusal")
         assert "the doctor sends nothing to 10.9.0.9" in str(panel.render())
+
+
+@pytest.mark.parametrize(("until", "want"), [("2h", "ok"), ("someday", "give a duration")])
+async def test_the_join_form_lends_until_a_time(
+    monkeypatch: pytest.MonkeyPatch, until: str, want: str
+) -> None:
+    """'Lend until' in the join form is 'join --until/--for': the agent gets the end."""
+    import time
+
+    seen: list[tuple[float, list[str]]] = []
+
+    def join_with_token(cfg: Any, address: str, token: str, **kw: Any) -> Any:
+        seen.append((cfg["lending.until"], list(kw["extra"])))
+        raise LanrayError("stop here")
+
+    monkeypatch.setattr(lifecycle, "join_with_token", join_with_token)
+    monkeypatch.setattr(doctor_run, "diagnose", lambda cfg, target: doctor.Report("x", []))
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await started(pilot, MenuScreen)
+        await pilot.press("j")
+        await started(pilot, JoinScreen)
+        app.screen.query_one("#lend-until").value = until  # type: ignore[attr-defined]
+        await pilot.press("a", *"10.9.0.9:6379", "enter", *"sekrit", "enter")
+        steps = app.screen.query_one(StepList)
+        await wait_for(pilot, lambda: bool(steps.error), "the join to end")
+        if want == "ok":
+            ((ends, extra),) = seen
+            assert abs(ends - (time.time() + 7200)) < 60
+            assert extra == ["--until", f"@{ends}"]
+        else:
+            assert seen == [] and want in steps.error
