@@ -64,6 +64,17 @@ class Node:
     def token(self) -> str:
         return self.lanray("token", check=True).stdout.strip()
 
+    def ray_env(self, token: str) -> dict[str, str]:
+        """What a Ray driver on this node needs: token auth and this node's own TLS files
+        (Ray's gRPC is mutual TLS)."""
+        from pathlib import Path
+
+        from lanray_tui.core.cluster_ca import NodeTls
+
+        data = Path(self.lab.node(self.name).env()["XDG_DATA_HOME"])
+        tls = NodeTls(data / "lanray-tui" / "tls")
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, **tls.ray_env()}
+
     def join_by_token(self, host: Node, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         """``join HOST --token -`` with the token on stdin: never on a command line."""
         token = host.token()

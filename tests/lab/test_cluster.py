@@ -53,7 +53,7 @@ def test_node_ip_is_the_lan_address(cluster: dict[str, Any]) -> None:
 
 def test_a_ray_task_runs_on_each_node(cluster: dict[str, Any]) -> None:
     n1, n2 = cluster["n1"], cluster["n2"]
-    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": n1.token()}
+    env = n1.ray_env(n1.token())
     p = n1.run([LANRAY[0], str(DRIVER), f"{n1.address}:6379", n1.address], env=env, timeout=180)
     assert p.returncode == 0, p.stderr[-2000:]
     ran = json.loads(p.stdout.strip().splitlines()[-1])

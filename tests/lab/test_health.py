@@ -58,7 +58,7 @@ def test_killed_ray_worker_is_restarted(cluster: dict[str, Any]) -> None:
 
 def test_pause_drains_without_losing_tasks_and_resume_rejoins(cluster: dict[str, Any]) -> None:
     n1, n2 = cluster["n1"], cluster["n2"]
-    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": n1.token()}
+    env = n1.ray_env(n1.token())
     driver = n1.popen(
         [LANRAY[0], str(LONG), f"{n1.address}:6379", n1.address, "4", "6"],
         stdout=subprocess.PIPE,
