@@ -1,4 +1,4 @@
-"""The cluster commands of ``lanray-tui``: host, join, status, token, code, scan.
+"""The cluster commands of ``lanray-tui``: host, join, status, token, code, dashboard, scan.
 
 Host or join a cluster, look at it, hand out its token or a join code, and find hosts on
 the LAN. ``host`` and ``join`` open the TUI when run in a terminal; what is here is their
@@ -45,6 +45,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--uses", type=int, metavar="N", help="a new code that pairs up to N machines")
     p.add_argument("--minutes", type=float, metavar="M", help="a new code that lives M minutes")
     p.add_argument("--close", action="store_true", help="close pairing: no code is live")
+    p = sub.add_parser(
+        "dashboard", help="Ray's web dashboard here: a local forward over TLS to the host"
+    )
+    p.add_argument("--port", type=int, metavar="N", help="local port (default: Ray's, or any)")
     p = sub.add_parser("scan", help="list the hosts on the LAN")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="seconds to listen")
@@ -246,6 +250,56 @@ def _code(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    """On the host: where its dashboard is. On a member: a forward to it until Ctrl-C."""
+    import asyncio
+    import contextlib
+    import ssl
+
+    from .core import lifecycle, tunnel
+    from .core.cluster_ca import NodeTls
+    from .core.errors import NotRunningError
+
+    cfg = load_config(args)
+    paths = cfg.paths()
+    info = lifecycle.running_agent(paths)
+    if info is None:
+        raise NotRunningError("no agent runs on this node: host or join a cluster first")
+    port = info.dashboard_url.rsplit(":", 1)[-1]
+    if info.role == "host":
+        print(f"Ray's dashboard: http://127.0.0.1:{port} (sign in with 'lanray-tui token')")
+        return 0
+    if args.port is not None and not 0 <= args.port < 65536:
+        raise LanrayError(f"--port {args.port} is not a port number")
+    try:
+        tls = NodeTls(paths.tls_dir).client_context()
+    except (OSError, ssl.SSLError):
+        raise LanrayError(
+            "this node has no certificate of the cluster: pair again with a code"
+        ) from None
+    head = info.head_address.rsplit(":", 1)[0]
+
+    def ready(local: int) -> None:
+        print(
+            f"Ray's dashboard of '{info.cluster_name}': http://127.0.0.1:{local} "
+            "(forwarded over TLS to the host; sign in with the cluster token; Ctrl-C stops)",
+            flush=True,
+        )
+
+    async def run() -> None:
+        want = args.port if args.port is not None else int(port)
+        try:
+            await tunnel.forward_dashboard(head, cfg["cluster.api_port"], tls, want, ready)
+        except OSError:
+            if args.port is not None:
+                raise LanrayError(f"port {args.port} is taken on this machine") from None
+            await tunnel.forward_dashboard(head, cfg["cluster.api_port"], tls, 0, ready)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
 def _scan(args: argparse.Namespace) -> int:
     from .core import discovery
 
@@ -292,5 +346,6 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": _status,
     "token": _token,
     "code": _code,
+    "dashboard": _dashboard,
     "scan": _scan,
 }

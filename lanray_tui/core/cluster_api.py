@@ -1,18 +1,21 @@
-"""The host agent's cluster API: the control protocol over TCP, for the cluster's own nodes.
+"""The host agent's cluster API: the control protocol over mutual TLS, for the cluster's nodes.
 
-Workers send heartbeats here and forward what must reach the host (the job queue). Every
-request carries the cluster token (``"auth"``); one without it, or with a wrong one, is
-refused, and only the operations in :data:`REMOTE_OPS` are served.
+Workers send heartbeats here and forward what must reach the host (the job queue). Both
+sides show a certificate of the cluster's CA (:mod:`.cluster_api` takes the TLS contexts of
+:class:`~.cluster_ca.NodeTls`): a peer without one never gets to send a line, nothing
+secret is in any message, and a recorded connection cannot be replayed (each TLS session
+has fresh keys). Only the operations in :data:`REMOTE_OPS` are served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
+import socket
+import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,15 +32,17 @@ from .protocol import (
     parse_reply,
 )
 
-__all__ = ["FORWARDED_OPS", "REMOTE_OPS", "HeartbeatBook", "ask", "authorized", "forward"]
+__all__ = [
+    "FORWARDED_OPS",
+    "REMOTE_OPS",
+    "HeartbeatBook",
+    "Link",
+    "ask",
+    "ask_blocking",
+    "forward",
+]
 
 T = TypeVar("T")
-
-
-def authorized(req: Request[Any] | Mapping[str, Any], token: str) -> bool:
-    """Whether ``req`` carries the cluster token."""
-    given = req.auth if isinstance(req, Request) else req.get("auth")
-    return isinstance(given, str) and hmac.compare_digest(given.encode(), token.encode())
 
 
 @dataclass
@@ -89,13 +94,20 @@ class HeartbeatBook:
         return ("UNREACHABLE" if age > limit else "UP"), round(age, 1)
 
 
+def _line(req: Request[Any] | dict[str, Any]) -> bytes:
+    return encode(req.to_json() if isinstance(req, Request) else req)
+
+
 async def request(
-    host: str, port: int, req: Request[Any] | dict[str, Any], timeout: float
+    host: str, port: int, req: Request[Any] | dict[str, Any], tls: ssl.SSLContext, timeout: float
 ) -> dict[str, Any]:
-    """One request to a host's cluster API; returns the reply message (raises OSError)."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    """One request to a host's cluster API; returns the reply message (raises OSError,
+    :class:`ssl.SSLError` among them, when the host is not this cluster's)."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=tls, limit=MAX_LINE), timeout
+    )
     try:
-        writer.write(encode(req.to_json() if isinstance(req, Request) else req))
+        writer.write(_line(req))
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout)
     finally:
@@ -108,12 +120,28 @@ async def request(
     return msg
 
 
-async def ask(host: str, port: int, req: Request[T], timeout: float) -> T:
+async def ask(host: str, port: int, req: Request[T], tls: ssl.SSLContext, timeout: float) -> T:
     """One request to a host's cluster API, its reply read into its class.
 
     Raises OSError or asyncio.TimeoutError when the host cannot be reached, ProtocolError
     for a bad reply and LanrayError with the host's one line when it refuses."""
-    msg = await request(host, port, req, timeout)
+    return _reply(req, await request(host, port, req, tls, timeout))
+
+
+def ask_blocking(host: str, port: int, req: Request[T], tls: ssl.SSLContext, timeout: float) -> T:
+    """:func:`ask` for a thread (the agent's blocking parts run in threads)."""
+    with (
+        socket.create_connection((host, port), timeout) as raw,
+        tls.wrap_socket(raw, server_hostname=host) as conn,
+    ):
+        conn.sendall(_line(req))
+        line = conn.makefile("rb").readline(MAX_LINE)
+    if not line:
+        raise ConnectionError("the host closed the connection")
+    return _reply(req, json.loads(line))
+
+
+def _reply(req: Request[T], msg: Any) -> T:
     if not isinstance(msg, dict):
         raise ProtocolError(f"the host sent a bad reply to '{req.OP}'")
     if not msg.get("ok"):
@@ -122,21 +150,75 @@ async def ask(host: str, port: int, req: Request[T], timeout: float) -> T:
     return reply
 
 
+class Link:
+    """One connection to the host's cluster API, kept open between requests (a worker's
+    heartbeats: one TLS handshake per connection, not one per beat).
+
+    A request on a kept connection that turns out dead (the host restarted, or closed it
+    while idle) is sent once more on a fresh one; any other failure closes the connection
+    and raises as :func:`ask` does, and the next request opens a new one."""
+
+    def __init__(
+        self, address: Callable[[], tuple[str, int]], tls: Callable[[], ssl.SSLContext]
+    ) -> None:
+        self.address = address
+        self.tls = tls
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.connects = 0
+
+    async def ask(self, req: Request[T], timeout: float) -> T:
+        kept = self._conn is not None
+        try:
+            return await self._ask_once(req, timeout)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.close()
+            if not kept:
+                raise
+        return await self._ask_once(req, timeout)
+
+    async def _ask_once(self, req: Request[T], timeout: float) -> T:
+        if self._conn is None:
+            host, port = self.address()
+            self._conn = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=self.tls(), limit=MAX_LINE), timeout
+            )
+            self.connects += 1
+        reader, writer = self._conn
+        try:
+            writer.write(_line(req))
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), timeout)
+            if not line:
+                raise ConnectionError("the host closed the connection")
+            return _reply(req, json.loads(line))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
+
+
 async def forward(
     host: str,
     port: int,
     req: Request[Any] | dict[str, Any],
     writer: asyncio.StreamWriter,
+    tls: ssl.SSLContext,
     timeout: float,
 ) -> None:
     """Relay ``req`` to the host and every reply line back to ``writer`` (streams too)."""
     try:
-        r, w = await asyncio.wait_for(asyncio.open_connection(host, port, limit=MAX_LINE), timeout)
+        r, w = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=tls, limit=MAX_LINE), timeout
+        )
     except (OSError, asyncio.TimeoutError) as exc:
         writer.write(error_line(f"cannot reach the host at {host}:{port}: {exc}"))
         return
     try:
-        w.write(encode(req.to_json() if isinstance(req, Request) else req))
+        w.write(_line(req))
         await w.drain()
         while line := await r.readline():
             writer.write(line)

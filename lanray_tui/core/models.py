@@ -11,8 +11,9 @@ if TYPE_CHECKING:
 from .types import GIB, NodeInfo
 
 #: The control protocol's version (see :mod:`.protocol`), sent in ``info``. 2: typed requests;
-#: an agent that does not send it speaks 1.
-PROTOCOL_VERSION = 2
+#: 3: no token in requests (the cluster API is mutual TLS). An agent that does not send it
+#: speaks 1.
+PROTOCOL_VERSION = 3
 
 __all__ = ["GIB", "PROTOCOL_VERSION", "AgentInfo", "NodeInfo", "node_from_status", "read_sample"]
 

@@ -3,8 +3,8 @@
 The framing (:mod:`.framing`, the same on the agent's Unix socket and on the host's cluster
 API over TCP): a request is one line ``{"op": NAME, ...fields}``; the reply is one line
 ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "one line"}``. A streaming op
-answers with many ``ok`` lines and ends with ``{"end": true}``. On the cluster API every
-request also carries the cluster token as ``"auth"``.
+answers with many ``ok`` lines and ends with ``{"end": true}``. No request carries a secret:
+the cluster API runs over mutual TLS, and the client's certificate says who asks.
 
 The agent reads a request with :func:`parse_request` (which validates every field and raises
 :class:`ProtocolError` with one line), answers with :func:`ok_line`, :func:`error_line` and
@@ -54,21 +54,28 @@ from .protocol_checks import (
 )
 from .protocol_replies import (
     CancelReply,
+    CertifyReply,
     CodeReply,
+    CountReply,
     HeartbeatReply,
     JobLogItem,
     JobsReply,
     LeaveReply,
     LendingReply,
     LogLine,
+    ProbeReply,
+    RayNodesReply,
     StatusReply,
     TokenReply,
+    TunnelReply,
     _InfoReply,
     _JobReply,
 )
 from .protocol_requests import (
     CancelRequest,
+    CertifyRequest,
     CodeRequest,
+    DashboardRequest,
     HeartbeatRequest,
     InfoRequest,
     JobLogsRequest,
@@ -77,9 +84,12 @@ from .protocol_requests import (
     LeaveRequest,
     LogsRequest,
     PauseRequest,
+    ProbeRequest,
+    RayNodesRequest,
     RestartRayRequest,
     ResumeRequest,
     RetryRequest,
+    RunningTasksRequest,
     StatusRequest,
     StopRayRequest,
     SubmitRequest,
@@ -90,6 +100,7 @@ __all__ = [
     "DEADLINE",
     "END_LINE",
     "FORWARDED_OPS",
+    "LOCAL_OPS",
     "MAX_DEPTH",
     "MAX_LINE",
     "MAX_OP_SHOWN",
@@ -98,12 +109,17 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REMOTE_OPS",
     "STREAM_OPS",
+    "TUNNEL_OPS",
     "WHICH_JOB",
     "CancelReply",
     "CancelRequest",
+    "CertifyReply",
+    "CertifyRequest",
     "Check",
     "CodeReply",
     "CodeRequest",
+    "CountReply",
+    "DashboardRequest",
     "HeartbeatReply",
     "HeartbeatRequest",
     "InfoRequest",
@@ -119,17 +135,23 @@ __all__ = [
     "LogsRequest",
     "OpSpec",
     "PauseRequest",
+    "ProbeReply",
+    "ProbeRequest",
     "ProtocolError",
+    "RayNodesReply",
+    "RayNodesRequest",
     "Request",
     "RestartRayRequest",
     "ResumeRequest",
     "RetryRequest",
+    "RunningTasksRequest",
     "StatusReply",
     "StatusRequest",
     "StopRayRequest",
     "SubmitRequest",
     "TokenReply",
     "TokenRequest",
+    "TunnelReply",
     "check_version",
     "encode",
     "error_line",
@@ -155,9 +177,10 @@ class OpSpec:
     """One op: its request and reply classes (the reply of each item, for a stream), and
     where it is served.
 
-    ``local``: on the agent's Unix socket; ``remote``: on the host's cluster API too (with
-    the token); ``forwarded``: a worker's agent hands it to the host; ``stream``: many
-    replies, then ``{"end": true}``.
+    ``local``: on the agent's Unix socket; ``remote``: on the host's cluster API too (for
+    a member with the cluster's certificate); ``forwarded``: a worker's agent hands it to
+    the host; ``stream``: many replies, then ``{"end": true}``; ``tunnel``: one reply,
+    then the bytes of one TCP connection both ways.
     """
 
     request: type[Request[Any]]
@@ -166,6 +189,7 @@ class OpSpec:
     remote: bool = False
     forwarded: bool = False
     stream: bool = False
+    tunnel: bool = False  # after its reply, the connection carries raw bytes
 
 
 OPS: dict[str, OpSpec] = {
@@ -188,12 +212,19 @@ OPS: dict[str, OpSpec] = {
         OpSpec(CancelRequest, CancelReply, remote=True, forwarded=True),
         OpSpec(RetryRequest, _JobReply, remote=True, forwarded=True),
         OpSpec(JobLogsRequest, JobLogItem, remote=True, forwarded=True, stream=True),
+        OpSpec(RayNodesRequest, RayNodesReply, local=False, remote=True),
+        OpSpec(RunningTasksRequest, CountReply, local=False, remote=True),
+        OpSpec(CertifyRequest, CertifyReply, local=False, remote=True),
+        OpSpec(DashboardRequest, TunnelReply, local=False, remote=True, tunnel=True),
+        OpSpec(ProbeRequest, ProbeReply, local=False, remote=True),
     )
 }
 
+LOCAL_OPS = frozenset(op for op, spec in OPS.items() if spec.local)
 REMOTE_OPS = frozenset(op for op, spec in OPS.items() if spec.remote)
 FORWARDED_OPS = frozenset(op for op, spec in OPS.items() if spec.forwarded)
 STREAM_OPS = frozenset(op for op, spec in OPS.items() if spec.stream)
+TUNNEL_OPS = frozenset(op for op, spec in OPS.items() if spec.tunnel)
 
 
 def parse_request(line: bytes | str | Mapping[str, Any]) -> Request[Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .framing import ProtocolError
@@ -59,6 +59,20 @@ def whole(lo: int, hi: int) -> Check:
         if not lo <= value <= hi:
             raise ProtocolError(f"'{op}': '{name}' must be between {lo} and {hi}")
         return value
+
+    return check
+
+
+def wholes(lo: int, hi: int, max_items: int) -> Check:
+    """A list of whole numbers, each between ``lo`` and ``hi``, at most ``max_items``."""
+    one = whole(lo, hi)
+
+    def check(op: str, name: str, value: Any) -> list[int]:
+        if not isinstance(value, list):
+            raise ProtocolError(f"'{op}': '{name}' must be a list, not {_kind(value)}")
+        if len(value) > max_items:
+            raise ProtocolError(f"'{op}': '{name}' has more than {max_items} items")
+        return [one(op, name, v) for v in value]
 
     return check
 
@@ -132,27 +146,20 @@ R = TypeVar("R", bound="Request[Any]")
 @dataclass(frozen=True)
 class Request(Generic[T]):
     """A request: its op name is ``OP``; ``FIELDS`` checks each field it may carry;
-    ``REQUIRED`` names those it must. ``auth`` (the cluster token) rides on the cluster API."""
+    ``REQUIRED`` names those it must. No request carries a secret: on the cluster API the
+    TLS client certificate says who sent it."""
 
     OP: ClassVar[str] = ""
     FIELDS: ClassVar[Mapping[str, Check]] = {}
     REQUIRED: ClassVar[Mapping[str, str]] = {}  # field -> the error when it is missing
 
-    auth: str = field(default="", kw_only=True, repr=False)
-
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"op": self.OP}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "auth" and not value:
-                continue
             if value is not None:
                 out[f.name] = value.to_json() if hasattr(value, "to_json") else value
         return out
-
-    def with_auth(self: R, token: str) -> R:
-        """The same request, carrying the cluster token (to send it to the host)."""
-        return replace(self, auth=token)
 
     @classmethod
     def of(cls: type[R], **values: Any) -> R:
@@ -167,7 +174,7 @@ class Request(Generic[T]):
             raise ProtocolError(f"bad request: '{cls.OP}' must be a JSON object")
         if doc.get("op") != cls.OP:
             raise ProtocolError(f"bad request: this is not '{cls.OP}'")
-        unknown = sorted(k for k in doc if k not in cls.FIELDS and k not in ("op", "auth"))
+        unknown = sorted(k for k in doc if k not in cls.FIELDS and k != "op")
         if unknown:
             raise ProtocolError(f"'{cls.OP}' has no field '{_short(unknown[0])}'")
         args: dict[str, Any] = {}
@@ -178,6 +185,4 @@ class Request(Generic[T]):
                     raise ProtocolError(cls.REQUIRED[name])
                 continue
             args[name] = check(cls.OP, name, value)
-        if doc.get("auth") is not None:
-            args["auth"] = text(256)(cls.OP, "auth", doc["auth"])
         return cls(**args)

@@ -237,3 +237,85 @@ class _InfoReply:
         if not isinstance(d, dict):
             raise TypeError("info")
         return AgentInfo.from_json(d)
+
+
+@dataclass(frozen=True)
+class RayNodesReply:
+    """Ray's own rows of the cluster's nodes, as the head's Ray lists them (for a worker's
+    agent, which cannot reach the head's dashboard: it is on the head's loopback)."""
+
+    nodes: list[NodeInfo]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [n.to_json() for n in self.nodes]
+
+    @classmethod
+    def from_json(cls, d: Any) -> RayNodesReply:
+        if not isinstance(d, list):
+            raise TypeError("nodes")
+        return cls([node_from_status(n) for n in d])
+
+
+@dataclass(frozen=True)
+class CountReply:
+    count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count}
+
+    @classmethod
+    def from_json(cls, d: Any) -> CountReply:
+        return cls(int(d["count"]))
+
+
+@dataclass(frozen=True)
+class CertifyReply:
+    """A node certificate the host's CA signed, and the CA certificate (PEM)."""
+
+    cert: str
+    ca: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cert": self.cert, "ca": self.ca}
+
+    @classmethod
+    def from_json(cls, d: Any) -> CertifyReply:
+        cert, ca = d["cert"], d["ca"]
+        if not isinstance(cert, str) or not isinstance(ca, str):
+            raise TypeError("cert")
+        return cls(cert, ca)
+
+
+@dataclass(frozen=True)
+class TunnelReply:
+    """The host's yes to a tunnel (``dashboard``): after this line the connection carries
+    the bytes of one TCP connection to the head's loopback port ``port``."""
+
+    port: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"port": self.port}
+
+    @classmethod
+    def from_json(cls, d: Any) -> TunnelReply:
+        return cls(int(d["port"]))
+
+
+@dataclass(frozen=True)
+class ProbeReply:
+    """What the host found dialling back a member's ports: ``open`` (it connected),
+    ``refused`` (reached, nothing listens), ``timeout`` (dropped on the way: a firewall)
+    or ``error: ...``; and the address it dialled."""
+
+    address: str
+    ports: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "ports": self.ports}
+
+    @classmethod
+    def from_json(cls, d: Any) -> ProbeReply:
+        ports = d["ports"]
+        if not _is_obj(ports):
+            raise TypeError("ports")
+        return cls(str(d["address"]), {str(k): str(v) for k, v in ports.items()})

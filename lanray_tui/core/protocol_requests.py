@@ -24,18 +24,24 @@ from .protocol_checks import (
     obj,
     text,
     whole,
+    wholes,
 )
 from .protocol_replies import (
     CancelReply,
+    CertifyReply,
     CodeReply,
+    CountReply,
     HeartbeatReply,
     JobLogItem,
     JobsReply,
     LeaveReply,
     LendingReply,
     LogLine,
+    ProbeReply,
+    RayNodesReply,
     StatusReply,
     TokenReply,
+    TunnelReply,
 )
 
 
@@ -219,3 +225,53 @@ class JobLogsRequest(Request[JobLogItem]):
 
     id: str = ""
     follow: bool = False
+
+
+@dataclass(frozen=True)
+class RayNodesRequest(Request[RayNodesReply]):
+    """Ray's rows of the cluster's nodes (a worker's agent asks the host)."""
+
+    OP = "ray_nodes"
+
+
+@dataclass(frozen=True)
+class RunningTasksRequest(Request[CountReply]):
+    """How many tasks run on one Ray node now (a draining worker asks the host)."""
+
+    OP = "running_tasks"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"node_id": text(64)}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"node_id": "running_tasks needs a node_id"}
+
+    node_id: str = ""
+
+
+@dataclass(frozen=True)
+class CertifyRequest(Request[CertifyReply]):
+    """A member asks the host's CA for a certificate for its new addresses (over mutual TLS,
+    with the certificate it has)."""
+
+    OP = "certify"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"csr": text(4096)}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"csr": "certify needs a signing request"}
+
+    csr: str = ""
+
+
+@dataclass(frozen=True)
+class DashboardRequest(Request[TunnelReply]):
+    """A tunnel to Ray's dashboard, which listens on the head's loopback only: a member's
+    ``lanray-tui dashboard`` opens one per browser connection, over mutual TLS."""
+
+    OP = "dashboard"
+
+
+@dataclass(frozen=True)
+class ProbeRequest(Request[ProbeReply]):
+    """Ask the host to dial back the asking member's address on ``ports`` (the doctor's
+    "from the head back to this node" check: Ray needs both ways)."""
+
+    OP = "probe"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"ports": wholes(1, 65535, 256)}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"ports": "probe needs the ports to dial"}
+
+    ports: list[int] = field(default_factory=list)

@@ -100,18 +100,31 @@ def test_forged_beacon_is_flagged(nodes: dict[str, Any]) -> None:
         forger.wait(10)
 
 
-@pytest.mark.parametrize(("token", "code"), [(None, 401), ("0" * 64, 403)])
-def test_jobs_api_needs_the_token(nodes: dict[str, Any], token: str | None, code: int) -> None:
-    n1, n3 = nodes["n1"], nodes["n3"]
+def _jobs_api(node: Any, address: str, token: str | None) -> str:
+    """What Ray's Jobs API at ``address`` answers ``node``: an HTTP code, or why none."""
     header = f"'Authorization': 'Bearer {token}'" if token else ""
     script = (
         "import urllib.request, urllib.error\n"
-        f"r = urllib.request.Request('http://{n1.address}:8265/api/jobs/', headers={{{header}}})\n"
+        f"r = urllib.request.Request('http://{address}:8265/api/jobs/', headers={{{header}}})\n"
         "try:\n    urllib.request.urlopen(r, timeout=10); print(200)\n"
         "except urllib.error.HTTPError as e:\n    print(e.code)\n"
+        "except OSError as e:\n    print('no answer:', type(e).__name__)\n"
     )
-    p = n3.run([LANRAY[0], "-c", script], check=True, timeout=60)
-    assert p.stdout.strip() == str(code)
+    p = node.run([LANRAY[0], "-c", script], check=True, timeout=60)
+    return str(p.stdout.strip())
+
+
+@pytest.mark.parametrize(("token", "code"), [(None, "401"), ("0" * 64, "403")])
+def test_jobs_api_needs_the_token_on_the_heads_loopback(
+    nodes: dict[str, Any], token: str | None, code: str
+) -> None:
+    assert _jobs_api(nodes["n1"], "127.0.0.1", token) == code
+
+
+def test_jobs_api_gives_no_answer_on_the_lan(nodes: dict[str, Any]) -> None:
+    """Another node, even with the right token, gets no answer on the head's LAN address."""
+    n1, n3 = nodes["n1"], nodes["n3"]
+    assert _jobs_api(n3, n1.address, n1.token()).startswith("no answer")
 
 
 def test_arp_finds_a_quiet_host(nodes: dict[str, Any], tmp_path: Path) -> None:

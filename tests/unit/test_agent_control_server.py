@@ -1,17 +1,20 @@
 """Op dispatch over a real Unix socket: every malformed request shape gets one 'bad request'
 line and the connection stays usable; handlers never take the server down; the cluster API
-serves only its ops, and only with the token; a worker forwards the job ops to the host."""
+serves only its ops, and only to a peer with a certificate of the cluster; a worker forwards
+the job ops to the host over the same mutual TLS."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lanray_tui.core.agent.control_server import ControlServer
+from lanray_tui.core.cluster_ca import NodeTls
 from lanray_tui.core.control import encode
 from lanray_tui.core.errors import LanrayError
 
@@ -31,7 +34,7 @@ async def refuse(req: dict[str, Any]) -> Any:
 
 
 def server() -> ControlServer:
-    s = ControlServer(lambda: TOKEN)
+    s = ControlServer()
     s.handlers.update(info=echo, status=echo, token=boom, job=refuse)
     return s
 
@@ -106,45 +109,89 @@ async def test_handler_errors_are_one_line_replies(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.parametrize(
-    "req",
-    [
-        {"op": "status"},
-        {"op": "status", "auth": "wrong"},
-        {"op": "status", "auth": 5},
-        {"op": "info", "auth": TOKEN},  # not a cluster-API op
-        {"op": "token", "auth": TOKEN},
-    ],
-)
-async def test_cluster_api_needs_the_token_and_serves_only_its_ops(
-    tmp_path: Path, req: dict[str, Any]
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[NodeTls, NodeTls, NodeTls]:
+    """The host's TLS, a member's and a stranger's (whose CA is another cluster's)."""
+    host = NodeTls(tmp_path / "host")
+    host.ensure_ca("c0ffee", "lab")
+    host.issue_own("head", ["127.0.0.1"])
+    member = NodeTls(tmp_path / "member")
+    member.store(host.sign(member.request("w1", ["127.0.0.1"])), host.ca_cert.read_bytes())
+    stranger = NodeTls(tmp_path / "stranger")
+    stranger.ensure_ca("other", "other")
+    stranger.issue_own("s", ["127.0.0.1"])
+    return host, member, stranger
+
+
+async def api(s: ControlServer, host: NodeTls) -> tuple[asyncio.Server, int]:
+    srv = await asyncio.start_server(
+        s.serve_remote, "127.0.0.1", 0, ssl=host.server_context(), ssl_handshake_timeout=5
+    )
+    return srv, srv.sockets[0].getsockname()[1]
+
+
+async def test_the_cluster_api_serves_members_their_ops_only(
+    tls: tuple[NodeTls, NodeTls, NodeTls],
 ) -> None:
-    conn = await unix(tmp_path, server(), remote=True)
-    assert await conn.ask(encode(req)) == {"ok": False, "error": "not authorized"}
-    assert await conn.r.read() == b""  # and the connection is closed
+    host, member, _ = tls
+    srv, port = await api(server(), host)
+    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=member.client_context())
+    conn = Conn(r, w)
+    assert await conn.ask(encode({"op": "status"})) == {"ok": True, "result": {"echo": None}}
+    for op in ("info", "token", "leave", "code"):  # the local user's, never a member's
+        assert await conn.ask(encode({"op": op})) == {
+            "ok": False,
+            "error": f"'{op}' is not available here",
+        }
+    assert (await conn.ask(encode({"op": "status", "auth": TOKEN})))["error"] == (
+        "'status' has no field 'auth'"
+    )
+    assert (await conn.ask(b"not json"))["ok"] is False
+    assert (await conn.ask(encode({"op": "status"})))["ok"]  # still usable
+    srv.close()
 
 
-async def test_cluster_api_answers_with_the_token(tmp_path: Path) -> None:
-    conn = await unix(tmp_path, server(), remote=True)
-    msg = await conn.ask(encode({"op": "status", "auth": TOKEN}))
-    assert msg == {"ok": True, "result": {"echo": None}}
+async def test_the_cluster_api_refuses_peers_without_a_certificate_of_the_cluster(
+    tls: tuple[NodeTls, NodeTls, NodeTls],
+) -> None:
+    host, _, stranger = tls
+    srv, port = await api(server(), host)
+
+    async def try_with(ctx: ssl.SSLContext | None) -> bytes:
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+            w.write(encode({"op": "status"}))
+            await w.drain()
+            return await asyncio.wait_for(r.read(), 5)
+        except (ssl.SSLError, ConnectionError):
+            return b"refused"
+
+    anonymous = ssl.create_default_context(cafile=str(host.ca_cert))
+    assert await try_with(anonymous) in (b"", b"refused")  # TLS 1.3: refused after the hello
+    assert await try_with(stranger.client_context()) == b"refused"
+    plain = await try_with(None)  # plain text to a TLS port: no JSON reply, ever
+    assert b"ok" not in plain
+    srv.close()
 
 
-async def test_a_worker_forwards_job_ops_with_the_token(tmp_path: Path) -> None:
+async def test_a_worker_forwards_job_ops_over_tls_with_no_secret(
+    tmp_path: Path, tls: tuple[NodeTls, NodeTls, NodeTls]
+) -> None:
+    host, member, _ = tls
     seen: list[dict[str, Any]] = []
 
-    async def host(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def host_api(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         seen.append(json.loads(await r.readline()))
         w.write(encode({"ok": True, "result": []}))
         await w.drain()
         w.close()
 
-    host_srv = await asyncio.start_server(host, "127.0.0.1", 0)
+    host_srv = await asyncio.start_server(host_api, "127.0.0.1", 0, ssl=host.server_context())
     port = host_srv.sockets[0].getsockname()[1]
-    s = ControlServer(lambda: TOKEN, forward_to=lambda: ("127.0.0.1", port))
+    s = ControlServer(forward_to=lambda: ("127.0.0.1", port), client_tls=member.client_context)
     conn = await unix(tmp_path, s)
     assert await conn.ask(encode({"op": "jobs"})) == {"ok": True, "result": []}
-    assert seen == [{"op": "jobs", "auth": TOKEN}]
+    assert seen == [{"op": "jobs"}]
     host_srv.close()
 
 

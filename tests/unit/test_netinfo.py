@@ -10,6 +10,7 @@ import pytest
 from lanray_tui.adapters.system import Interface
 from lanray_tui.core import config, credentials, netinfo
 from lanray_tui.core.agent.node import Agent, Wiring
+from lanray_tui.core.cluster_ca import NodeTls
 from lanray_tui.core.credentials import Credentials
 from lanray_tui.core.errors import LanrayError
 
@@ -69,6 +70,10 @@ def test_a_joining_agent_on_a_named_docker_network_is_not_refused(
     cfg = config.load().with_overrides(runtime__kind=runtime, runtime__docker_network=network)
     paths = cfg.paths()
     credentials.save(paths.credentials, Credentials.new("lab").replace(head_address=HEAD))
+    ca = NodeTls(isolated_home / "ca")
+    ca.ensure_ca("c0ffee", "lab")
+    member = NodeTls(paths.tls_dir)
+    member.store(ca.sign(member.request("w", [BRIDGE.address])), ca.ca_cert.read_bytes())
     route_through(monkeypatch, BRIDGE)
     agent = Agent(cfg, "worker", paths)
     if joins:

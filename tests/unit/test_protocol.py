@@ -14,7 +14,7 @@ from lanray_tui.core import cluster_api
 from lanray_tui.core import protocol as p
 from lanray_tui.core.control import AgentError, ControlClient
 from lanray_tui.core.jobs import Job, JobSpec, JobView
-from lanray_tui.core.models import PROTOCOL_VERSION, AgentInfo
+from lanray_tui.core.models import PROTOCOL_VERSION, AgentInfo, NodeInfo
 from tests.helpers.agent_stub import AGENT, AgentStub, answers
 
 SPEC = JobSpec.from_json({"command": ["python", "-c", "print(1)"], "num_cpus": 0.5})
@@ -23,7 +23,6 @@ JOB = Job(id="j-0001", spec=SPEC, state="RUNNING", created=1.0, submitter="me@a"
 REQUESTS: list[p.Request[Any]] = [
     p.InfoRequest(),
     p.StatusRequest(),
-    p.StatusRequest(auth="secret"),
     p.TokenRequest(),
     p.LeaveRequest(),
     p.CodeRequest(),
@@ -34,7 +33,6 @@ REQUESTS: list[p.Request[Any]] = [
         lending={"state": "lending", "reason": "idle"},
         resources={"cpu_pct": 3.0, "gpus": [{"util": 5, "procs": [{"pid": 1}]}]},
         runtime={"kind": "native"},
-        auth="secret",
     ),
     p.PauseRequest(),
     p.PauseRequest(reason="owner is back", deadline_s=30),
@@ -48,6 +46,11 @@ REQUESTS: list[p.Request[Any]] = [
     p.CancelRequest(id="j-0001"),
     p.RetryRequest(id="j-0001"),
     p.JobLogsRequest(id="j-0001", follow=True),
+    p.RayNodesRequest(),
+    p.RunningTasksRequest(node_id="ab12"),
+    p.CertifyRequest(csr="-----BEGIN CERTIFICATE REQUEST-----"),
+    p.DashboardRequest(),
+    p.ProbeRequest(ports=[6379, 10002]),
 ]
 
 REPLIES: dict[str, list[Any]] = {
@@ -75,6 +78,14 @@ REPLIES: dict[str, list[Any]] = {
     "cancel": [p.CancelReply(job=JOB.view(), changed=True)],
     "retry": [JOB.view()],
     "job_logs": [p.JobLogItem(line="out"), p.JobLogItem(job=JOB.view())],
+    "ray_nodes": [
+        p.RayNodesReply([NodeInfo("n1", "10.0.0.1", "a", "head", "ALIVE", 2.0, 0.0, 1.5)]),
+        p.RayNodesReply([]),
+    ],
+    "running_tasks": [p.CountReply(3)],
+    "certify": [p.CertifyReply(cert="CERT", ca="CA")],
+    "dashboard": [p.TunnelReply(8265)],
+    "probe": [p.ProbeReply("10.0.0.2", {"6379": "open", "10002": "timeout"})],
 }
 
 
@@ -153,8 +164,13 @@ MALFORMED: list[tuple[Any, str]] = [
     ({"op": "x" * 100_000}, "is not available here"),
     ({"op": "info\nstatus"}, "is not available here"),
     ({"op": "info", "extra": 1}, "'info' has no field 'extra'"),
-    ({"op": "info", "auth": 5}, "'auth' must be a string"),
-    ({"op": "info", "auth": "a" * 300}, "'auth' is longer than 256"),
+    ({"op": "info", "auth": "secret"}, "'info' has no field 'auth'"),
+    ({"op": "running_tasks"}, "running_tasks needs a node_id"),
+    ({"op": "certify", "csr": "x" * 5000}, "'csr' is longer than 4096"),
+    ({"op": "probe"}, "probe needs the ports to dial"),
+    ({"op": "probe", "ports": 80}, "'ports' must be a list, not a number"),
+    ({"op": "probe", "ports": [0]}, "'ports' must be between 1 and 65535"),
+    ({"op": "probe", "ports": list(range(1, 300))}, "'ports' has more than 256 items"),
     ({"op": "logs", "lines": "5"}, "'lines' must be a whole number, not a string"),
     ({"op": "logs", "lines": True}, "'lines' must be a whole number, not true/false"),
     ({"op": "logs", "lines": 2.5}, "'lines' must be a whole number, not a fraction"),
@@ -232,31 +248,34 @@ def test_a_bad_reply_is_one_line() -> None:
 
 def test_the_heartbeat_book_reads_a_beat_through_the_protocol() -> None:
     book = cluster_api.HeartbeatBook(interval_s=1.0, missed=3)
-    beat = {"op": "heartbeat", "auth": "t", "node_ip": "10.0.0.2", "lending": {"state": "x"}}
+    beat = {"op": "heartbeat", "node_ip": "10.0.0.2", "lending": {"state": "x"}}
     book.record(beat)
     assert book.beats["10.0.0.2"].name == "10.0.0.2"  # no name: the address stands for it
     book.record(p.HeartbeatRequest(node_ip="10.0.0.3", name="gamma" * 20))
     assert book.beats["10.0.0.3"].name == ("gamma" * 20)[:64]
     with pytest.raises(p.ProtocolError, match="heartbeat without node_ip"):
         book.record({"name": "x"})
-    assert cluster_api.authorized(p.StatusRequest(auth="t"), "t")
-    assert not cluster_api.authorized(p.StatusRequest(), "t")
-    assert cluster_api.authorized({"auth": "t"}, "t")
 
 
 # ----- the registry ------------------------------------------------------------------------
 
 
 def test_the_registry_scopes_match_the_ops_as_the_agent_served_them() -> None:
+    member_only = {"ray_nodes", "running_tasks", "certify", "dashboard", "probe"}
     assert (
-        frozenset({"heartbeat", "status", "submit", "jobs", "job", "cancel", "retry", "job_logs"})
+        frozenset(
+            {"heartbeat", "status", "submit", "jobs", "job", "cancel", "retry", "job_logs"}
+            | member_only
+        )
         == p.REMOTE_OPS
     )
     assert frozenset({"submit", "jobs", "job", "cancel", "retry", "job_logs"}) == p.FORWARDED_OPS
     assert cluster_api.REMOTE_OPS is p.REMOTE_OPS
     assert cluster_api.FORWARDED_OPS is p.FORWARDED_OPS
     assert {"logs", "job_logs"} == p.STREAM_OPS
-    assert all(spec.local for spec in p.OPS.values())
+    assert {"dashboard"} == p.TUNNEL_OPS
+    assert {op for op, spec in p.OPS.items() if not spec.local} == member_only
+    assert frozenset(p.OPS) - member_only == p.LOCAL_OPS
     assert p.FORWARDED_OPS <= p.REMOTE_OPS
     for op, spec in p.OPS.items():
         assert op == spec.request.OP

@@ -16,13 +16,15 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
 from ... import __version__
-from .. import cluster_api, credentials, netinfo, runtime
+from .. import cluster_api, credentials, netinfo, runtime, tunnel
 from .. import protocol as p
 from ..cluster_api import HeartbeatBook
+from ..cluster_ca import CertError, NodeTls
 from ..config import Config
 from ..control import MAX_LINE
 from ..credentials import Credentials
@@ -30,10 +32,12 @@ from ..errors import LanrayError
 from ..paths import Paths, ensure_private_dir
 from .control_server import ControlServer
 from .heartbeats import HeartbeatReceiver, HeartbeatSender
+from .host_ray import HostRayView
 from .host_services import HostServices
 from .lending_loop import LendingLoop, make_policy_parts
+from .member_ops import MemberOps
 from .node_ops import NodeOps, host_only
-from .ray_link import RayLink
+from .ray_link import RayLink, RayView
 from .ray_start import RayStarter
 from .state import AgentState, Clock, NodeState, RealClock, Role, StopCause
 from .supervisor import RaySupervisor
@@ -42,6 +46,8 @@ log = logging.getLogger("lanray.agent")
 
 FAILURE_LINGER_S = 3.0  # how long a failed agent waits for a client to read why
 STATUS_FROM_HOST_TIMEOUT_S = 5.0
+CERTIFY_TIMEOUT_S = 10.0
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class AgentLock:
@@ -102,8 +108,14 @@ class Wiring:
         cfg, paths = agent.cfg, agent.paths
         self.cfg, self.paths, self.clock = cfg, paths, agent.clock
         node = self.node = NodeState(role=agent.role, creds=agent.creds_at_start)
+        self.tls = NodeTls(paths.tls_dir)
+        self._client_tls: ssl.SSLContext | None = None
         self._prepare()
-        self.ray = RayLink(lambda: node.creds)
+        self.beats = cluster_api.Link(self._host_api, self.client_tls)
+        local_ray = RayLink(lambda: node.creds)
+        self.ray: RayView = (
+            local_ray if node.is_host else HostRayView(self._host_api, self.client_tls, local_ray)
+        )
         self.book = HeartbeatBook(
             cfg["cluster.heartbeat_interval_s"], cfg["cluster.missed_heartbeats"]
         )
@@ -145,8 +157,8 @@ class Wiring:
             pairing=self.host.pairing_view if self.host is not None else dict,
         )
         self.server = ControlServer(
-            lambda: node.creds.token,
             forward_to=None if node.is_host else self._host_api,
+            client_tls=self.client_tls,
         )
         self._register_ops()
         self._tasks: list[asyncio.Task[None]] = []
@@ -180,10 +192,50 @@ class Wiring:
                 cluster_name=cfg["cluster_name"],
             )
             credentials.save(self.paths.credentials, node.creds)
+            # The cluster's CA (made with the cluster) and the host's own certificate, for
+            # the addresses it has now.
+            self.tls.ensure_ca(node.creds.cluster_id, node.creds.cluster_name)
+            self.tls.issue_own(socket.gethostname(), [node.node_ip])
         else:
             node.node_ip = cfg["ray.node_ip"] or netinfo.ip_for_head(
                 node.creds.head_address, own_address=runtime.chooses_node_ip(cfg)
             )
+            if not self.tls.ready():
+                raise LanrayError(
+                    "this node has no certificate of the cluster: "
+                    "pair again with 'lanray-tui join --code CODE'"
+                )
+
+    def client_tls(self) -> ssl.SSLContext:
+        """This node's TLS towards the host's cluster API (made once, again after a new
+        certificate)."""
+        if self._client_tls is None:
+            try:
+                self._client_tls = self.tls.client_context()
+            except (OSError, ssl.SSLError) as exc:
+                raise LanrayError(f"this node's certificate cannot be used: {exc}") from None
+        return self._client_tls
+
+    async def _certify_if_moved(self) -> None:
+        """A worker whose address is not in its certificate (it moved to another network)
+        asks the host for one that names it, before Ray starts with it."""
+        if self.node.is_host or self.tls.covers([self.node.node_ip]):
+            return
+        host, port = self._host_api()
+        csr = self.tls.request(socket.gethostname(), [self.node.node_ip])
+        req = p.CertifyRequest(csr=csr.decode())
+        try:
+            got = await cluster_api.ask(host, port, req, self.client_tls(), CERTIFY_TIMEOUT_S)
+            self.tls.store(got.cert.encode(), got.ca.encode())
+        except (OSError, asyncio.TimeoutError, LanrayError) as exc:
+            log.warning("no certificate for %s yet: %s", self.node.node_ip, exc)
+            return
+        except CertError as exc:
+            log.warning("the host sent a certificate that does not fit: %s", exc)
+            return
+        self._client_tls = None
+        self.beats.close()
+        log.info("new certificate for %s", self.node.node_ip)
 
     def runtime_view(self) -> dict[str, Any]:
         return self.starter.runtime_view(self.supervisor.ray, self.supervisor.running)
@@ -195,16 +247,16 @@ class Wiring:
 
     async def _status_from_host(self) -> p.StatusReply | None:
         host, port = self._host_api()
-        req = p.StatusRequest(auth=self.node.creds.token)
         with contextlib.suppress(OSError, asyncio.TimeoutError, LanrayError):
-            return await cluster_api.ask(host, port, req, STATUS_FROM_HOST_TIMEOUT_S)
+            tls = self.client_tls()
+            return await cluster_api.ask(
+                host, port, p.StatusRequest(), tls, STATUS_FROM_HOST_TIMEOUT_S
+            )
         return None
 
     async def _send_beat(self, beat: dict[str, Any], timeout: float) -> bool:
-        host, port = self._host_api()
-        req = p.HeartbeatRequest(**beat, auth=self.node.creds.token)
-        with contextlib.suppress(OSError, asyncio.TimeoutError, LanrayError):
-            await cluster_api.ask(host, port, req, timeout)
+        with contextlib.suppress(OSError, asyncio.TimeoutError, LanrayError, ValueError):
+            await self.beats.ask(p.HeartbeatRequest(**beat), timeout)
             return True
         return False
 
@@ -229,6 +281,7 @@ class Wiring:
         # SIGHUP: the terminal or SSH session went away; the agent stays.
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         server = await self._serve_local()
+        await self._certify_if_moved()
         log.info(
             "agent %s pid %d role %s on %s", __version__, os.getpid(), node.role.value, node.node_ip
         )
@@ -277,8 +330,16 @@ class Wiring:
             self._tasks.append(asyncio.create_task(sender.run()))
             return None
         await self.host.start()
-        self.server.handlers.update(self.host.handlers)
+        members = MemberOps(self.ray, self.tls)
+        self.server.handlers.update(
+            self.host.handlers,
+            ray_nodes=members.op_ray_nodes,
+            running_tasks=members.op_running_tasks,
+            certify=members.op_certify,
+            probe=members.op_probe,
+        )
         self.server.streams.update(self.host.streams)
+        self.server.tunnels["dashboard"] = self._tunnel_dashboard
         try:
             return await asyncio.start_server(
                 self.server.serve_remote,
@@ -286,15 +347,23 @@ class Wiring:
                 self.cfg["cluster.api_port"],
                 limit=MAX_LINE,
                 reuse_address=True,
+                ssl=self.tls.server_context(),
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S,
             )
-        except OSError as exc:
+        except (OSError, ssl.SSLError) as exc:
             log.error("cluster API not available: %s", exc)
             return None
+
+    async def _tunnel_dashboard(
+        self, req: p.DashboardRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await tunnel.serve_dashboard(reader, writer, self.node.creds.dashboard_port)
 
     async def _shut_down(
         self, server: asyncio.Server, api: asyncio.Server | None, supervisor: asyncio.Task[None]
     ) -> None:
         server.close()
+        self.beats.close()
         if api is not None:
             api.close()
         for task in self._tasks:

@@ -76,7 +76,7 @@ class NodeOps:
         return self.info()
 
     async def op_status(self, req: p.StatusRequest) -> p.StatusReply:
-        if self.ask_host is not None and not req.auth:
+        if self.ask_host is not None:
             # the host knows the links and lending of every node: ask it, else Ray alone
             host = await self.ask_host()
             if host is not None:
