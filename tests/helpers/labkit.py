@@ -339,10 +339,10 @@ def find_secrets(pcap: Path, secrets: dict[str, bytes]) -> list[str]:
     one of each port spelled out). An empty list means none of them is anywhere."""
     raw = pcap.read_bytes()
     streams = tcp_streams(read_pcap(pcap))
-    places: list[tuple[str, int | None, bytes]] = [("raw capture", None, raw)]
+    places: list[tuple[str, Stream | None, bytes]] = [("raw capture", None, raw)]
     for s in streams:
-        places.append((s.name, s.dport, bytes(s.data)))
-        places += [(f"{s.name}, a zip entry", s.dport, m) for m in zip_members(bytes(s.data))]
+        places.append((s.name, s, bytes(s.data)))
+        places += [(f"{s.name}, a zip entry", s, m) for m in zip_members(bytes(s.data))]
     names: dict[bytes, list[str]] = {}
     for what, needle in secrets.items():
         if needle:
@@ -351,18 +351,19 @@ def find_secrets(pcap: Path, secrets: dict[str, bytes]) -> list[str]:
     for needle, whats in names.items():
         forms = [("", needle)] + [(" as base64", f) for f in base64_forms(needle)]
         hits: list[str] = []
-        ports: dict[int, int] = {}
-        for where, port, data in places:
+        ports: dict[int, list[int]] = {}  # port: ids of the streams to it that hold it
+        for where, stream, data in places:
             for how, form in forms:
                 at = data.find(form)
                 if at >= 0:
-                    if port is not None:
-                        ports[port] = ports.get(port, 0) + 1
-                    if port is None or ports[port] == 1:
+                    seen = ports.setdefault(stream.dport, []) if stream else []
+                    if stream is None or not seen:
                         hits.append(f"{where}{how} at byte {at}")
+                    if stream is not None and id(stream) not in seen:
+                        seen.append(id(stream))
                     break
         if hits:
-            counts = ", ".join(f":{p} x{n}" for p, n in sorted(ports.items()))
+            counts = ", ".join(f":{p} x{len(ids)}" for p, ids in sorted(ports.items()))
             note = f" [streams to {counts}]" if counts else ""
             found.append(f"{' = '.join(whats)}{note}: " + "; ".join(hits))
     return found
