@@ -227,8 +227,7 @@ def test_the_host_stays_usable_while_a_stranger_attacks(hc: dict[str, Node]) -> 
     for what, reply in member["replies"].items():
         msg = json.loads(reply) if reply.startswith("{") else {}
         assert msg.get("ok") is False and "bad request" in str(msg.get("error")), (what, member)
-    after = member["status_after"]
-    assert after.startswith("{") and json.loads(after).get("ok") is True, member
+    assert member["status_after"].replace(" ", "").startswith('{"ok":true'), member
     assert not member["huge_line"] or '"ok":true' not in member["huge_line"].replace(" ", "")
     assert tracebacks(n1) == traces, agent_log(n1).read_text()[-3000:]
     assert n1.agent_running()
