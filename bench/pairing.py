@@ -72,7 +72,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 async def measure_flood(attempts: int, concurrency: int, spake_on_loop: bool) -> dict[str, Any]:
-    service = PairingService(CodeBook(), lambda hello: {})
+    service = PairingService(CodeBook(), lambda hello, csr: {})
     service.codes.issue()
     await service.start("127.0.0.1", 0)
     spake_work = 0

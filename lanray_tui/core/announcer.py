@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast
 from . import beacon as wire
 from . import discovery, netinfo
 from .joincode import CodeBook, describe_failures
-from .pairing import ReplayGuard, refuse, serve_pairing
+from .pairing import OnSuccess, ReplayGuard, TokenGuard, serve_pairing
 
 log = logging.getLogger("lanray.announcer")
 T = TypeVar("T")
@@ -105,11 +105,13 @@ class Announcer:
 
 
 class PairingService:
-    """The TCP service where joiners pair with the live join code.
+    """The TCP service where joiners pair with the live join code, or with the cluster token
+    (``token()``; scripts), and get a certificate signed for their key.
 
-    It refuses at once, with no SPAKE2 work, whatever :meth:`CodeBook.refusal` refuses (no
-    live code, a spent budget, a source over its limit), and closes at once any connection
-    past ``max_connections`` (or ``per_source_connections`` from one address). The SPAKE2
+    It closes at once any connection past ``max_connections`` (or ``per_source_connections``
+    from one address), and refuses as soon as the hello has come, with no SPAKE2 work, a code
+    attempt that :meth:`CodeBook.refusal` refuses (no live code, a spent budget, a source over
+    its limit) or a token attempt that :class:`TokenGuard` refuses. The SPAKE2
     arithmetic runs in a thread pool of its own, never on the loop. One thread: SPAKE2 is pure
     Python, so each more thread only makes the loop wait longer for the GIL (a flood of 500
     bad attempts on 2 cores: tick delay p99 about 45 ms with one thread, 150 ms with two).
@@ -118,8 +120,9 @@ class PairingService:
     def __init__(
         self,
         codes: CodeBook,
-        credentials_for: Callable[[dict[str, Any]], dict[str, Any]],
+        credentials_for: OnSuccess,
         *,
+        token: Callable[[], str] | None = None,
         max_connections: int = 16,
         per_source_connections: int = 4,
         workers: int = 1,
@@ -127,6 +130,8 @@ class PairingService:
     ) -> None:
         self.codes = codes
         self.credentials_for = credentials_for
+        self.token = token
+        self.tokens = TokenGuard()
         self.max_connections = max_connections
         self.per_source_connections = per_source_connections
         self.timeout = timeout
@@ -154,18 +159,30 @@ class PairingService:
     def summary(self) -> dict[str, Any]:
         """:meth:`CodeBook.summary` and this service's counts: the ``code`` reply and the
         pairing part of ``status``."""
+        codes = self.codes.summary()
+        failed = {f["source"]: int(f["count"]) for f in codes["pairing_failures"]}
+        for f in self.tokens.failures_by_source():
+            failed[f["source"]] = failed.get(f["source"], 0) + int(f["count"])
+        ranked = sorted(failed.items(), key=lambda item: (-item[1], item[0]))
         return {
-            **self.codes.summary(),
+            **codes,
+            # the owner's line counts wrong tokens too; failures_total stays the code's budget
+            "pairing_summary": describe_failures([{"source": s, "count": n} for s, n in ranked]),
+            "token_failures_total": self.tokens.failures_total,
             "paired": self.paired,
             "refused_connections": self.refused,
             "dropped_connections": self.dropped,
             "replays": self.replay.replays,
         }
 
-    def _on_success(self, hello: dict[str, Any]) -> dict[str, Any]:
+    def _on_success(self, hello: dict[str, Any], csr_pem: bytes) -> dict[str, Any]:
+        credentials = self.credentials_for(hello, csr_pem)
         self.paired += 1
-        log.info("node %r paired", hello.get("node_name"))
-        return self.credentials_for(hello)
+        log.info("node %r paired (%s)", hello.get("node_name"), hello.get("mode"))
+        return credentials
+
+    def _on_refused(self) -> None:
+        self.refused += 1
 
     async def _spake(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -182,12 +199,7 @@ class PairingService:
             return
         self._open[source] = self._open.get(source, 0) + 1
         try:
-            reason = self.codes.refusal(source)
-            if reason is not None:
-                self.refused += 1
-                await refuse(reader, writer, reason)
-                return
-            before = self.codes.failures_total
+            before = self.codes.failures_total, self.tokens.failures_total
             await serve_pairing(
                 reader,
                 writer,
@@ -196,10 +208,19 @@ class PairingService:
                 on_success=self._on_success,
                 replay=self.replay,
                 run_blocking=self._spake,
+                token=self.token,
+                tokens=self.tokens,
+                on_refused=self._on_refused,
                 timeout=self.timeout,
             )
-            if self.codes.failures_total > before:
+            if self.codes.failures_total > before[0]:
                 log.warning("pairing: %s", describe_failures(self.codes.failures_by_source()))
+            if self.tokens.failures_total > before[1]:
+                log.warning(
+                    "pairing: wrong token from %s: %s",
+                    source,
+                    describe_failures(self.tokens.failures_by_source()),
+                )
         finally:
             self._open[source] -= 1
             if not self._open[source]:

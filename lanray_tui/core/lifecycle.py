@@ -26,6 +26,7 @@ from .paths import Paths, ensure_private_dir
 from .protocol import LeaveRequest, ProtocolError
 
 if TYPE_CHECKING:
+    from .cluster_ca import NodeTls
     from .discovery import FoundHost
 
 Progress = Callable[[str], None]
@@ -236,6 +237,58 @@ def _start_worker(
     return info
 
 
+def _signing_request(cfg: Config, head: str, node_name: str) -> tuple[NodeTls, bytes]:
+    """This node's TLS folder and a signing request for its key (made here, mode 0600, and
+    never sent), naming the address it has towards ``head``."""
+    from .cluster_ca import NodeTls
+
+    ip = cfg["ray.node_ip"] or netinfo.ip_for_head(head)
+    tls = NodeTls(cfg.paths().tls_dir)
+    return tls, tls.request(node_name, [ip])
+
+
+def _paired_credentials(got: dict[str, object], tls: NodeTls) -> Credentials:
+    """Keep the certificate and CA the host sent (after checking they fit this node's key),
+    and return the credentials that came with them."""
+    from .cluster_ca import CertError
+
+    try:
+        tls.store(str(got["cert"]).encode(), str(got["ca"]).encode())
+        return Credentials(
+            cluster_id=str(got["cluster_id"]),
+            cluster_name=str(got["cluster_name"]),
+            token=str(got["token"]),
+            cluster_key=str(got["cluster_key"]),
+            head_address=str(got["head_address"]),
+            gcs_port=int(str(got["gcs_port"])),
+            dashboard_port=int(str(got["dashboard_port"])),
+        )
+    except CertError as exc:
+        raise LanrayError(f"the host's certificate cannot be used: {exc}") from None
+    except (KeyError, ValueError):
+        raise LanrayError(
+            "the host's answer is incomplete: is it another lanray-tui version?"
+        ) from None
+
+
+def _pair_by_token(
+    cfg: Config, head: str, token: str, cluster_id: str | None, progress: Progress | None
+) -> Credentials:
+    """The token exchange with the host at ``head``: the token is the SPAKE2 password, never
+    sent; the node gets the cluster's credentials and a certificate for its key."""
+    from . import discovery
+    from .pairing import pair_with_token
+
+    if progress is not None:
+        progress(f"pairing with {head} (token)")
+    node_name = discovery.own_hostname()
+    tls, csr = _signing_request(cfg, head, node_name)
+    got = pair_with_token(
+        head, cfg["pairing.port"], token, node_name=node_name, csr=csr, cluster_id=cluster_id
+    )
+    return _paired_credentials(got, tls)
+
+
 def join_with_token(
     cfg: Config,
     address: str,
@@ -244,22 +297,16 @@ def join_with_token(
     config_file: Path | None = None,
     extra: Sequence[str] = (),
 ) -> AgentInfo:
-    """Join the head at ``address`` (``IP[:GCS_PORT]``) with the cluster token (for scripts)."""
+    """Join the head at ``address`` (``IP[:GCS_PORT]``) with the cluster token (for scripts).
+
+    The token is not sent: it is the password of a pairing exchange with the host (its
+    pairing port, ``pairing.port``), which gives this node the cluster's credentials and a
+    certificate. The host's own answer says its Ray ports."""
     refuse_if_running(cfg.paths())
     host, _, port = address.partition(":")
-    try:
-        gcs_port = int(port) if port else cfg["ray.gcs_port"]
-    except ValueError:
-        raise LanrayError(f"bad address '{address}': the port is not a number") from None
-    creds = Credentials(
-        cluster_id="",
-        cluster_name="",
-        token=token,
-        cluster_key="",
-        head_address=netinfo.resolve_ipv4(host),
-        gcs_port=gcs_port,
-        dashboard_port=cfg["ray.dashboard_port"],
-    )
+    if port and not port.isdigit():
+        raise LanrayError(f"bad address '{address}': the port is not a number")
+    creds = _pair_by_token(cfg, netinfo.resolve_ipv4(host), token, None, progress)
     return _start_worker(cfg, creds, progress, config_file, extra)
 
 
@@ -317,23 +364,17 @@ def join_with_code(
     port = host.pairing_port if host is not None else cfg["pairing.port"]
     if progress is not None:
         progress(f"pairing with {address}")
+    node_name = discovery.own_hostname()
+    tls, csr = _signing_request(cfg, address, node_name)
     got = pair(
         address,
         port,
         code,
-        node_name=discovery.own_hostname(),
+        node_name=node_name,
+        csr=csr,
         cluster_id=host.cluster_id if host is not None else None,
     )
-    creds = Credentials(
-        cluster_id=str(got["cluster_id"]),
-        cluster_name=str(got["cluster_name"]),
-        token=str(got["token"]),
-        cluster_key=str(got["cluster_key"]),
-        head_address=str(got["head_address"]),
-        gcs_port=int(got["gcs_port"]),
-        dashboard_port=int(got["dashboard_port"]),
-    )
-    return _start_worker(cfg, creds, progress, config_file, extra)
+    return _start_worker(cfg, _paired_credentials(got, tls), progress, config_file, extra)
 
 
 def join_again(
@@ -343,7 +384,12 @@ def join_again(
     config_file: Path | None = None,
     extra: Sequence[str] = (),
 ) -> AgentInfo:
-    """Rejoin the cluster whose credentials this node kept from an earlier pairing."""
+    """Rejoin the cluster whose credentials this node kept from an earlier pairing.
+
+    Credentials from before certificates (no TLS files yet) get them first, by the token
+    exchange with the stored token."""
+    from .cluster_ca import NodeTls
+
     paths = cfg.paths()
     refuse_if_running(paths)
     creds = credentials.load(paths.credentials)
@@ -355,6 +401,17 @@ def join_again(
             f"at {creds.head_address}: "
             "pass --code CODE to pair with another host"
         )
+    if not NodeTls(paths.tls_dir).ready():
+        try:
+            creds = _pair_by_token(
+                cfg, creds.head_address, creds.token, creds.cluster_id or None, progress
+            )
+        except LanrayError as exc:
+            raise LanrayError(
+                f"this node has no certificate for '{creds.cluster_name or creds.head_address}' "
+                f"and getting one with its stored token failed ({exc}): "
+                "pair again with 'lanray-tui join --code CODE'"
+            ) from None
     return _start_worker(cfg, creds, progress, config_file, extra)
 
 

@@ -26,7 +26,7 @@ from ..core import texts
 from ..widgets.header import CODE_NOT_AVAILABLE, ClusterHeader
 from ..widgets.job_table import JobTable
 from ..widgets.log_pane import LogPane
-from ..widgets.node_table import NodeTable
+from ..widgets.node_table import NodeFilter, NodeTable
 from .agent_link import AgentLink, pump_lines
 from .cluster_texts import COMMANDS, leave_question, lending_toggle, stop_question
 from .confirm import ConfirmScreen
@@ -81,6 +81,7 @@ class ClusterScreen(Screen[None]):
         nodes = NodeTable(id="nodes")
         nodes.border_title = "Nodes (1)"
         yield nodes
+        yield NodeFilter(id="node-filter")
         save_dir = self.session.paths.state_dir / "saved-logs"
         with TabbedContent(initial="tab-ray", id="panes"):
             with TabPane("Logs: Ray (2)", id="tab-ray"):
@@ -169,6 +170,23 @@ class ClusterScreen(Screen[None]):
         tab = self.query_one(TabbedContent).get_tab("tab-ray")
         if str(tab.label) != label:
             tab.label = label
+
+    def action_filter_nodes(self) -> None:
+        self.query_one(NodeFilter).open(self.query_one(NodeTable).filter_text)
+
+    @on(NodeFilter.Changed, "#node-filter")
+    def _node_filter_changed(self, event: NodeFilter.Changed) -> None:
+        event.stop()
+        self.query_one(NodeTable).set_filter(event.value)
+
+    @on(NodeFilter.Submitted, "#node-filter")
+    def _node_filter_submitted(self, event: NodeFilter.Submitted) -> None:
+        event.stop()
+        self.query_one(NodeFilter).close()
+
+    @on(NodeFilter.Done)
+    def _node_filter_done(self, event: NodeFilter.Done) -> None:
+        self.query_one(NodeTable).focus()
 
     def action_node_details(self) -> None:
         from .node_details import NodeDetailsScreen

@@ -9,11 +9,13 @@ out, so the pane reads the same with NO_COLOR.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable
+from textual.message import Message
+from textual.widgets import DataTable, Input
 
 from ..core.sparkline import (
     CPU_THRESHOLDS,
@@ -63,6 +65,31 @@ def row_order(node: NodeInfo, still: bool) -> tuple[int, bool, str, str]:
     return attention(node, still), node.role != "head", node.name, node.ip
 
 
+def _load(node: NodeInfo) -> float:
+    """The busiest of a node's CPU and GPU figures (-1 when it has none)."""
+    figures = [f for f in (node.cpu_pct, node.gpu_pct) if f is not None]
+    return max(figures) if figures else -1.0
+
+
+#: The orders ``s`` cycles through: each a key of (node, still listed).
+SORTS: dict[str, Callable[[NodeInfo, bool], tuple[object, ...]]] = {
+    "problems first": row_order,
+    "state": lambda n, still: (n.state if still else "~gone", n.name, n.ip),
+    "load": lambda n, still: (not still, -_load(n), n.name, n.ip),
+    "name": lambda n, still: (n.name, n.ip),
+}
+
+
+def matches(node: NodeInfo, still: bool, text: str) -> bool:
+    """Whether ``text`` (any case) is in the node's name, IP, role, state, link or lending."""
+    if not text:
+        return True
+    state = node.state if still else "gone"
+    fields = (node.name, node.ip, node.role, state, node.link, node.lending, node.runtime)
+    needle = text.casefold()
+    return any(needle in f.casefold() for f in fields if f)
+
+
 def _num(value: float) -> str:
     return f"{value:g}"
 
@@ -81,6 +108,8 @@ class NodeTable(DataTable[Text]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "screen.node_details", "Node details", show=False),
+        Binding("s", "cycle_sort", "Sort nodes", show=False),
+        Binding("slash", "screen.filter_nodes", "Filter nodes", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -92,6 +121,8 @@ class NodeTable(DataTable[Text]):
         self._known: dict[str, tuple[NodeInfo, bool]] = {}  # id -> (node, still listed)
         self._history: dict[str, tuple[History, History, History]] = {}  # cpu, mem, gpu
         self._shown: list[tuple[str, list[str], bool]] = []
+        self.sort_by = next(iter(SORTS))
+        self.filter_text = ""
 
     def on_mount(self) -> None:
         for label in COLUMNS:
@@ -118,22 +149,48 @@ class NodeTable(DataTable[Text]):
     def update_nodes(self, nodes: list[NodeInfo]) -> None:
         """Show this poll's nodes; ones seen before but not listed now read ``gone``.
 
-        Problems come first (see :func:`attention`), then the nodes at work, the dead last.
+        By default problems come first (see :func:`attention`), then the nodes at work, the
+        dead last; ``s`` cycles the order (:data:`SORTS`) and :meth:`set_filter` hides rows.
         """
         self._record(nodes)
-        rows = sorted(self._known.values(), key=lambda item: row_order(*item))
+        self.redraw()
+
+    def action_cycle_sort(self) -> None:
+        names = list(SORTS)
+        self.sort_by = names[(names.index(self.sort_by) + 1) % len(names)]
+        self.redraw()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip()
+        self.redraw()
+
+    def title(self) -> str:
+        """The pane's title: its key, the order, and the filter with what it leaves."""
+        shown, total = len(self._shown), len(self._known)
+        parts = [f"Nodes (1): {total}"]
+        if self.filter_text:
+            parts[0] = f"Nodes (1): {shown} of {total} matching '{self.filter_text}'"
+        parts.append(f"sorted: {self.sort_by} (s)")
+        return " · ".join(parts)
+
+    def redraw(self) -> None:
+        order = SORTS[self.sort_by]
+        rows = sorted(self._known.values(), key=lambda item: order(*item))
+        rows = [(n, still) for n, still in rows if matches(n, still, self.filter_text)]
         shown = [self._row(node, still) for node, still in rows]
         plain = [(i, [c.plain for c in cells], a) for i, cells, a in shown]
         if plain == self._shown:
+            self.border_title = self.title()
             return
         self._shown = plain
+        self.border_title = self.title()
         keep = None
         if self.row_count and 0 <= self.cursor_row < len(self._shown_keys()):
             keep = self._shown_keys()[self.cursor_row]
         self.clear()
         for node_id, row, _alive in shown:
             self.add_row(*row, key=node_id)
-        if keep is not None and keep in self._known:
+        if keep is not None and keep in {node_id for node_id, _, _ in shown}:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
 
     def _record(self, nodes: list[NodeInfo]) -> None:
@@ -190,3 +247,36 @@ class NodeTable(DataTable[Text]):
 
     def _shown_keys(self) -> list[str]:
         return [str(row.key.value) for row in self.ordered_rows]
+
+
+class NodeFilter(Input):
+    """The nodes pane's filter box: each keystroke filters, Enter keeps the filter and goes
+    back to the table, Esc clears it."""
+
+    DEFAULT_CSS = """
+    NodeFilter { display: none; height: 3; }
+    NodeFilter.-shown { display: block; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "clear", "Clear filter", show=False),
+    ]
+
+    class Done(Message):
+        """The box closed (Enter or Esc)."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(placeholder="filter nodes: name, IP, state... (Enter keeps, Esc clears)",
+                         id=id)  # fmt: skip
+
+    def open(self, text: str) -> None:
+        self.value = text
+        self.add_class("-shown")
+        self.focus()
+
+    def close(self) -> None:
+        self.remove_class("-shown")
+        self.post_message(self.Done())
+
+    def action_clear(self) -> None:
+        self.value = ""
+        self.close()

@@ -1,5 +1,6 @@
-"""Helpers for the pairing tests: a real PairingService on loopback and joiners that can
-pick their source address (127.0.0.0/8 is all loopback on Linux)."""
+"""Helpers for the pairing tests: a real PairingService on loopback, with a real cluster CA
+that signs what joiners ask, and joiners that can pick their source address (127.0.0.0/8 is
+all loopback on Linux)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import contextlib
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+from lanray_tui.core import joincode
 from lanray_tui.core.announcer import PairingService
+from lanray_tui.core.cluster_ca import NodeTls, make_csr, new_key_pem
 from lanray_tui.core.joincode import CodeBook
 from lanray_tui.core.pairing import _Conn, _exchange
 
@@ -39,47 +44,81 @@ class FakeClock:
         return self.now
 
 
+def host_tls(folder: Path) -> NodeTls:
+    """A host's TLS folder with the CA of the test cluster (as the agent makes at start)."""
+    tls = NodeTls(folder)
+    tls.ensure_ca(str(CREDS["cluster_id"]), str(CREDS["cluster_name"]))
+    return tls
+
+
 @contextlib.asynccontextmanager
 async def serving(
     book: CodeBook | None = None,
-    creds: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    creds: Callable[[dict[str, Any], bytes], dict[str, Any]] | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[PairingService]:
-    """A PairingService on 127.0.0.1 with a fresh port; ``service.hellos`` lists who paired."""
+    """A PairingService on 127.0.0.1 with a fresh port, taking join codes from ``book`` and
+    the token TOKEN. It answers with CREDS and a certificate its CA (``service.tls``) signs,
+    unless ``creds(hello, csr)`` answers instead; ``service.hellos`` lists who paired."""
     book = book or CodeBook()
     hellos: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pairing-ca-") as folder:
+        tls = host_tls(Path(folder))
 
-    def credentials_for(hello: dict[str, Any]) -> dict[str, Any]:
-        hellos.append(hello)
-        return creds(hello) if creds else dict(CREDS)
+        def credentials_for(hello: dict[str, Any], csr: bytes) -> dict[str, Any]:
+            hellos.append(hello)
+            if creds is not None:
+                return creds(hello, csr)
+            return {**CREDS, "cert": tls.sign(csr).decode(), "ca": tls.ca_cert.read_text()}
 
-    kwargs.setdefault("timeout", SERVER_TIMEOUT)
-    service = PairingService(book, credentials_for, **kwargs)
-    service.hellos = hellos  # type: ignore[attr-defined]
-    await service.start("127.0.0.1", 0)
-    try:
-        yield service
-    finally:
-        service.close()
-        assert service._server is not None
-        await service._server.wait_closed()
+        kwargs.setdefault("timeout", SERVER_TIMEOUT)
+        kwargs.setdefault("token", lambda: TOKEN)
+        service = PairingService(book, credentials_for, **kwargs)
+        service.hellos = hellos  # type: ignore[attr-defined]
+        service.tls = tls  # type: ignore[attr-defined]
+        await service.start("127.0.0.1", 0)
+        try:
+            yield service
+        finally:
+            service.close()
+            assert service._server is not None
+            await service._server.wait_closed()
+
+
+def throwaway_csr(node_name: str = "worker-1", ip: str = "127.0.0.1") -> bytes:
+    """A signing request for a key made now and thrown away (for tests that do not keep it)."""
+    return make_csr(new_key_pem(), node_name, [ip])
 
 
 def pair_from(
     port: int,
-    code: str,
+    secret: str,
     source: str = "127.0.0.1",
     node_name: str = "worker-1",
     cluster_id: str | None = None,
     timeout: float = 3.0,
+    mode: str = "code",
+    csr: bytes | None = None,
 ) -> dict[str, Any]:
-    """:func:`pairing.pair` from a chosen loopback source address (blocking)."""
+    """:func:`pairing.pair` (or, with mode "token", :func:`pairing.pair_with_token`) from a
+    chosen loopback source address (blocking); with no ``csr``, a throwaway one."""
+    if mode == "code":
+        secret = joincode.normalize(secret)
+    csr = csr if csr is not None else throwaway_csr(node_name, source)
     sock = socket.socket()
     with sock:
         sock.settimeout(timeout)
         sock.bind((source, 0))
         sock.connect(("127.0.0.1", port))
-        return _exchange(_Conn(sock, time.monotonic() + timeout), code, node_name, cluster_id)
+        conn = _Conn(sock, time.monotonic() + timeout)
+        return _exchange(conn, mode, secret, node_name, cluster_id, csr)
+
+
+def paired(creds: dict[str, Any]) -> dict[str, Any]:
+    """The credentials without the certificates, which must be there (PEM)."""
+    assert str(creds["cert"]).startswith("-----BEGIN CERTIFICATE-----")
+    assert str(creds["ca"]).startswith("-----BEGIN CERTIFICATE-----")
+    return {k: v for k, v in creds.items() if k not in ("cert", "ca")}
 
 
 async def pair_async(port: int, code: str, **kwargs: Any) -> dict[str, Any]:
@@ -117,7 +156,7 @@ async def raw_client(port: int, payload: bytes, source: str = "127.0.0.1") -> tu
             await writer.wait_closed()
 
 
-FLOOD_HELLO = b'{"cluster_id":null,"node_name":"flood","v":2}'
+FLOOD_HELLO = b'{"cluster_id":null,"mode":"code","node_name":"flood","v":3}'
 
 
 def flood(port: int, attempts: int, concurrency: int) -> None:

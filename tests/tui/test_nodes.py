@@ -199,3 +199,62 @@ async def test_nodes_pane_puts_problems_first(fake: FakeAgent) -> None:
         assert any("red" in str(span.style) for span in by_name["lost"][4].spans)
         assert by_name["zeta"][0].style == "dim"
         assert away[5].plain == "on-battery"  # why it is withheld
+
+
+def _sample(cpu: float) -> Sample:
+    return Sample(
+        time=1.0,
+        cpu_count=4,
+        cpu_percent=cpu,
+        owner_cpu_percent=0.0,
+        owner_load=0.0,
+        ray_cpu_percent=cpu,
+        load_1m=0.1,
+        memory_used=GIB,
+        memory_total=8 * GIB,
+        battery_percent=Reading.na("no battery"),
+        plugged=None,
+        cpu_temperature_c=Reading.na("no sensor"),
+        gpus=(),
+    )
+
+
+async def test_sixteen_nodes_sort_by_state_load_or_name_and_filter(fake: FakeAgent) -> None:
+    nodes = [node_json("head", "10.9.0.1", role="head")]
+    for i in range(2, 17):
+        n = node_json(f"pc{i:02d}", f"10.9.0.{i}", state="DEAD" if i in (5, 9) else "ALIVE")
+        n["resources"] = _sample(float(i * 5)).to_json()
+        nodes.append(n)
+    fake.nodes = nodes
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await attached(pilot)
+        table = app.screen.query_one(NodeTable)
+        await wait_for(pilot, lambda: table.row_count == 16, "sixteen nodes")
+
+        def names() -> list[str]:
+            return [table.get_row_at(i)[0].plain for i in range(table.row_count)]
+
+        assert names()[-2:] == ["pc05", "pc09"]  # problems first: the dead at the bottom
+        assert "sorted: problems first (s)" in str(table.border_title)
+        table.focus()
+        await pilot.press("s")  # by state (then name): ALIVE, DEAD
+        assert names()[0] == "head" and names()[-2:] == ["pc05", "pc09"]
+        assert "sorted: state" in str(table.border_title)
+        await pilot.press("s")  # by load, the busiest first
+        assert names()[:3] == ["pc16", "pc15", "pc14"]
+        await pilot.press("s")  # by name
+        assert names() == sorted(names())
+        await pilot.press("slash")
+        box = app.screen.query_one("#node-filter")
+        assert box.has_focus
+        await pilot.press("p", "c", "1")
+        await wait_for(pilot, lambda: table.row_count == 7, "the pc1x nodes")
+        assert all(n.startswith("pc1") for n in names())
+        assert "7 of 16 matching 'pc1'" in str(table.border_title)
+        await pilot.press("enter")  # keeps the filter, back to the table
+        assert table.has_focus and table.row_count == 7
+        await pilot.press("slash", "escape")  # clears it
+        assert table.row_count == 16 and table.has_focus
+        await pilot.press("slash", "D", "E", "A", "D", "enter")  # states too, any case
+        assert names() == ["pc05", "pc09"]

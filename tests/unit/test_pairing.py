@@ -25,8 +25,10 @@ from tests.helpers.pairingkit import (
     FakeClock,
     frame,
     pair_async,
+    paired,
     raw_client,
     serving,
+    throwaway_csr,
     wrong_code,
 )
 
@@ -140,15 +142,20 @@ async def test_right_code_gets_credentials() -> None:
     async with serving() as service:
         code = service.codes.issue()
         creds = await pair_async(service.port, normalize(code.upper().replace("-", " ")))
-        assert creds == CREDS
+        assert paired(creds) == CREDS
         # and with pair() itself, as the CLI calls it
         creds = await asyncio.to_thread(
-            pair, "127.0.0.1", service.port, code.upper().replace("-", " "), node_name="w2"
+            pair,
+            "127.0.0.1",
+            service.port,
+            code.upper().replace("-", " "),
+            node_name="w2",
+            csr=throwaway_csr("w2"),
         )
-        assert creds == CREDS
+        assert paired(creds) == CREDS
     assert service.hellos == [  # type: ignore[attr-defined]
-        {"v": 2, "cluster_id": None, "node_name": "worker-1"},
-        {"v": 2, "cluster_id": None, "node_name": "w2"},
+        {"v": 3, "mode": "code", "cluster_id": None, "node_name": "worker-1"},
+        {"v": 3, "mode": "code", "cluster_id": None, "node_name": "w2"},
     ]
     assert service.paired == 2 and service.codes.failures_total == 0
     assert service.codes.uses_left() == 3
@@ -158,7 +165,7 @@ async def test_cluster_id_is_sent_and_checked() -> None:
     async with serving() as service:
         code = service.codes.issue()
         creds = await pair_async(service.port, code, cluster_id=CREDS["cluster_id"])
-        assert creds == CREDS
+        assert paired(creds) == CREDS
         with pytest.raises(PairingError, match="different cluster"):
             await pair_async(service.port, code, cluster_id="ffff" * 4)
     assert service.hellos[0]["cluster_id"] == CREDS["cluster_id"]  # type: ignore[attr-defined]
@@ -178,12 +185,12 @@ async def test_wrong_code_is_refused_and_counted_against_its_source() -> None:
             await pair_async(service.port, right, source="127.0.0.9")
         assert service.refused == 1
         # ... but the code is not burned: everyone else still pairs with it.
-        assert await pair_async(service.port, right, source="127.0.0.1") == CREDS
+        assert paired(await pair_async(service.port, right, source="127.0.0.1")) == CREDS
         assert service.codes.failures_by_source() == [{"source": "127.0.0.9", "count": 3}]
         assert service.summary()["pairing_summary"] == "3 failed pairing attempts from 127.0.0.9"
         # A new code from the owner lets that address try again.
         new = service.codes.issue()
-        assert await pair_async(service.port, new, source="127.0.0.9") == CREDS
+        assert paired(await pair_async(service.port, new, source="127.0.0.9")) == CREDS
 
 
 async def test_no_live_code_refuses_at_once_without_spake2() -> None:
@@ -214,7 +221,7 @@ async def test_no_live_code_refuses_at_once_without_spake2() -> None:
         assert spake_calls == 0
         assert service.refused == 3
         code = service.codes.issue()
-        assert await pair_async(service.port, code) == CREDS
+        assert paired(await pair_async(service.port, code)) == CREDS
         assert spake_calls == 1
 
 
@@ -223,7 +230,7 @@ async def test_code_replaced_during_the_attempt_is_refused() -> None:
     class Swapping(CodeBook):
         def refusal(self, source: str) -> str | None:
             self.calls = getattr(self, "calls", 0) + 1
-            if self.calls == 3:  # the check just before the tag is compared
+            if self.calls == 2:  # the check just before the tag is compared
                 self.issue()
             return super().refusal(source)
 
@@ -236,7 +243,7 @@ async def test_code_replaced_during_the_attempt_is_refused() -> None:
 
 
 async def test_host_error_in_callback_is_reported() -> None:
-    def broken(hello: dict[str, Any]) -> dict[str, Any]:
+    def broken(hello: dict[str, Any], csr: bytes) -> dict[str, Any]:
         raise RuntimeError("no token available")
 
     async with serving(creds=broken) as service:
@@ -266,7 +273,7 @@ async def test_wire_never_carries_code_or_token() -> None:
         relay = await asyncio.start_server(proxy, "127.0.0.1", 0)
         relay_port = relay.sockets[0].getsockname()[1]
         try:
-            assert await pair_async(relay_port, code) == CREDS
+            assert paired(await pair_async(relay_port, code)) == CREDS
             with pytest.raises(PairingError, match="wrong join code"):
                 await pair_async(relay_port, wrong_code(code))
         finally:
@@ -279,7 +286,7 @@ async def test_wire_never_carries_code_or_token() -> None:
         assert secret.encode() not in wire, secret
 
 
-HELLO = b'{"cluster_id":null,"node_name":"x","v":2}'
+HELLO = b'{"cluster_id":null,"mode":"code","node_name":"x","v":3}'
 
 
 def spake_a(code: str) -> bytes:
@@ -315,14 +322,14 @@ async def test_replayed_and_malformed_exchanges_cost_nothing() -> None:
             assert b"wrong code" not in reply
         assert service.codes.failures_total == 1
         assert service.codes.live() == code
-        assert await pair_async(service.port, code, source="127.0.0.5") == CREDS
+        assert paired(await pair_async(service.port, code, source="127.0.0.5")) == CREDS
 
 
 async def test_an_old_joiner_is_told_to_upgrade() -> None:
     async with serving() as service:
         service.codes.issue()
         _, reply = await raw_client(
-            service.port, frame(b'{"cluster_id":null,"node_name":"x","v":1}')
+            service.port, frame(b'{"cluster_id":null,"node_name":"x","v":2}')
         )
         with pytest.raises(PairingError, match="unsupported pairing version"):
             pairing._raise_if_refused(reply[4:])
@@ -347,17 +354,18 @@ async def test_connections_are_capped() -> None:
         for sock in held:
             sock.close()
         await wait_for(lambda: service.open_connections() == 0)
-        assert await pair_async(service.port, service.codes.live() or "") == CREDS
+        assert paired(await pair_async(service.port, service.codes.live() or "")) == CREDS
 
 
 async def test_garbage_clients_do_not_hurt_the_server() -> None:
-    hello = b'{"v":2,"cluster_id":null,"node_name":"x"}'
+    hello = b'{"v":3,"mode":"code","cluster_id":null,"node_name":"x"}'
     payloads = [
         os.urandom(1000),
         b"\xff\xff\xff\xff" + os.urandom(100),  # length prefix far over 64 KiB
         b"",  # silent client
         b"\x00\x00\x00\x05{}{}{",  # not a hello
-        frame(b'{"v":3,"cluster_id":null,"node_name":"x"}'),  # unknown version
+        frame(b'{"v":4,"mode":"code","cluster_id":null,"node_name":"x"}'),  # unknown version
+        frame(b'{"v":3,"mode":"magic","cluster_id":null,"node_name":"x"}'),  # unknown mode
         frame(hello) + frame(os.urandom(33)),  # not a SPAKE2 message
         frame(hello) + frame(b"abc"),
         frame(hello),  # then silence
@@ -368,13 +376,14 @@ async def test_garbage_clients_do_not_hurt_the_server() -> None:
         assert max(t for t, _ in took) < SERVER_TIMEOUT + 0.5
         await wait_for(lambda: service.open_connections() == 0)
         # Still serving, and nobody guessed: no failure counted for garbage.
-        assert await pair_async(service.port, code) == CREDS
+        assert paired(await pair_async(service.port, code)) == CREDS
     assert service.codes.failures_total == 0
 
 
 async def pair_in_thread(port: int, code: str, **kwargs: Any) -> dict[str, Any]:
     kwargs.setdefault("node_name", "worker-1")
     kwargs.setdefault("timeout", 3.0)
+    kwargs.setdefault("csr", throwaway_csr())
     return await asyncio.to_thread(pair, "127.0.0.1", port, code, **kwargs)
 
 
@@ -414,18 +423,21 @@ def test_pair_refused() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(PairingError, match="refused"):
-        pair("127.0.0.1", port, new_code(), node_name="w", timeout=2.0)
+        pair("127.0.0.1", port, new_code(), node_name="w", csr=throwaway_csr(), timeout=2.0)
 
 
 def test_pair_rejects_malformed_code_without_connecting() -> None:
     # Port 9 on loopback: nothing is sent, because the code is checked first.
+    csr = throwaway_csr()
     with pytest.raises(PairingError, match="not a join code"):
-        pair("127.0.0.1", 9, "tiger canvas", node_name="w")
+        pair("127.0.0.1", 9, "tiger canvas", node_name="w", csr=csr)
     with pytest.raises(PairingError, match="node name"):
-        pair("127.0.0.1", 9, new_code(), node_name="bad\nname")
+        pair("127.0.0.1", 9, new_code(), node_name="bad\nname", csr=csr)
+    with pytest.raises(PairingError, match="not a PEM certificate request"):
+        pair("127.0.0.1", 9, new_code(), node_name="w", csr=b"hello")
 
 
 def test_pairing_errors_are_one_line() -> None:
     with pytest.raises(PairingError) as info:
-        pair("127.0.0.1", 9, "x\ny", node_name="w")
+        pair("127.0.0.1", 9, "x\ny", node_name="w", csr=throwaway_csr())
     assert "\n" not in str(info.value)

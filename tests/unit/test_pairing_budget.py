@@ -23,7 +23,7 @@ from lanray_tui.core.joincode import (
     describe_failures,
 )
 from lanray_tui.core.pairing import PairingError
-from tests.helpers.pairingkit import CREDS, FakeClock, pair_async, serving, wrong_code
+from tests.helpers.pairingkit import CREDS, FakeClock, pair_async, paired, serving, wrong_code
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -231,7 +231,7 @@ async def test_after_the_budget_even_the_right_code_is_refused() -> None:
             "4 failed pairing attempts from 127.0.0.2, 127.0.0.3"
         )
         new = book.request()
-        assert await pair_async(service.port, new, source="127.0.0.4") == CREDS
+        assert paired(await pair_async(service.port, new, source="127.0.0.4")) == CREDS
 
 
 async def test_backoff_refuses_even_the_right_code() -> None:
@@ -244,7 +244,7 @@ async def test_backoff_refuses_even_the_right_code() -> None:
         with pytest.raises(PairingError, match="paused after failed attempts: try again in 60 s"):
             await pair_async(service.port, code, source="127.0.0.3")
         clock.now += 60
-        assert await pair_async(service.port, code, source="127.0.0.3") == CREDS
+        assert paired(await pair_async(service.port, code, source="127.0.0.3")) == CREDS
 
 
 async def test_parallel_attempts_cannot_pass_the_per_source_limit() -> None:
@@ -328,4 +328,4 @@ async def test_a_flood_does_not_delay_the_event_loop() -> None:
         assert worst < 0.5
         # Nothing of it counted, and the owner's code still pairs.
         assert service.codes.failures_total == 0
-        assert await pair_async(service.port, code) == CREDS
+        assert paired(await pair_async(service.port, code)) == CREDS

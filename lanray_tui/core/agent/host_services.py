@@ -112,7 +112,9 @@ class HostServices:
         )
         self.codes.issue()  # the code 'host' prints and the host screen shows
         try:
-            self.pairing = PairingService(self.codes, self.credentials_for_joiner)
+            self.pairing = PairingService(
+                self.codes, self.credentials_for_joiner, token=lambda: self.node.creds.token
+            )
             await self.pairing.start(self.node.node_ip, cfg["pairing.port"])
             self.announcer = Announcer(
                 cfg["discovery.port"],
@@ -156,9 +158,19 @@ class HostServices:
 
         return fingerprint(bytes.fromhex(self.node.creds.cluster_key) + b"lanray fingerprint")
 
-    def credentials_for_joiner(self, hello: dict[str, Any]) -> dict[str, Any]:
+    def credentials_for_joiner(self, hello: dict[str, Any], csr_pem: bytes) -> dict[str, Any]:
+        """What a joiner that paired gets: the credentials, the certificate this host's CA
+        signs for its request and the CA's certificate. Raises ``CertError`` (the joiner gets
+        one line) for a request the CA does not sign."""
+        from ..cluster_ca import NodeTls
+
         c = self.node.creds
+        tls = NodeTls(self.data_dir / "tls")  # Paths.tls_dir
+        tls.ensure_ca(c.cluster_id, c.cluster_name)  # made at agent start; a no-op then
+        cert = tls.sign(csr_pem)
         return {
+            "cert": cert.decode(),
+            "ca": tls.ca_cert.read_text(),
             "cluster_id": c.cluster_id,
             "cluster_name": c.cluster_name,
             "token": c.token,
