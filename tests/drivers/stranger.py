@@ -149,25 +149,36 @@ def _read_all(s: socket.socket, limit: float) -> bytes:
 
 
 def guess(host: str, port: str, wrong: str, count: str) -> dict[str, Any]:
-    """A SPAKE2 message replayed, then ``count`` full exchanges with a wrong code."""
+    """A SPAKE2 message replayed, then ``count`` full exchanges with a wrong code and two with
+    a made-up token."""
     from spake2 import SPAKE2_A
 
-    from lanray_tui.core.pairing import PairingError, pair
-    from lanray_tui.core.pairing_wire import _ID_HOST, _ID_JOINER, PAIRING_VERSION
+    from lanray_tui.core.cluster_ca import make_csr, new_key_pem
+    from lanray_tui.core.pairing import PairingError, pair, pair_with_token
+    from lanray_tui.core.pairing_wire import _ID_HOST, _ID_JOINER, PAIRING_VERSION, _password
 
     # a SPAKE2 message replayed (first, while this address may still pair at all)
-    hello = json.dumps({"v": PAIRING_VERSION, "cluster_id": None, "node_name": "stranger"})
-    msg_a = SPAKE2_A(wrong.encode(), idA=_ID_JOINER, idB=_ID_HOST).start()
+    hello = {"v": PAIRING_VERSION, "mode": "code", "cluster_id": None, "node_name": "stranger"}
+    msg_a = SPAKE2_A(_password("code", wrong), idA=_ID_JOINER, idB=_ID_HOST).start()
     replies = []
     for _ in range(2):  # the first is fresh, the second a replay of it
         with socket.create_connection((host, int(port)), timeout=5) as s:
-            s.sendall(_frame(hello.encode()) + _frame(msg_a))
+            s.sendall(_frame(json.dumps(hello).encode()) + _frame(msg_a))
             s.shutdown(socket.SHUT_WR)
             replies.append(_read_all(s, 3).hex())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, 9))  # UDP: sends nothing, only picks this node's address
+        csr = make_csr(new_key_pem(), "stranger", [probe.getsockname()[0]])
     answers = []
     for _ in range(int(count)):
         try:
-            pair(host, int(port), wrong, node_name="stranger", timeout=5)
+            pair(host, int(port), wrong, node_name="stranger", csr=csr, timeout=5)
+            answers.append("PAIRED")
+        except PairingError as exc:
+            answers.append(str(exc))
+    for _ in range(2):  # and in token mode, with a made-up token
+        try:
+            pair_with_token(host, int(port), os.urandom(32).hex(), node_name="x", csr=csr)
             answers.append("PAIRED")
         except PairingError as exc:
             answers.append(str(exc))
