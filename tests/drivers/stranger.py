@@ -305,14 +305,18 @@ def ray_ports(host: str, token: str, ports: str) -> dict[str, Any]:
             out["gcs_cluster_id"] = reply.cluster_id.hex()
         except grpc.RpcError as exc:
             out["gcs_refused"] = f"{exc.code().name}: {exc.details()}"
+    channels = {port: grpc.insecure_channel(f"{host}:{port}") for port in ports.split(",")}
+    futures = {port: grpc.channel_ready_future(ch) for port, ch in channels.items()}
+    deadline = time.monotonic() + 4
     ready = {}
-    for port in ports.split(","):
-        with grpc.insecure_channel(f"{host}:{port}") as ch:
-            try:
-                grpc.channel_ready_future(ch).result(timeout=3)
-                ready[port] = True
-            except grpc.FutureTimeoutError:
-                ready[port] = False
+    for port, future in futures.items():  # all at once: each has until the one deadline
+        try:
+            future.result(timeout=max(0.1, deadline - time.monotonic()))
+            ready[port] = True
+        except grpc.FutureTimeoutError:
+            ready[port] = False
+    for ch in channels.values():
+        ch.close()
     out["plain_grpc_ready"] = ready
     return out
 
