@@ -125,6 +125,8 @@ def test_a_whole_session_puts_no_secret_on_the_wire(capture_lab: Any, tmp_path: 
     assert sent > 100_000, f"only {sent} bytes of TCP payload captured ({capture.frames} frames)"
 
     found = find_secrets(pcap, secrets)
-    assert not found, f"{len(found)} secrets in clear on the wire (capture: {pcap}):\n" + "\n".join(
-        found
-    )
+    report = f"{len(found)} secrets in clear on the wire (capture: {pcap}):\n" + "\n".join(found)
+    assert not found, report
+    # ... and the search did cover the private keys: the CA's and each node's
+    for key in ("n1:tls/ca.key (PEM)", "n1:tls/node.key (PEM)", "n2:tls/node.key (PEM)"):
+        assert key in secrets, f"{key} was not there to search for: {sorted(secrets)}"
