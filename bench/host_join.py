@@ -1,9 +1,13 @@
-"""Issue 2 benchmark: lanray-tui host/join against bare `ray start` with the same flags.
+"""Issues 2 and 17 benchmark: lanray-tui host/join (mutual TLS on, the default) against bare
+`ray start` with the same flags and token auth, WITHOUT TLS.
 
 In a 2-node lab, 5 runs each, interleaved:
   a. `lanray-tui host --headless --detach` until ready  vs  `ray start --head` + node ALIVE
-  b. `lanray-tui join --token` until the head lists it  vs  `ray start --address` + ALIVE
-Both sides use the same readiness check (the head's state API lists the node ALIVE).
+  b. `lanray-tui join --token -` (the authenticated token exchange, a certificate, Ray with
+     TLS) until the head lists it  vs  `ray start --address` + ALIVE against a bare head
+Both sides use the same readiness check (the head's state API lists the node ALIVE). Bare Ray
+serves its dashboard on the node's address, as Ray does by default (lanray-tui keeps it on
+the head's loopback).
 
     python bench/host_join.py [--runs N] [--json]
 """
@@ -17,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from _common import LANRAY, bench_lab, checked, last_json, median, on_node
+from _common import LANRAY, bench_lab, checked, last_json, median, on_node, stop_node_processes
 
 INSIDE = os.path.abspath(__file__)
 
@@ -27,7 +31,7 @@ INSIDE = os.path.abspath(__file__)
 
 def inside(mode: str, head: str, token: str) -> None:
     """Time one start inside this node; print {"seconds": ...}."""
-    from lanray_tui.adapters import ray_dashboard, ray_process
+    from lanray_tui.adapters import ray_dashboard
     from lanray_tui.core import config
     from lanray_tui.core.agent.ray_start import ray_spec
 
@@ -47,10 +51,13 @@ def inside(mode: str, head: str, token: str) -> None:
             capture_output=True,
         )
     else:
-        # the very flags the agent would use, without --block
+        # the very flags the agent would use, without --block; Ray's default dashboard host
         spec = ray_spec(cfg, cfg.paths(), role == "host", me, f"{head}:6379")
         argv = [a for a in spec.argv() if a != "--block"]
-        p = subprocess.run(argv, capture_output=True, env=ray_process.auth_env(token))
+        argv = [me if a == "127.0.0.1" and argv[i - 1] == "--dashboard-host" else a
+                for i, a in enumerate(argv)]  # fmt: skip
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}  # token auth, no TLS
+        p = subprocess.run(argv, capture_output=True, env=env)
     if p.returncode != 0:
         print(json.dumps({"error": (p.stderr or p.stdout).decode()[-300:]}))
         return
@@ -104,7 +111,7 @@ def main() -> int:
             return float(out["seconds"])
 
         def ray_stop(node: str) -> None:
-            on_node(lab, node, [os.path.join(os.path.dirname(py), "ray"), "stop", "--force"])
+            stop_node_processes(lab, node)
 
         token = "b" * 64
         for i in range(args.runs):
@@ -117,17 +124,20 @@ def main() -> int:
                 else:
                     times[mode].append(timed("n1", mode, token))
                     ray_stop("n1")
-            # b. join against a head started by lanray-tui
-            checked(on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach"]), "host")
-            real = checked(on_node(lab, "n1", [*LANRAY, "token"]), "token").strip()
+            # b. lanray-tui joins a head lanray-tui started (TLS); bare Ray joins a bare head
             order = ("lanray-join", "bare-join") if i % 2 == 0 else ("bare-join", "lanray-join")
             for mode in order:
-                times[mode].append(timed("n2", mode, real))
                 if mode == "lanray-join":
+                    checked(on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach"]), "host")
+                    real = checked(on_node(lab, "n1", [*LANRAY, "token"]), "token").strip()
+                    times[mode].append(timed("n2", mode, real))
                     checked(on_node(lab, "n2", [*LANRAY, "leave"]), "leave")
+                    checked(on_node(lab, "n1", [*LANRAY, "leave"]), "leave")
                 else:
+                    timed("n1", "bare-head", token)
+                    times[mode].append(timed("n2", mode, token))
                     ray_stop("n2")
-            checked(on_node(lab, "n1", [*LANRAY, "leave"]), "leave")
+                    ray_stop("n1")
             print(
                 f"run {i + 1}/{args.runs}: "
                 + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),

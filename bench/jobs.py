@@ -1,8 +1,11 @@
 """Jobs benchmark: submit-to-RUNNING latency, lanray-tui's queue against Ray's own CLI.
 
-In a 2-node lab (n1 hosts, n2 joined), from n1, 10 runs each, interleaved:
-  a. `lanray-tui submit DIR/job.py -- MARKER`
-  b. `ray job submit --no-wait --working-dir DIR --runtime-env-json ... -- python job.py MARKER`
+In a 4-node lab, two clusters side by side: lanray-tui's (n1 hosts, n2 joined; mutual TLS
+on, the default) and a bare Ray cluster with token auth and no TLS (n3 `ray start --head`
+with the same flags and Ray's default dashboard host, n4 joined). 10 runs each, interleaved:
+  a. on n1: `lanray-tui submit DIR/job.py -- MARKER`
+  b. on n3: `ray job submit --no-wait --working-dir DIR --runtime-env-json ... -- python job.py
+     MARKER` to n3's dashboard
 Both upload the same working dir (after the first run the package is already in the cluster,
 for both), run the same script with the same environment, and are timed the same way: from
 starting the command until Ray's Jobs API lists the job (found by its marker) as RUNNING.
@@ -28,6 +31,8 @@ import uuid
 from _common import LANRAY, bench_lab, checked, last_json, median, on_node, token_file
 
 INSIDE = os.path.abspath(__file__)
+BARE_TOKEN = "b" * 64
+BARE_ENV = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": BARE_TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
 JOB = "import sys, time\nprint('running', sys.argv[1:], flush=True)\ntime.sleep(0.5)\n"
 
 
@@ -37,13 +42,16 @@ JOB = "import sys, time\nprint('running', sys.argv[1:], flush=True)\ntime.sleep(
 def inside(mode: str, workdir: str) -> None:
     """Time one submission from this node; print {"seconds": ...}."""
     from lanray_tui.adapters import ray_jobs
-    from lanray_tui.adapters.ray_process import auth_env, ray_executable
-    from lanray_tui.core import config, credentials
+    from lanray_tui.adapters.ray_process import ray_executable
+    from lanray_tui.core import config, credentials, netinfo
 
-    paths = config.load().paths()
-    creds = credentials.load(paths.credentials)
-    assert creds is not None
-    api = ray_jobs.RayJobs(creds.dashboard_url, creds.token, timeout=5.0)
+    if mode == "lanray":
+        creds = credentials.load(config.load().paths().credentials)
+        assert creds is not None
+        url, token = creds.dashboard_url, creds.token
+    else:  # the bare cluster on this node: Ray's default dashboard host, no TLS
+        url, token = f"http://{netinfo.lan_interfaces()[0].address}:8265", BARE_TOKEN
+    api = ray_jobs.RayJobs(url, token, timeout=5.0)
     marker = f"m-{uuid.uuid4().hex[:12]}"
     python_dir = os.path.dirname(sys.executable)
     if mode == "lanray":
@@ -56,7 +64,7 @@ def inside(mode: str, workdir: str) -> None:
             "job",
             "submit",
             "--address",
-            creds.dashboard_url,
+            url,
             "--no-wait",
             "--working-dir",
             workdir,
@@ -67,7 +75,7 @@ def inside(mode: str, workdir: str) -> None:
             "job.py",
             marker,
         ]
-        env = auth_env(creds.token)
+        env = {**os.environ, **BARE_ENV}
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     running_at = None
@@ -100,6 +108,28 @@ def inside(mode: str, workdir: str) -> None:
     print(json.dumps({"seconds": running_at - t0}))
 
 
+def bare_cluster(lab: object) -> None:
+    """Bare Ray on n3 (head) and n4: the agent's own flags, token auth, no TLS."""
+    from lanray_tui.core import config
+    from lanray_tui.core.agent.ray_start import ray_spec
+
+    cfg = config.load()
+    head = lab.node("n3").address  # type: ignore[attr-defined]
+    for node, is_head in (("n3", True), ("n4", False)):
+        me = lab.node(node).address  # type: ignore[attr-defined]
+        spec = ray_spec(cfg, cfg.paths(), is_head, me, f"{head}:6379")
+        argv = [a for a in spec.argv() if a != "--block"]
+        argv = [me if a == "127.0.0.1" and argv[i - 1] == "--dashboard-host" else a
+                for i, a in enumerate(argv)]  # fmt: skip
+        # the lab node's own dirs (its HOME): not this process's
+        argv = [_node_dir(lab, node) if a == str(spec.temp_dir) else a for a in argv]
+        checked(on_node(lab, node, argv, env=BARE_ENV), f"bare ray start on {node}")
+
+
+def _node_dir(lab: object, node: str) -> str:
+    return str(lab.node(node).root / "ray")  # type: ignore[attr-defined]
+
+
 def _list_jobs(api: object) -> list[dict[str, object]]:
     from lanray_tui.adapters import ray_jobs
 
@@ -127,7 +157,7 @@ def main() -> int:
         with open(os.path.join(workdir, "job.py"), "w") as f:
             f.write(JOB)
         os.chmod(workdir, 0o755)
-        with bench_lab("bjb", 2) as lab:
+        with bench_lab("bjb", 4) as lab:
             checked(on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach"]), "host")
             token = checked(on_node(lab, "n1", [*LANRAY, "token"]), "token").strip()
             head = lab.node("n1").address
@@ -148,8 +178,11 @@ def main() -> int:
                 "join",
             )
 
+            bare_cluster(lab)
+
             def timed(mode: str) -> float:
-                p = on_node(lab, "n1", [py, INSIDE, "--inside", mode, workdir], timeout=300)
+                node = "n1" if mode == "lanray" else "n3"
+                p = on_node(lab, node, [py, INSIDE, "--inside", mode, workdir], timeout=300)
                 out = last_json(checked(p, mode))
                 if "error" in out:
                     raise SystemExit(f"jobs.py: error: {out['error']}")

@@ -28,7 +28,7 @@ def inside(mode: str) -> None:
     import subprocess
 
     from lanray_tui.adapters import ray_dashboard, ray_process
-    from lanray_tui.core import config, credentials
+    from lanray_tui.core import config, credentials, ray_tls
     from lanray_tui.core.agent.ray_start import ray_spec
 
     status = json.loads(subprocess.run([*LANRAY, "status", "--json"], capture_output=True,
@@ -57,7 +57,7 @@ def inside(mode: str) -> None:
                 break
             time.sleep(0.05)
     else:
-        env = ray_process.auth_env(creds.token)
+        env = ray_process.auth_env(creds.token, ray_tls.ray_env(paths.tls_dir))
         subprocess.run([ray_process.ray_executable(), "stop", "--force"], capture_output=True)
         spec = ray_spec(cfg, paths, True, creds.head_address, creds.gcs_address)
         argv = [a for a in spec.argv() if a != "--block"]

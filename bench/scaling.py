@@ -42,8 +42,11 @@ from _common import (
     on_node,
     result_of,
     settle,
+    stop_node_processes,
 )
 from _plain import ddp_times, map_times
+
+from lanray_tui.adapters.ray_process import ray_executable
 
 
 def medians(runs: dict[int, list[dict[str, Any]]], key: str) -> tuple[float, float]:
@@ -63,6 +66,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="only parallel_map")
     ap.add_argument("--shared-cpus", action="store_true", help="nodes share all CPUs")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--tls-off", action="store_true", help="also the map on bare Ray without TLS")
     args = ap.parse_args()
     args.runs = args.runs or (3 if args.quick else 5)
 
@@ -70,6 +74,7 @@ def main() -> int:
     train: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     train_step: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     plain_pm: dict[int, list[float]] = {1: [], 2: []}
+    bare_pm: dict[int, list[float]] = {1: [], 2: []}  # bare Ray, no TLS
     plain_train: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     with bench_lab("bsc", 2, cpus_per_node=0 if args.shared_cpus else 1) as lab:
 
@@ -135,6 +140,40 @@ def main() -> int:
                 file=sys.stderr,
             )
 
+        def measure_bare(run: int) -> None:
+            """The map on bare Ray with token auth and no TLS (1 node, then 2), the driver
+            on n1 as lanray-tui's job driver runs on the head."""
+            bare = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "b" * 64,
+                    "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+            head = lab.node("n1").address
+            for node in ("n1", "n2"):
+                argv = [ray_executable(), "start", "--num-cpus", "1",
+                        "--disable-usage-stats", "--node-ip-address", lab.node(node).address,
+                        "--temp-dir", str(lab.node(node).root / "ray")]  # fmt: skip
+                argv += ["--head", "--port", "6379"] if node == "n1" else ["--address", head]
+                if node == "n2":
+                    settle()
+                    bare_pm[1].append(bare_map(bare, head))
+                checked(on_node(lab, node, argv, env=bare), f"bare ray start on {node}")
+            settle()
+            bare_pm[2].append(bare_map(bare, head))
+            print(f"run {run}, bare Ray without TLS: map {bare_pm[1][-1]:.2f} s vs "
+                  f"{bare_pm[2][-1]:.2f} s", file=sys.stderr)  # fmt: skip
+            for node in ("n2", "n1"):
+                stop_node_processes(lab, node)
+
+        def bare_map(env: dict[str, str], head: str) -> float:
+            p = on_node(lab, "n1", [sys.executable, "sample_jobs/parallel_map.py",
+                                    "--skip-sequential"],
+                        env={**env, "RAY_ADDRESS": f"{head}:6379"}, timeout=600)  # fmt: skip
+            lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
+            if p.returncode != 0 or not lines:
+                die(f"parallel_map on bare Ray failed: {(p.stderr or p.stdout)[-300:]}")
+            return float(json.loads(lines[-1])["ray_s"])
+
+        if args.tls_off:
+            for run in range(1, args.runs + 1):
+                measure_bare(run)
         join = host_on_n1(lab, cpus=1)
         # Side by side: each run measures n1 alone, then n1 with n2 (which joins for it and
         # leaves after it), so that drift in this machine's speed hits both alike.
@@ -161,6 +200,20 @@ def main() -> int:
         f"parallel_map: 1 node {median(pm[1]):.2f} s, 2 nodes {median(pm[2]):.2f} s "
         f"-> speed-up {result['parallel_map_speedup']:.2f}x"
     )
+    if bare_pm[1]:
+        result["parallel_map_bare_no_tls_s"] = {
+            str(k): round(median(v), 3) for k, v in bare_pm.items()
+        }
+        result["parallel_map_bare_no_tls_speedup"] = round(
+            median(bare_pm[1]) / median(bare_pm[2]), 3
+        )
+        result["tls_map_cost"] = round(median(pm[2]) / median(bare_pm[2]), 3)
+        print(
+            f"  the same map on bare Ray without TLS: 1 node {median(bare_pm[1]):.2f} s, "
+            f"2 nodes {median(bare_pm[2]):.2f} s -> "
+            f"{result['parallel_map_bare_no_tls_speedup']:.2f}x; with TLS (lanray-tui) on "
+            f"2 nodes the map takes {result['tls_map_cost']:.2f}x as long"
+        )
     if plain_pm[1]:
         result["parallel_map_plain_speedup"] = round(median(plain_pm[1]) / median(plain_pm[2]), 3)
         print(

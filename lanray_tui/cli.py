@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_cluster, cli_jobs, cli_lab, cli_node, cli_service
+from . import __version__, cli_cluster, cli_doctor, cli_jobs, cli_lab, cli_node, cli_service
 from .cli_base import PROG, Parser, load_config
 from .core.errors import LanrayError
 
@@ -31,6 +31,7 @@ _ADD_PARSERS: tuple[Callable[[Any], None], ...] = (
     cli_jobs.add_parsers,  # submit, jobs, logs, cancel, retry
     cli_lab.add_samples_parser,  # samples
     cli_service.add_parser,  # service
+    cli_doctor.add_parser,  # doctor
     cli_node.add_agent_parser,  # agent (internal: not listed)
 )
 
@@ -40,6 +41,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     **cli_lab.HANDLERS,
     **cli_jobs.HANDLERS,
     **cli_service.HANDLERS,
+    **cli_doctor.HANDLERS,
 }
 
 

@@ -44,9 +44,52 @@ def add_lend_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_until_options(p: argparse.ArgumentParser) -> None:
+    """How long a joined machine is lent: ``join`` and ``agent``."""
+    p.add_argument("--until", metavar="TIME", help="stop lending and leave at TIME (18:00)")
+    p.add_argument(
+        "--for", dest="for_", metavar="DURATION", help="stop lending and leave after 3h, 90m..."
+    )
+
+
+def add_expires_option(p: argparse.ArgumentParser) -> None:
+    """When the host ends the whole cluster: ``host`` and ``agent``."""
+    p.add_argument(
+        "--expires", metavar="WHEN", help="end the cluster at a time (18:00) or after 6h, 90m"
+    )
+
+
+def cluster_expires(args: argparse.Namespace) -> float | None:
+    """The Unix time ``--expires`` gives (worked out once per command)."""
+    if not hasattr(args, "cluster_expires_at"):
+        from .core import lend_time
+
+        given = getattr(args, "expires", None)
+        args.cluster_expires_at = lend_time.parse_when(given) if given else None
+    ends: float | None = args.cluster_expires_at
+    return ends
+
+
+def lend_until(args: argparse.Namespace) -> float | None:
+    """The Unix time ``--until`` or ``--for`` give (worked out once per command)."""
+    if not hasattr(args, "lend_until_at"):
+        from .core import lend_time
+
+        given = getattr(args, "until", None), getattr(args, "for_", None)
+        args.lend_until_at = lend_time.until_from(*given) if any(given) else None
+    until: float | None = args.lend_until_at
+    return until
+
+
 def lend_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The lend options given, as config overrides (``lend__cpus=4``)."""
     out: dict[str, Any] = {}
+    until = lend_until(args)
+    if until is not None:
+        out["lending__until"] = until
+    ends = cluster_expires(args)
+    if ends is not None:
+        out["cluster__expires"] = ends
     for attr, key in (
         ("cpus", "lend__cpus"),
         ("gpus", "lend__gpus"),
@@ -69,6 +112,12 @@ def lend_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def lend_argv(args: argparse.Namespace) -> list[str]:
     """The lend options again, for the agent process (it applies them like the CLI does)."""
     out: list[str] = []
+    until = lend_until(args)
+    if until is not None:
+        out += ["--until", f"@{until}"]
+    ends = cluster_expires(args)
+    if ends is not None:
+        out += ["--expires", f"@{ends}"]
     for attr in (
         "cpus",
         "gpus",

@@ -17,7 +17,9 @@ from typing import Any
 
 from .cli_base import (
     PROG,
+    add_expires_option,
     add_lend_options,
+    add_until_options,
     config_with_overrides,
     lend_argv,
     load_config,
@@ -35,6 +37,7 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--name", metavar="NAME", help="cluster name (default: config)")
     add_lend_options(p)
+    add_expires_option(p)
     _add_join_parser(sub)
 
     p = sub.add_parser("status", help="the cluster's nodes and this machine's agent")
@@ -75,6 +78,7 @@ def _add_join_parser(sub: Any) -> None:
         "--detach", action="store_true", help="return once joined; the agent keeps running"
     )
     add_lend_options(p)
+    add_until_options(p)
 
 
 # ----- host and join ----------------------------------------------------------------------
@@ -192,6 +196,10 @@ def _status(args: argparse.Namespace) -> int:
         )
     if result.note:
         print(result.note)
+    if result.ends_at:
+        from .core.lend_time import ends_line
+
+        print(ends_line(result.ends_at))
     summary = str((result.pairing or {}).get("pairing_summary") or "")
     if summary:
         print(f"pairing: {summary}")
@@ -208,7 +216,7 @@ def _status(args: argparse.Namespace) -> int:
                 n.role,
                 n.state,
                 n.link,
-                n.lending or "n/a",
+                f"{n.lending} {n.lending_until}" if n.lending_until else n.lending or "n/a",
                 f"{n.cpus:g}",
                 _pct(n.cpu_pct),
                 f"{n.gpus:g}",

@@ -33,6 +33,11 @@ def _add_submit_options(p: argparse.ArgumentParser) -> None:
         "--priority", type=int, metavar="P", help="higher runs first (default 0; ties: FIFO)"
     )
     p.add_argument(
+        "--max-time",
+        metavar="DURATION",
+        help="how long the job may run (30m, 2h); a cluster ending sooner refuses it",
+    )
+    p.add_argument(
         "--working-dir",
         type=Path,
         metavar="DIR",
@@ -150,8 +155,20 @@ def _build_spec(args: argparse.Namespace) -> dict[str, Any]:
         name=args.name,
         priority=args.priority,
         env=_parse_env(args.env),
+        max_time_s=_max_time(args.max_time),
     )
     return build_spec(_paths(args), sub)
+
+
+def _max_time(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from .core.lend_time import parse_for
+
+    try:
+        return parse_for(text)
+    except LanrayError as exc:
+        raise LanrayError(str(exc).replace("--for", "--max-time", 1)) from None
 
 
 def _ago(ts: float | None, now: float) -> str:

@@ -1,4 +1,4 @@
-"""This node's commands in ``lanray-tui``: leave, pause, resume, restart, stop, and agent.
+"""This node's commands in ``lanray-tui``: leave, pause, resume, restart, stop, lend, agent.
 
 Each of the first five asks this node's agent to change what the node lends or runs;
 ``leave`` ends the agent (on the host: the cluster). ``agent`` is internal: it is the agent
@@ -11,7 +11,13 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .cli_base import add_lend_options, config_with_overrides, load_config
+from .cli_base import (
+    add_expires_option,
+    add_lend_options,
+    add_until_options,
+    config_with_overrides,
+    load_config,
+)
 
 if TYPE_CHECKING:
     from .core.protocol import LendingReply, PauseRequest, StopRayRequest
@@ -33,6 +39,9 @@ def add_parsers(sub: Any) -> None:
         "stop", help="stop this node's Ray (its container) but keep the agent; 'resume' starts it"
     )
     p.add_argument("--deadline", type=int, metavar="S", help="seconds running tasks get")
+    p = sub.add_parser("lend", help="how long this joined machine is lent (then it leaves)")
+    add_until_options(p)
+    p.add_argument("--forever", action="store_true", help="lend with no end time")
 
 
 def add_agent_parser(sub: Any) -> None:
@@ -41,6 +50,8 @@ def add_agent_parser(sub: Any) -> None:
     p.add_argument("--role", choices=["host", "worker"], required=True)
     p.add_argument("--name", metavar="NAME")
     add_lend_options(p)
+    add_until_options(p)
+    add_expires_option(p)
 
 
 def _leave(args: argparse.Namespace) -> int:
@@ -108,6 +119,20 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lend(args: argparse.Namespace) -> int:
+    from .cli_base import lend_until
+    from .core import lifecycle
+    from .core.errors import LanrayError
+    from .core.protocol import LendRequest
+
+    until = lend_until(args)
+    if (until is None) == (not args.forever):
+        raise LanrayError("lend needs --until TIME, --for DURATION or --forever")
+    got = lifecycle.client(load_config(args).paths()).request(LendRequest(until=until or 0.0))
+    print(f"lent {got.until}, then this node leaves" if got.until else "lent with no end time")
+    return 0
+
+
 def _agent(args: argparse.Namespace) -> int:
     from .core.agent import Agent
     from .core.lifecycle import configure_agent_logging
@@ -123,5 +148,6 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "resume": _resume,
     "restart": _restart,
     "stop": _stop,
+    "lend": _lend,
     "agent": _agent,
 }

@@ -110,8 +110,10 @@ class StatusPolled(Message):
         error: str = "",
         agent_gone: bool = False,
         free: dict[str, float] | None = None,
+        ends_at: float = 0.0,
     ) -> None:
         super().__init__()
+        self.ends_at = ends_at  # when the host ends the cluster (0: never)
         self.nodes = nodes
         self.agent = agent
         self.error = error

@@ -110,6 +110,17 @@ class Nvml:
                 return []
             return [self._identity(i)[0] or str(i) for i in range(len(self._handles))]
 
+    def driver(self) -> tuple[str, str]:
+        """(driver version, the CUDA version the driver supports, "12.4" style); empty
+        strings where NVML is not available or cannot say."""
+        with self._lock:
+            if self._init():
+                return "", ""
+            version, _ = self._query("nvmlSystemGetDriverVersion")
+            cuda, _ = self._query("nvmlSystemGetCudaDriverVersion")
+        text = f"{int(cuda) // 1000}.{int(cuda) % 1000 // 10}" if isinstance(cuda, int) else ""
+        return _text(version), text
+
     def read(self, is_ray: Callable[[int], bool]) -> tuple[list[GpuSample], str]:
         """Every GPU now, processes flagged Ray's or not with ``is_ray(pid)``.
 
@@ -212,3 +223,8 @@ def device_request_ids() -> list[str]:
     """IDs for Docker's ``DeviceRequest(device_ids=...)``: each GPU's UUID (its index where
     the UUID cannot be read); empty without NVML."""
     return default().uuids()
+
+
+def driver_versions() -> tuple[str, str]:
+    """(driver version, CUDA version the driver supports); ("", "") without NVML."""
+    return default().driver()

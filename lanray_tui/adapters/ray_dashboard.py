@@ -1,4 +1,5 @@
-"""Ray's dashboard HTTP API (state API, cluster status), with the cluster token.
+"""Ray's dashboard HTTP API (state API, cluster status), with the cluster token: on the head's
+loopback only (``ray start --dashboard-host 127.0.0.1``).
 
 Plain urllib: the agent and the CLI never import ``ray`` just to ask who is in the cluster.
 """
@@ -17,6 +18,10 @@ class DashboardError(LanrayError):
     """The dashboard could not be asked, with the reason in one line."""
 
 
+class DashboardUnreachable(DashboardError):
+    """Nothing answers at the dashboard's address (not up yet, or not on this node)."""
+
+
 def get_json(url: str, token: str, timeout: float = 5.0) -> Any:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
@@ -28,7 +33,7 @@ def get_json(url: str, token: str, timeout: float = 5.0) -> Any:
         raise DashboardError(f"the Ray dashboard answered HTTP {exc.code} for {url}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DashboardError(f"cannot reach the Ray dashboard at {url}: {reason}") from None
+        raise DashboardUnreachable(f"cannot reach the Ray dashboard at {url}: {reason}") from None
     except ValueError:
         raise DashboardError(f"the Ray dashboard sent something that is not JSON ({url})") from None
 

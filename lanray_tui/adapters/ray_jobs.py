@@ -1,24 +1,24 @@
 """Ray's Jobs API, with the cluster token: submit, status, stop, logs, log tail, packages.
 
-The agent talks to the Jobs REST API with plain urllib (and aiohttp for the log tail's
-websocket), so it never imports ``ray``. Uploading a ``working_dir`` reuses Ray's own
-packaging through ``ray.job_submission`` (imported lazily, only here). Keeping a copy of an
-uploaded package reads it from the GCS in a child process, so that the agent's own process
-never loads Ray either.
+The host agent talks to the Jobs REST API, on the head's loopback, with plain urllib (and
+aiohttp for the log tail's websocket), so it never imports ``ray``. Uploading a
+``working_dir`` from any node, asking whether the cluster still holds a package and keeping
+a copy of one go to the GCS over Ray's own gRPC (mutual TLS and the token), in a child
+process that loads Ray and uses Ray's own packaging, so that the caller never loads Ray.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,93 +231,141 @@ def package_name(uri: str) -> str:
     return uri.partition("://")[2]
 
 
-# ----- working_dir upload (the CLI, on the submitting node) ---------------------------------
+# ----- Ray's GCS in a child process: uploads (the CLI) and copies (the host agent) ---------
+#
+# The GCS is Ray's gRPC port on the head (mutual TLS, token): any node of the cluster reaches
+# it, unlike the Jobs API, which listens on the head's loopback. The child loads Ray, so that
+# the caller never does.
+
+UPLOAD_TIMEOUT_S = 300.0
+EXISTS_TIMEOUT_S = 60.0
+_ABSENT = 3  # the child's exit code for "the cluster does not hold it"
 
 
-@contextlib.contextmanager
-def _no_ray_address() -> Iterator[None]:
-    """The submission client prefers RAY_ADDRESS over the address it is given: hide it."""
-    saved = {
-        k: os.environ.pop(k) for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS") if k in os.environ
-    }
+def _gcs_child(
+    args: list[str], token: str, tls_env: Mapping[str, str], timeout: float, what: str
+) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", __name__, *args]
+    env = ray_process.auth_env(token, tls_env)
     try:
-        yield
-    finally:
-        os.environ.update(saved)
-
-
-def upload_working_dir(
-    dashboard_url: str, token: str, path: Path, excludes: list[str] | None = None
-) -> str:
-    """Zip ``path`` the way Ray does (``.gitignore`` and ``.rayignore`` respected), upload it
-    to the cluster unless it is there already, and return its ``gcs://...zip`` URI."""
-    if not path.is_dir():
-        raise LanrayError(f"working dir '{path}' is not a directory")
-    try:
-        from ray.job_submission import JobSubmissionClient
-    except ImportError as exc:
-        raise LanrayError(f"Ray's job client is not available: {exc}") from None
-    # Ray's modules set their loggers to INFO when imported: quiet them after that.
-    for name in (
-        "ray.dashboard.modules.dashboard_sdk",
-        "ray.dashboard.modules.job.sdk",
-        "ray._private.runtime_env.packaging",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    runtime_env: dict[str, Any] = {"working_dir": str(path.resolve())}
-    if excludes:
-        runtime_env["excludes"] = excludes
-    try:
-        with _no_ray_address():
-            client = JobSubmissionClient(
-                dashboard_url, headers={"Authorization": f"Bearer {token}"}
-            )
-            client._upload_working_dir_if_needed(runtime_env)
-    except ConnectionError:
-        raise LanrayError(f"cannot reach Ray's Jobs API at {dashboard_url}") from None
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise LanrayError(f"could not upload '{path}': {_short(str(exc))}") from None
-    except Exception as exc:  # Ray's AuthenticationError and friends
-        raise LanrayError(f"could not upload '{path}': {_short(str(exc))}") from None
-    uri = runtime_env.get("working_dir", "")
-    if not isinstance(uri, str) or "://" not in uri:
-        raise LanrayError(f"Ray did not return a package URI for '{path}'")
-    return uri
-
-
-# ----- keeping a copy of a package (the host agent) -----------------------------------------
-
-
-def fetch_package(
-    gcs_address: str, token: str, uri: str, dest: Path, timeout: float = 60.0
-) -> None:
-    """Copy an uploaded package out of the GCS into ``dest`` (in a child process, so that
-    the caller never loads Ray). Raises :class:`RayJobsError` with the reason."""
-    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    argv = [sys.executable, "-m", __name__, "fetch-package", gcs_address, uri, str(tmp)]
-    try:
-        p = subprocess.run(
+        return subprocess.run(
             argv,
-            env=ray_process.auth_env(token),
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RayJobsError(f"could not copy {uri} out of the cluster: {exc}") from None
+    except subprocess.TimeoutExpired:
+        raise RayJobsError(f"{what}: the cluster's GCS did not answer in {timeout:.0f} s") from None
+    except OSError as exc:
+        raise RayJobsError(f"{what}: {exc}") from None
+
+
+def _child_error(p: subprocess.CompletedProcess[str]) -> str:
+    return _short(p.stderr or p.stdout) or f"exit code {p.returncode}"
+
+
+def upload_working_dir(
+    gcs_address: str,
+    token: str,
+    tls_env: Mapping[str, str],
+    path: Path,
+    timeout: float = UPLOAD_TIMEOUT_S,
+) -> str:
+    """Zip ``path`` the way Ray does (``.gitignore`` and ``.rayignore`` respected), put it
+    into the cluster's GCS over Ray's own gRPC unless it is there already, and return its
+    ``gcs://...zip`` URI (the name Ray's packaging gives that content)."""
+    if not path.is_dir():
+        raise LanrayError(f"working dir '{path}' is not a directory")
+    what = f"could not upload '{path}'"
+    p = _gcs_child(["upload", gcs_address, str(path.resolve())], token, tls_env, timeout, what)
+    uri = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
+    if p.returncode != 0:
+        raise RayJobsError(f"{what}: {_child_error(p)}")
+    if not uri.startswith("gcs://"):
+        raise RayJobsError(f"Ray did not return a package URI for '{path}'")
+    return uri
+
+
+def package_exists(
+    gcs_address: str,
+    token: str,
+    tls_env: Mapping[str, str],
+    uri: str,
+    timeout: float = EXISTS_TIMEOUT_S,
+) -> bool:
+    """Whether the cluster's GCS still holds an uploaded package (asking also keeps it there
+    10 more minutes, as Ray's Jobs API does)."""
+    _package_path(uri)  # a package URI, or RayJobRejected
+    what = f"could not ask the cluster for {uri}"
+    p = _gcs_child(["exists", gcs_address, uri], token, tls_env, timeout, what)
+    if p.returncode == _ABSENT:
+        return False
+    if p.returncode != 0:
+        raise RayJobsError(f"{what}: {_child_error(p)}")
+    return True
+
+
+def fetch_package(
+    gcs_address: str,
+    token: str,
+    tls_env: Mapping[str, str],
+    uri: str,
+    dest: Path,
+    timeout: float = 60.0,
+) -> None:
+    """Copy an uploaded package out of the GCS into ``dest``. Raises :class:`RayJobsError`
+    with the reason."""
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    what = f"could not copy {uri} out of the cluster"
+    p = _gcs_child(["fetch-package", gcs_address, uri, str(tmp)], token, tls_env, timeout, what)
     if p.returncode != 0:
         tmp.unlink(missing_ok=True)
-        why = _short(p.stderr or p.stdout) or f"exit code {p.returncode}"
-        raise RayJobsError(f"could not copy {uri} out of the cluster: {why}")
+        raise RayJobsError(f"{what}: {_child_error(p)}")
     os.replace(tmp, dest)
 
 
-def _fetch_main(gcs_address: str, uri: str, out: str) -> int:
-    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+# ----- the child's side ----------------------------------------------------------------------
 
-    data = GcsClient(address=gcs_address).internal_kv_get(uri.encode(), None)
+
+def _gcs(gcs_address: str) -> Any:
+    """A GCS client, also behind Ray's ``_internal_kv_*`` that its packaging uses."""
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+    from ray.experimental import internal_kv
+
+    for name in ("ray._private.runtime_env.packaging",):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    client = GcsClient(address=gcs_address)
+    internal_kv._initialize_internal_kv(client)
+    return client
+
+
+def _upload_main(gcs_address: str, directory: str) -> int:
+    from ray._private.ray_constants import RAY_RUNTIME_ENV_IGNORE_GITIGNORE
+    from ray._private.runtime_env import packaging
+
+    # what Ray's job client does: respect .gitignore unless told not to
+    include_gitignore = os.environ.get(RAY_RUNTIME_ENV_IGNORE_GITIGNORE, "0") != "1"
+    uri = packaging.get_uri_for_directory(directory, include_gitignore)
+    _gcs(gcs_address)
+    with tempfile.TemporaryDirectory(prefix="lanray-upload-") as tmp:
+        packaging.upload_package_if_needed(uri, tmp, directory, include_gitignore)
+    print(uri, flush=True)
+    return 0
+
+
+def _exists_main(gcs_address: str, uri: str) -> int:
+    from ray._private.runtime_env import packaging
+
+    _gcs(gcs_address)
+    packaging.pin_runtime_env_uri(uri)
+    return 0 if packaging.package_exists(uri) else _ABSENT
+
+
+def _fetch_main(gcs_address: str, uri: str, out: str) -> int:
+    data = _gcs(gcs_address).internal_kv_get(uri.encode(), None)
     if data is None:
         print(f"the cluster does not hold {uri}", file=sys.stderr)
         return 1
@@ -327,10 +375,28 @@ def _fetch_main(gcs_address: str, uri: str, out: str) -> int:
     return 0
 
 
+def _main(argv: list[str]) -> int:
+    commands: dict[str, tuple[int, Any]] = {
+        "upload": (2, _upload_main),
+        "exists": (2, _exists_main),
+        "fetch-package": (3, _fetch_main),
+    }
+    if not argv or argv[0] not in commands or len(argv) - 1 != commands[argv[0]][0]:
+        print(
+            "usage: python -m lanray_tui.adapters.ray_jobs "
+            "upload GCS DIR | exists GCS URI | fetch-package GCS URI OUT",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return int(commands[argv[0]][1](*argv[1:]))
+    except Exception as exc:  # Ray's errors: one line for the parent
+        text = str(exc)
+        if "waiting for GCS to become available" in text:
+            text = f"cannot reach the cluster's GCS at {argv[1]} ({_short(text)})"
+        print(_short(text) or type(exc).__name__, file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "fetch-package":
-        raise SystemExit(_fetch_main(*sys.argv[2:]))
-    print(
-        "usage: python -m lanray_tui.adapters.ray_jobs fetch-package GCS URI OUT", file=sys.stderr
-    )
-    raise SystemExit(2)
+    raise SystemExit(_main(sys.argv[1:]))

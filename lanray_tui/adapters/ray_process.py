@@ -1,7 +1,10 @@
 """Ray as a child process: the ``ray start --block`` command line, its environment, and stop.
 
-Token authentication is always on: every Ray process gets ``RAY_AUTH_MODE=token`` and
-``RAY_AUTH_TOKEN`` through its environment (never on the command line, where ``ps`` shows it).
+Token authentication and mutual TLS are always on: every Ray process, driver and client gets
+``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN``, and ``RAY_USE_TLS`` with the node's certificate,
+key and CA certificate, through its environment (never on the command line, where ``ps``
+shows it). The head's dashboard and Jobs API listen on loopback only: nothing of Ray answers
+in clear on the LAN.
 """
 
 from __future__ import annotations
@@ -15,9 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..core.types import LanrayError
 from . import system
 
 STARTED_MARKER = "Ray runtime started"
+DASHBOARD_HOST = "127.0.0.1"
+TLS_KEYS = ("RAY_USE_TLS", "RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT")
+
+
+class RayTlsMissing(LanrayError):
+    """Ray was about to run without its TLS settings."""
 
 
 def ray_executable() -> str:
@@ -57,7 +67,13 @@ class RaySpec:
         if self.head:
             argv += ["--head", "--port", str(p["gcs_port"])]
             argv += ["--include-dashboard", "true" if self.include_dashboard else "false"]
-            argv += ["--dashboard-host", self.node_ip, "--dashboard-port", str(p["dashboard_port"])]
+            # the dashboard and the Jobs API speak HTTP in clear: the head's own agent only
+            argv += [
+                "--dashboard-host",
+                DASHBOARD_HOST,
+                "--dashboard-port",
+                str(p["dashboard_port"]),
+            ]
             argv += ["--ray-client-server-port", str(p["client_server_port"])]
         else:
             argv += ["--address", self.address]
@@ -80,9 +96,15 @@ class RaySpec:
         return argv
 
 
-def auth_env(token: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment every Ray process and client of this cluster needs."""
+def auth_env(
+    token: str, tls_env: Mapping[str, str], base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment every Ray process and client of this cluster needs: the token and
+    Ray's TLS settings ``tls_env`` (``RAY_USE_TLS=1`` and the three PEM paths)."""
+    if tls_env.get("RAY_USE_TLS") != "1" or not all(tls_env.get(k) for k in TLS_KEYS):
+        raise RayTlsMissing("Ray's TLS settings are missing: Ray does not run in clear")
     env = dict(os.environ if base is None else base)
+    env.update({k: tls_env[k] for k in TLS_KEYS})
     env["RAY_AUTH_MODE"] = "token"
     env["RAY_AUTH_TOKEN"] = token
     env["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -163,8 +185,9 @@ class AdoptedRay:
         return self.poll()
 
 
-def start(spec: RaySpec, token: str, log_path: Path) -> NativeRay:
+def start(spec: RaySpec, token: str, tls_env: Mapping[str, str], log_path: Path) -> NativeRay:
     """Start ``ray start --block`` in its own session, its output appended to ``log_path``."""
+    env = auth_env(token, tls_env)
     spec.temp_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -174,7 +197,7 @@ def start(spec: RaySpec, token: str, log_path: Path) -> NativeRay:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=auth_env(token),
+                env=env,
                 start_new_session=True,
             )
         )
@@ -189,7 +212,14 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> int | None:
         return None
 
 
-def drain(gcs_address: str, node_id: str, token: str, deadline_s: int, message: str) -> bool:
+def drain(
+    gcs_address: str,
+    node_id: str,
+    token: str,
+    tls_env: Mapping[str, str],
+    deadline_s: int,
+    message: str,
+) -> bool:
     """Ask the GCS to drain a node: no new work; its tasks get ``deadline_s`` to finish."""
     argv = [
         ray_executable(),
@@ -205,8 +235,9 @@ def drain(gcs_address: str, node_id: str, token: str, deadline_s: int, message: 
         "--deadline-remaining-seconds",
         str(deadline_s),
     ]
+    env = auth_env(token, tls_env)
     try:
-        p = subprocess.run(argv, env=auth_env(token), capture_output=True, timeout=60)
+        p = subprocess.run(argv, env=env, capture_output=True, timeout=60)
     except subprocess.TimeoutExpired:
         return False
     return p.returncode == 0

@@ -98,6 +98,8 @@ SCHEMA: dict[str, Rule] = {
     "lending.max_owner_load": Rule(NUM, _between(0, 4096)),
     "lending.allow_on_battery": Rule(BOOL),
     "lending.allow_gpu_shared": Rule(BOOL),
+    "lending.until": Rule(NUM, _between(0, 1e11)),
+    "cluster.expires": Rule(NUM, _between(0, 1e11)),
     "lending.max_temperature_c": Rule(NUM, _between(40, 110)),
     "lending.max_cpu_temperature_c": Rule(NUM, _between(40, 120)),
     "lending.resume_after_s": Rule(NUM, _between(0, 3600)),

@@ -46,7 +46,9 @@ class Credentials:
 
     @property
     def dashboard_url(self) -> str:
-        return f"http://{self.head_address}:{self.dashboard_port}"
+        """Ray's dashboard and Jobs API: on the head's loopback only (they speak HTTP in
+        clear), so this is for the host's own agent and CLI, never for another node."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
 
 
 def save(path: Path, creds: Credentials) -> None:

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from ..adapters import ray_jobs
 from ..adapters.ray_jobs import RayJobNotFound, RayJobs, RayJobsError
 from . import protocol as p
+from . import ray_tls
 from .errors import LanrayError
 from .job_service_logs import FINAL_WAIT_S, TAIL_RETRY_S, JobLogStream
 from .job_service_packages import (
@@ -44,7 +45,7 @@ from .job_service_packages import (
     package_file_name,
 )
 from .job_service_runner import LOST_REASON, JobRunner
-from .jobs import ACTIVE, CANCELLED, FINAL, QUEUED, RETRYABLE, Job, JobError, JobQueue
+from .jobs import ACTIVE, CANCELLED, FINAL, QUEUED, RETRYABLE, Job, JobError, JobQueue, JobSpec
 
 __all__ = [
     "ARCHIVE_POLL_S",
@@ -91,9 +92,12 @@ class JobService:
         cluster_ready: Callable[[], bool],
         *,
         gcs_address: Callable[[], str] | None = None,
+        tls_env: Callable[[], Mapping[str, str]] | None = None,
         python_dir: Path | None = None,
         poll_s: float = POLL_S,
+        ends_at: Callable[[], float] = lambda: 0.0,
     ) -> None:
+        self.ends_at = ends_at  # the cluster's end (host --expires), Unix time; 0: none
         self.queue = JobQueue(db_path)
         self.packages_dir = db_path.parent / "job-packages"  # mode 0700, like the data dir
         self.dashboard_url = dashboard_url
@@ -101,6 +105,10 @@ class JobService:
         self.max_running = max(1, int(max_running))
         self.cluster_ready = cluster_ready
         self.gcs_address = gcs_address or self._gcs_from_dashboard
+        # Ray's TLS settings for its GCS: by default the node's, next to the queue in the
+        # data dir (Paths.tls_dir)
+        tls_dir = db_path.parent / "tls"
+        self.tls_env = tls_env or (lambda: ray_tls.ray_env(tls_dir))
         # `python` in a job means the Python that runs Ray here, not whatever PATH finds.
         self.python_dir = python_dir or Path(sys.executable).parent
         self.poll_s = poll_s
@@ -110,6 +118,7 @@ class JobService:
             api=self._api,
             gcs_address=lambda: self.gcs_address(),
             token=lambda: self.token(),
+            tls_env=self.tls_env,
             ready=self._ready,
             closed=lambda: self._closed,
         )
@@ -212,12 +221,27 @@ class JobService:
     async def _op_submit(self, req: p.SubmitRequest | Mapping[str, Any]) -> Any:
         req = _typed(p.SubmitRequest, req)
         spec = req.spec
+        self._refuse_past_the_end(spec)
         job = self.queue.add(spec, submitter=req.submitter)
         log.info("job %s queued: %s (by %s)", job.id, spec.entrypoint(), job.submitter or "?")
         self.wake()
         if spec.working_dir.startswith("gcs://"):
             self.packages.wake()  # keep a copy of its upload at once
         return job.view().to_json()
+
+    def _refuse_past_the_end(self, spec: JobSpec) -> None:
+        """A job that declares it runs longer than the cluster has left is refused."""
+        ends = self.ends_at()
+        if not ends or spec.max_time_s is None:
+            return
+        left = ends - time.time()
+        if spec.max_time_s > left:
+            from .lend_time import ends_line
+
+            raise LanrayError(
+                f"{ends_line(ends)}: no time for a job of --max-time "
+                f"{int(spec.max_time_s) // 60} min"
+            )
 
     async def _op_jobs(self, req: p.JobsRequest | Mapping[str, Any]) -> Any:
         _typed(p.JobsRequest, req)

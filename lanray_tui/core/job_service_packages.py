@@ -13,11 +13,12 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..adapters import ray_jobs
 from ..adapters.ray_jobs import RayJobs, RayJobsError
+from .errors import LanrayError
 from .jobs_queue import JobQueue
 from .jobs_records import FAILED, FINAL, QUEUED, Job, JobError
 
@@ -35,9 +36,9 @@ _PACKAGE_NAME = re.compile(r"_ray_pkg_[0-9a-f]{1,64}\.zip")
 class PackageKeeper:
     """Copies of the packages the queue's jobs use, in ``packages_dir``.
 
-    ``api`` makes a client of the cluster's current Jobs API; ``gcs_address`` and ``token``
-    reach Ray's GCS to fetch a package; ``ready`` says when the cluster can be asked;
-    ``closed`` when the service is shutting down.
+    ``api`` makes a client of the cluster's current Jobs API; ``gcs_address``, ``token`` and
+    ``tls_env`` (Ray's TLS settings) reach Ray's GCS to fetch a package; ``ready`` says when
+    the cluster can be asked; ``closed`` when the service is shutting down.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class PackageKeeper:
         api: Callable[[], RayJobs],
         gcs_address: Callable[[], str],
         token: Callable[[], str],
+        tls_env: Callable[[], Mapping[str, str]],
         ready: Callable[[], bool],
         closed: Callable[[], bool],
     ) -> None:
@@ -56,6 +58,7 @@ class PackageKeeper:
         self.api = api
         self.gcs_address = gcs_address
         self.token = token
+        self.tls_env = tls_env
         self.ready = ready
         self.closed = closed
         self._wake: asyncio.Event | None = None
@@ -151,9 +154,10 @@ class PackageKeeper:
             if copy.is_file() or time.monotonic() - failed < FETCH_RETRY_S:
                 continue
             try:
-                ray_jobs.fetch_package(self.gcs_address(), self.token(), uri, copy)
+                tls = self.tls_env()
+                ray_jobs.fetch_package(self.gcs_address(), self.token(), tls, uri, copy)
                 log.info("kept a copy of %s", uri)
-            except RayJobsError as exc:
+            except LanrayError as exc:  # RayJobsError, or no certificate
                 self._fetch_failed[uri] = time.monotonic()
                 log.warning("%s", exc)
 

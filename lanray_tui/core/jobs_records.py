@@ -60,6 +60,7 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)
     name: str = ""
     priority: int = 0
+    max_time_s: float | None = None  # how long it may run, as its submitter declares
 
     @classmethod
     def from_json(cls, doc: Any) -> JobSpec:
@@ -80,6 +81,7 @@ class JobSpec:
             env=_env(doc.get("env", {}) or {}),
             name=_name(doc.get("name", "") or ""),
             priority=_priority(doc.get("priority", 0)),
+            max_time_s=_max_time(doc.get("max_time_s")),
         )
         return spec if spec.name else replace(spec, name=spec.default_name())
 
@@ -103,6 +105,19 @@ class JobSpec:
         """The shell command Ray runs for this job."""
         argv = [python, self.script] if self.script else list(self.command)
         return shlex.join([*argv, *self.args])
+
+
+MAX_TIME_S = 30 * 86400
+
+
+def _max_time(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise JobError("max_time_s must be a number of seconds")
+    if not 0 < value <= MAX_TIME_S:
+        raise JobError(f"max_time_s must be between 0 and {MAX_TIME_S}")
+    return float(value)
 
 
 def _str_list(value: Any) -> bool:

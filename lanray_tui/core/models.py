@@ -50,6 +50,7 @@ def node_from_status(d: dict[str, Any]) -> NodeInfo:
         gpu_note=gpu_note,
         runtime=runtime,
         lending_reason=str((d.get("lending") or {}).get("reason", "")),
+        lending_until=str((d.get("lending") or {}).get("until", "")),
         ray_restarts=int(d.get("ray_restarts") or 0),
         agent_mb=_mb(rt.get("agent_mb")),
         ray_mb=_mb(rt.get("ray_mb")),

@@ -24,6 +24,7 @@ class StatusReply:
     free: dict[str, float] | None = None
     pairing: dict[str, Any] | None = None  # the host's CodeReply JSON (failed attempts...)
     note: str = ""  # why ``nodes`` is empty: Ray's view is not available (Ray restarting...)
+    ends_at: float = 0.0  # when the host ends the cluster (Unix time; 0: never)
 
     def node_infos(self) -> list[NodeInfo]:
         return [node_from_status(n) for n in self.nodes]
@@ -35,6 +36,8 @@ class StatusReply:
             out["pairing"] = self.pairing
         if self.note:
             out["note"] = self.note
+        if self.ends_at:
+            out["ends_at"] = self.ends_at
         return out
 
     @classmethod
@@ -49,6 +52,7 @@ class StatusReply:
             free if _is_obj(free) else None,
             pairing if _is_obj(pairing) else None,
             str(d.get("note") or ""),
+            float(d.get("ends_at") or 0.0),
         )
 
 
@@ -130,17 +134,24 @@ class LendingReply:
 
     state: str
     drained: bool | None = None
+    until: str = ""  # ``lend``: "until 18:00", or "" when lending has no end
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state}
         if self.drained is not None:
             out["drained"] = self.drained
+        if self.until:
+            out["until"] = self.until
         return out
 
     @classmethod
     def from_json(cls, d: Any) -> LendingReply:
         drained = d.get("drained")
-        return cls(str(d["state"]), bool(drained) if drained is not None else None)
+        return cls(
+            str(d["state"]),
+            bool(drained) if drained is not None else None,
+            str(d.get("until") or ""),
+        )
 
 
 @dataclass(frozen=True)

@@ -275,3 +275,13 @@ class ProbeRequest(Request[ProbeReply]):
     REQUIRED: ClassVar[Mapping[str, str]] = {"ports": "probe needs the ports to dial"}
 
     ports: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LendRequest(Request[LendingReply]):
+    """When this joined machine stops lending and leaves: ``until`` a Unix time, 0 never."""
+
+    OP = "lend"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"until": number(0, 1e11)}
+
+    until: float = 0.0

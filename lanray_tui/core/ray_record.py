@@ -35,6 +35,7 @@ class RayRecord:
     gcs_address: str
     token_sha256: str
     temp_dir: str
+    tls_sha256: str = ""  # Ray's TLS files when it started (none: an older agent's, in clear)
 
 
 def token_digest(token: str) -> str:
@@ -52,7 +53,8 @@ def save(path: Path, record: RayRecord) -> None:
 def load(path: Path) -> RayRecord | None:
     try:
         data = json.loads(path.read_text())
-        return RayRecord(**{k: data[k] for k in RayRecord.__dataclass_fields__})
+        known = {k: data[k] for k in RayRecord.__dataclass_fields__ if k in data}
+        return RayRecord(**known)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -111,6 +113,11 @@ def adoptable(path: Path, want: RayRecord) -> int | None:
         raise LanrayError(
             f"Ray already runs on this node (pid {pid}) as a {rec.role} of {rec.gcs_address}; "
             f"{FORCE_HINT}"
+        )
+    if rec.tls_sha256 != want.tls_sha256:
+        raise LanrayError(
+            f"Ray already runs on this node (pid {pid}) without this node's current TLS "
+            f"certificate; {FORCE_HINT}"
         )
     if want.node_ip and rec.node_ip != want.node_ip:
         raise LanrayError(

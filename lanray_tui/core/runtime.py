@@ -18,12 +18,14 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..adapters import ray_process
 from ..adapters.ray_process import RayHandle, RaySpec
+from . import ray_tls
+from .cluster_ca import NodeTls
 from .config import Config
 from .errors import LanrayError
 
@@ -45,19 +47,52 @@ CONTAINER_TEMP_DIR = Path("/tmp/ray")
 # meanwhile. One try of one second each makes that wait short.
 INTERNAL_DNS_OPTIONS = ("timeout:1", "attempts:1")
 NODE_IP_SLOT = "@LANRAY_NODE_IP@"
-# On a network of its own the container learns its address only once it runs: this starts
-# Ray with the address Docker gave it (the one its /etc/hosts lists for its host name).
-_LAUNCH = (
-    "import os, socket, sys; ip = socket.gethostbyname(socket.gethostname()); "
-    f"argv = [a.replace('{NODE_IP_SLOT}', ip) for a in sys.argv[1:]]; "
-    "print('lanray: container address', ip, flush=True); os.execvp(argv[0], argv)"
-)
+# Ray's TLS files inside the container. The node's own key file is readable by this node's
+# user only, not by the image's user: the agent hands the three PEMs over in the container's
+# environment (LANRAY_PEM_<Ray's variable>), and the launcher writes them here (mode 0600,
+# as the container's user) and takes them out of the environment before Ray starts.
+CONTAINER_TLS_DIR = "/tmp/lanray-tls"
+CONTAINER_TLS_FILES = {
+    "RAY_TLS_SERVER_CERT": "node.pem",
+    "RAY_TLS_SERVER_KEY": "node.key",
+    "RAY_TLS_CA_CERT": "ca.pem",
+}
+PEM_PREFIX = "LANRAY_PEM_"
+# The launcher: the TLS files from the environment, then, on a network of its own (where the
+# container learns its address only once it runs), Ray with the address Docker gave it (the
+# one its /etc/hosts lists for its host name).
+_LAUNCH = f"""\
+import os, socket, sys
+for var in [k for k in os.environ if k.startswith({PEM_PREFIX!r})]:
+    pem = os.environ.pop(var).encode()
+    path = os.environ[var[len({PEM_PREFIX!r}):]]
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, pem)
+    os.close(fd)
+argv = sys.argv[1:]
+if {NODE_IP_SLOT!r} in argv:
+    ip = socket.gethostbyname(socket.gethostname())
+    argv = [a.replace({NODE_IP_SLOT!r}, ip) for a in argv]
+    print('lanray: container address', ip, flush=True)
+os.execvp(argv[0], argv)
+"""
+
+
+def container_tls_env(pems: Mapping[str, bytes]) -> dict[str, str]:
+    """Ray's TLS settings inside the container, and the PEMs for the launcher to write."""
+    env = {"RAY_USE_TLS": "1"}
+    for var, name in CONTAINER_TLS_FILES.items():
+        env[var] = f"{CONTAINER_TLS_DIR}/{name}"
+        env[PEM_PREFIX + var] = pems[var].decode()
+    return env
 
 
 def start_ray(
     cfg: Config,
     spec: RaySpec,
     token: str,
+    tls_dir: Path,
     log_path: Path,
     cluster_id: str,
     role: str,
@@ -68,11 +103,13 @@ def start_ray(
     A handle may carry ``node_ip`` when the runtime chose the address Ray uses (a container
     on its own network); the agent then uses that address. ``progress`` hears what the
     docker runtime does (pulling an image can take minutes); it also goes to ``log_path``.
+    Ray runs with mutual TLS from the node's files in ``tls_dir``; without them it does not
+    start (:class:`~.ray_tls.NoCertificate`).
     """
     # Config validation allows only "native" and "docker" here.
     if cfg["runtime.kind"] == "docker":
-        return _start_docker(cfg, spec, token, log_path, cluster_id, role, progress)
-    return ray_process.start(spec, token, log_path)
+        return _start_docker(cfg, spec, token, tls_dir, log_path, cluster_id, role, progress)
+    return ray_process.start(spec, token, ray_tls.ray_env(tls_dir), log_path)
 
 
 def chooses_node_ip(cfg: Config) -> bool:
@@ -120,12 +157,12 @@ def default_image(gpu: bool, ray_version: str | None = None) -> str:
 
 
 def container_command(spec: RaySpec, host_network: bool) -> list[str]:
-    """``ray start --block`` for the container: the spec's flags with the container's
-    ``ray`` and temp dir; on a network of its own, with the address it gets there."""
+    """``ray start --block`` for the container, through the launcher that writes Ray's TLS
+    files: the spec's flags with the container's ``ray`` and temp dir; on a network of its
+    own, with the address it gets there."""
     ip = spec.node_ip if host_network else NODE_IP_SLOT
     argv = dataclasses.replace(spec, node_ip=ip, temp_dir=CONTAINER_TEMP_DIR).argv()
-    argv = ["ray", *argv[1:]]
-    return argv if host_network else ["python3", "-c", _LAUNCH, *argv]
+    return ["python3", "-c", _LAUNCH, "ray", *argv[1:]]
 
 
 def shm_size_bytes() -> int:
@@ -183,12 +220,20 @@ def _nvml_gpus() -> tuple[int, str, list[str]]:
 
 
 def config_digest(
-    image: str, network: str, command: Sequence[str], gpus: Sequence[str], token: str
+    image: str,
+    network: str,
+    command: Sequence[str],
+    gpus: Sequence[str],
+    token: str,
+    pems: Mapping[str, bytes],
 ) -> str:
     """What the container runs, in 16 hex digits: a running container is adopted only when
-    the agent would start the very same one (same image, network, flags, GPUs, token)."""
+    the agent would start the very same one (same image, network, flags, GPUs, token, TLS
+    certificate, key and CA)."""
     doc = json.dumps([image, network, list(command), list(gpus)])
     doc += hashlib.sha256(token.encode()).hexdigest()
+    for var in sorted(pems):
+        doc += hashlib.sha256(var.encode() + b"=" + pems[var]).hexdigest()
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
@@ -212,12 +257,15 @@ def _start_docker(
     cfg: Config,
     spec: RaySpec,
     token: str,
+    tls_dir: Path,
     log_path: Path,
     cluster_id: str,
     role: str,
     progress: Progress | None,
 ) -> RayHandle:
     from ..adapters import docker_engine
+
+    pems = ray_tls.pem_files(tls_dir)
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     say = _sayer(log_path, progress)
@@ -232,12 +280,13 @@ def _start_docker(
     if plan.warning:
         say(plan.warning, logging.WARNING)
     image = cfg["runtime.image"] or default_image(gpu=bool(plan.ids))
+    tls = container_tls_env(pems)
     command = container_command(spec, host_network)
     labels = {
         ROLE_LABEL: role_label(role),
         CLUSTER_LABEL: cluster_id,
         HOME_LABEL: home_label(),
-        CONFIG_LABEL: config_digest(image, network, command, plan.ids, token),
+        CONFIG_LABEL: config_digest(image, network, command, plan.ids, token, pems),
     }
     adopted = _adopt_or_clear(engine, labels, log_path, network, say)
     if adopted is not None:
@@ -248,7 +297,7 @@ def _start_docker(
         name=container_name(role),
         image=image,
         command=command,
-        environment=ray_process.auth_env(token, base={}),
+        environment={**ray_process.auth_env(token, tls, base={}), **tls},
         labels=labels,
         network=network,
         shm_size=shm_size_bytes(),
@@ -260,6 +309,13 @@ def _start_docker(
     handle = engine.run(container, log_path)
     if handle.node_ip:
         say(f"container {container.name} has address {handle.node_ip}")
+        if not NodeTls(tls_dir).covers([handle.node_ip]):
+            # Ray's gRPC checks the address it dials against the certificate
+            say(
+                f"this node's certificate does not name the container's address "
+                f"{handle.node_ip}: Ray's TLS will refuse it; use runtime.docker_network: host",
+                logging.WARNING,
+            )
     return handle
 
 

@@ -2,7 +2,8 @@
 
 The CLI's ``submit`` and the TUI's new-job form both build a job here and hand it to this
 node's agent (which, on a joined node, forwards it to the host's queue). The upload goes
-through Ray's own packaging, the only heavy import, and only when there is a directory.
+through Ray's own packaging into the cluster's GCS over Ray's mutual-TLS gRPC, in a child
+process (the only one that loads Ray), and only when there is a directory.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Submission:
     num_gpus: float | None = None
     name: str | None = None
     priority: int | None = None
+    max_time_s: float | None = None
     env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -83,6 +85,7 @@ def build_spec(paths: Paths, sub: Submission) -> dict[str, Any]:
         ("num_gpus", sub.num_gpus),
         ("name", sub.name or None),
         ("priority", sub.priority),
+        ("max_time_s", sub.max_time_s),
     ):
         if value is not None:
             spec[key] = value
@@ -99,7 +102,7 @@ def upload(paths: Paths, directory: Path) -> str:
     holds that package, its URI is reused without loading Ray to hash the directory again.
     """
     from ..adapters import ray_jobs
-    from . import credentials
+    from . import credentials, ray_tls
 
     creds = credentials.load(paths.credentials)
     if creds is None or not creds.head_address:
@@ -107,17 +110,19 @@ def upload(paths: Paths, directory: Path) -> str:
     directory = directory.resolve()
     if not directory.is_dir():
         raise LanrayError(f"working dir '{directory}' is not a directory")
+    tls = ray_tls.ray_env(paths.tls_dir)
+    gcs = creds.gcs_address
     cache = paths.state_dir / "uploads.json"
     sig = signature(directory)
     known = _read_cache(cache).get(str(directory), {})
     if sig and known.get("signature") == sig:
         uri = str(known.get("uri", ""))
         try:
-            if uri and ray_jobs.RayJobs(creds.dashboard_url, creds.token).package_exists(uri):
+            if uri and ray_jobs.package_exists(gcs, creds.token, tls, uri):
                 return uri
         except LanrayError:
-            pass  # ask Ray's own upload, which says what is wrong
-    uri = ray_jobs.upload_working_dir(creds.dashboard_url, creds.token, directory)
+            pass  # upload again, which says what is wrong
+    uri = ray_jobs.upload_working_dir(gcs, creds.token, tls, directory)
     if sig:
         _write_cache(cache, str(directory), {"signature": sig, "uri": uri})
     return uri

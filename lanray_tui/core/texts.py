@@ -52,7 +52,7 @@ def cluster_up(info: AgentInfo) -> list[str]:
     """What a host says once its cluster is up."""
     return [
         f"cluster '{info.cluster_name}' is up: head at {info.head_address}",
-        f"dashboard (token required): {info.dashboard_url}",
+        f"dashboard (on this machine only, token required): {info.dashboard_url}",
     ]
 
 

@@ -151,6 +151,7 @@ class NodeInfo:
     gpu_note: str = ""  # why there is no GPU figure ("NVML: no driver", ...)
     runtime: str = ""  # "native" | "docker running" | ...
     lending_reason: str = ""
+    lending_until: str = ""  # "until 18:00": when the node stops lending and leaves
     ray_restarts: int = 0  # earlier Ray nodes of this machine (restarts, rejoins)
     agent_mb: float | None = None  # the lanray-tui agent's resident memory
     ray_mb: float | None = None  # Ray's processes' resident memory (native runtime)

@@ -11,6 +11,7 @@ request a key sends are :mod:`.cluster_texts`.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
@@ -22,7 +23,7 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from .. import messages
-from ..core import texts
+from ..core import lend_time, texts
 from ..widgets.header import CODE_NOT_AVAILABLE, ClusterHeader
 from ..widgets.job_table import JobTable
 from ..widgets.log_pane import LogPane
@@ -134,7 +135,9 @@ class ClusterScreen(Screen[None]):
                 agent = self.link.info(timeout=3.0)
             self.post_message(messages.StatusPolled(None, agent, messages.describe(exc)))
             return
-        self.post_message(messages.StatusPolled(nodes, result.agent, free=result.free))
+        self.post_message(
+            messages.StatusPolled(nodes, result.agent, free=result.free, ends_at=result.ends_at)
+        )
 
     def on_status_polled(self, message: messages.StatusPolled) -> None:
         self.polls += 1
@@ -156,6 +159,8 @@ class ClusterScreen(Screen[None]):
                 self.notify("the agent has stopped on this node", severity="warning")
         elif message.error:
             header.set_problem(message.error)
+        elif message.ends_at and message.ends_at - time.time() <= lend_time.WARN_BEFORE_S:
+            header.set_problem(lend_time.ends_line(message.ends_at))
         else:
             header.set_problem("")
         delay = POLL_INTERVAL_GONE_S if message.agent_gone else POLL_INTERVAL_S

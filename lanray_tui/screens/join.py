@@ -15,6 +15,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, RadioButton, RadioSet, Static
 
@@ -40,6 +41,14 @@ class JoinScreen(Screen[None]):
         Binding("r", "rejoin", "Rejoin last"),
     ]
 
+    class DoctorDone(Message):
+        """The network doctor's checklist for a join that failed (``run`` numbers it)."""
+
+        def __init__(self, run: int, text: str) -> None:
+            super().__init__()
+            self.run = run
+            self.text = text
+
     def __init__(self, session: Session, watch: Watch | None = None) -> None:
         super().__init__()
         self.session = session
@@ -49,6 +58,8 @@ class JoinScreen(Screen[None]):
         self.busy = False
         self.discovery_note = ""  # why discovery is not running, once we know
         self._ticks = 0
+        self._joining: str | None = None  # the host of the join under way (None: the last)
+        self._doctor_runs = 0
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="join-body"):
@@ -75,6 +86,7 @@ class JoinScreen(Screen[None]):
                     yield RadioButton("native", value=not docker, id="runtime-native")
                     yield RadioButton(DOCKER_LABEL, value=docker, id="runtime-docker")
             yield StepList(id="join-steps")
+            yield Static("", id="join-doctor", classes="hint", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -174,6 +186,7 @@ class JoinScreen(Screen[None]):
         if self.target is None or not code or self.busy:
             return
         self._begin(f"joining '{self.target.cluster_name}' at {self.target.address}")
+        self._joining = self.target.address
         self._join_with_code(self.target.address, code)
 
     # ----- by address and token, or again ------------------------------------------------
@@ -201,12 +214,14 @@ class JoinScreen(Screen[None]):
             self.query_one(StepList).finish("give both the host's address and the cluster token")
             return
         self._begin(f"joining {address} with its token")
+        self._joining = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
         self._join_with_token(address, token)
 
     def action_rejoin(self) -> None:
         if self.busy:
             return
         self._begin("rejoining the cluster this node paired with before")
+        self._joining = None
         self._join_again()
 
     # ----- the workers --------------------------------------------------------------------
@@ -218,6 +233,8 @@ class JoinScreen(Screen[None]):
         steps.add(what)
         for widget in self.query("Input, RadioSet"):
             widget.disabled = True
+        self._doctor_runs += 1  # a checklist still coming for an earlier join is stale
+        self.query_one("#join-doctor", Static).update("")
 
     def _progress(self, step: str) -> None:
         self.post_message(messages.StartProgress(step))
@@ -270,6 +287,8 @@ class JoinScreen(Screen[None]):
         steps = self.query_one(StepList)
         if message.info is None:
             steps.finish(message.error)
+            self.query_one("#join-doctor", Static).update("Running the network doctor…")
+            self._diagnose(self._doctor_runs, self._joining)
             for widget in self.query("Input, RadioSet"):
                 widget.disabled = False
             if self.query_one("#code-form").display:
@@ -280,6 +299,25 @@ class JoinScreen(Screen[None]):
         steps.finish()
         self._stop.set()
         self.post_message(messages.ShowCluster(message.info))
+
+    # ----- the network doctor, when a join failed ----------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="doctor")
+    def _diagnose(self, run: int, target: str | None) -> None:
+        from ..core import doctor_run
+        from ..core.errors import LanrayError
+
+        cfg = self.session.cfg
+        try:
+            report = doctor_run.diagnose(cfg, doctor_run.resolve(cfg, target))
+            text = "\n".join([f"Network doctor, host {report.host}:", *report.lines()])
+        except (LanrayError, OSError) as exc:
+            text = f"Network doctor: {exc}"
+        self.post_message(self.DoctorDone(run, text))
+
+    def on_join_screen_doctor_done(self, message: DoctorDone) -> None:
+        if message.run == self._doctor_runs:
+            self.query_one("#join-doctor", Static).update(message.text)
 
     def action_back(self) -> None:
         if self.busy:

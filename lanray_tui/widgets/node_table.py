@@ -226,7 +226,9 @@ class NodeTable(DataTable[Text]):
                 node.role,
                 state,
                 node.link,
-                node.lending or "n/a",
+                f"{node.lending} {node.lending_until}"
+                if node.lending_until
+                else node.lending or "n/a",
                 _num(node.cpus),
             )
         ]

@@ -10,6 +10,7 @@ the NVML adapter.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import pytest
 from lanray_tui.adapters import docker_engine
 from lanray_tui.adapters.ray_process import RaySpec
 from lanray_tui.core import config, runtime
+from lanray_tui.core.cluster_ca import NodeTls
 from lanray_tui.core.control import ControlClient
 from lanray_tui.core.errors import LanrayError
 from lanray_tui.core.protocol import LogsRequest
@@ -64,10 +66,13 @@ def spec(**kw: Any) -> RaySpec:
 
 
 def test_container_command_reuses_the_spec_with_the_containers_ray_and_paths() -> None:
-    argv = runtime.container_command(spec(), host_network=True)
+    launcher = runtime.container_command(spec(), host_network=True)
+    assert launcher[:2] == ["python3", "-c"]  # it writes Ray's TLS files first
+    argv = launcher[3:]
     assert argv[:4] == ["ray", "start", "--block", "--disable-usage-stats"]
     assert argv[argv.index("--temp-dir") + 1] == "/tmp/ray"
     assert argv[argv.index("--node-ip-address") + 1] == "10.0.0.5"
+    assert argv[argv.index("--dashboard-host") + 1] == "127.0.0.1"
     own = runtime.container_command(spec(), host_network=False)
     assert own[:2] == ["python3", "-c"]
     ray = own[3:]
@@ -76,14 +81,55 @@ def test_container_command_reuses_the_spec_with_the_containers_ray_and_paths() -
     assert "10.0.0.5" not in ray
 
 
+PEMS = {"RAY_TLS_SERVER_CERT": b"cert", "RAY_TLS_SERVER_KEY": b"key", "RAY_TLS_CA_CERT": b"ca"}
+
+
 def test_adoption_digest_changes_with_what_the_container_would_run() -> None:
     cmd = runtime.container_command(spec(), host_network=True)
-    d = runtime.config_digest("img:1", "host", cmd, (), "t" * 64)
-    assert d == runtime.config_digest("img:1", "host", cmd, (), "t" * 64)
-    assert d != runtime.config_digest("img:2", "host", cmd, (), "t" * 64)
-    assert d != runtime.config_digest("img:1", "net", cmd, (), "t" * 64)
-    assert d != runtime.config_digest("img:1", "host", cmd, ("GPU-a",), "t" * 64)
-    assert d != runtime.config_digest("img:1", "host", cmd, (), "u" * 64)
+    d = runtime.config_digest("img:1", "host", cmd, (), "t" * 64, PEMS)
+    assert d == runtime.config_digest("img:1", "host", cmd, (), "t" * 64, dict(PEMS))
+    assert d != runtime.config_digest("img:2", "host", cmd, (), "t" * 64, PEMS)
+    assert d != runtime.config_digest("img:1", "net", cmd, (), "t" * 64, PEMS)
+    assert d != runtime.config_digest("img:1", "host", cmd, ("GPU-a",), "t" * 64, PEMS)
+    assert d != runtime.config_digest("img:1", "host", cmd, (), "u" * 64, PEMS)
+    for var in PEMS:  # a new certificate, key or CA: a new container
+        other = {**PEMS, var: b"renewed"}
+        assert d != runtime.config_digest("img:1", "host", cmd, (), "t" * 64, other)
+
+
+def test_the_launcher_writes_rays_tls_files_and_hides_the_pems(tmp_path: Path) -> None:
+    env = runtime.container_tls_env(PEMS)
+    assert env["RAY_USE_TLS"] == "1"
+    assert env["RAY_TLS_SERVER_KEY"] == f"{runtime.CONTAINER_TLS_DIR}/node.key"
+    # the same launcher, with the files under tmp_path and Python instead of ray
+    local = {
+        k: str(tmp_path / "tls" / Path(v).name) for k, v in env.items() if k.startswith("RAY_TLS")
+    }
+    pems = {k: v for k, v in env.items() if k.startswith(runtime.PEM_PREFIX)}
+    show = "import json, os; print(json.dumps(sorted(os.environ)))"
+    launcher = runtime.container_command(spec(), host_network=True)[:3]
+    p = subprocess.run(
+        [sys.executable, *launcher[1:], sys.executable, "-c", show],
+        env={**os.environ, **local, **pems},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert p.returncode == 0, p.stderr
+    seen = json.loads(p.stdout)
+    assert not [k for k in seen if k.startswith(runtime.PEM_PREFIX)]  # not in Ray's env
+    for var, content in PEMS.items():
+        path = Path(local[var])
+        assert path.read_bytes() == content and path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.fixture()
+def tls_dir(tmp_path: Path) -> Path:
+    """A node's certificate of a cluster CA, as pairing leaves it."""
+    tls = NodeTls(tmp_path / "tls")
+    tls.ensure_ca("c1", "test")
+    tls.issue_own("node", ["10.0.0.5"])
+    return tls.folder
 
 
 def test_only_a_container_on_its_own_network_chooses_its_address() -> None:
@@ -212,7 +258,9 @@ def docker_net(ray_image: str) -> Iterator[str]:
     from a joining agent to the head goes through it, which is fine because each container
     takes its own address on the network."""
     name = f"lanray-test-{os.getpid()}"
-    docker("network", "create", "--internal", name)
+    # small enough that a node certificate can name every address a container may get there
+    subnet = f"10.250.{20 + os.getpid() % 200}.0/29"
+    docker("network", "create", "--internal", "--subnet", subnet, name)
     try:
         yield name
     finally:
@@ -250,6 +298,7 @@ class Agent:
         self.config = base / "config.yaml"
         self.config.write_text(json.dumps(doc))
         self.label = f"{os.uname().nodename}:{os.path.realpath(home)}"
+        self.tls = NodeTls(home / ".local/share/lanray-tui/tls")
 
     def lanray(
         self, *args: str, timeout: float = 120, check: bool = False
@@ -297,6 +346,13 @@ def agents(
     (the tests below use it in order: the last one makes both leave)."""
     base = tmp_path_factory.mktemp("docker-agents")
     a, b = Agent(base / "a", ray_image, docker_net), Agent(base / "b", ray_image, docker_net)
+    # what pairing leaves: a CA on the host, a certificate for each node naming the addresses
+    # its container may get on the network (Ray's gRPC checks the address it dials)
+    (net,) = json.loads(docker("network", "inspect", "-f", "{{json .IPAM.Config}}", docker_net))
+    ips = [str(ip) for ip in list(ipaddress.ip_network(net["Subnet"]).hosts())[1:]]
+    a.tls.ensure_ca("docker-test", "test")
+    a.tls.issue_own("a", ips)
+    b.tls.store(a.tls.sign(b.tls.request("b", ips)), a.tls.ca_cert.read_bytes())
     try:
         a.lanray("host", "--headless", "--detach", check=True, timeout=200)
         head_ip = a.status()["agent"]["node_ip"]
@@ -313,6 +369,19 @@ def agents(
             agent.leave()
             for cid in agent.containers():
                 docker("rm", "-f", cid, check=False)
+
+
+# the environment of the container's GCS server: what Ray itself was given
+GCS_ENVIRON = """
+import os
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if b"gcs_server" in open(f"/proc/{pid}/cmdline", "rb").read():
+            print(open(f"/proc/{pid}/environ", "rb").read().replace(b"\\0", b"\\n").decode())
+            break
+    except OSError:
+        pass
+"""
 
 
 def alive_ips(status: dict[str, Any]) -> dict[str, str]:
@@ -342,6 +411,9 @@ def test_two_agents_form_a_cluster_in_containers(agents: dict[str, Agent], docke
     assert labels["lanray.cluster"] == info["cluster_id"]
     env = docker("inspect", "-f", "{{json .Config.Env}}", head_cid)
     assert "RAY_AUTH_MODE=token" in env and "RAY_AUTH_TOKEN=" in env
+    assert "RAY_USE_TLS=1" in env and f"RAY_TLS_CA_CERT={runtime.CONTAINER_TLS_DIR}/" in env
+    ray_env = docker("exec", head_cid, "python3", "-c", GCS_ENVIRON)
+    assert "RAY_USE_TLS=1" in ray_env and runtime.PEM_PREFIX not in ray_env
     args = json.loads(docker("inspect", "-f", "{{json .Args}}", head_cid))
     assert token not in " ".join(args)  # by environment only
     shm = int(docker("inspect", "-f", "{{.HostConfig.ShmSize}}", head_cid))
@@ -528,12 +600,14 @@ def _cfg(image: str, network: str) -> config.Config:
     )
 
 
-def test_missing_image_and_no_registry_reachable(docker_net: str, tmp_path: Path) -> None:
+def test_missing_image_and_no_registry_reachable(
+    docker_net: str, tmp_path: Path, tls_dir: Path
+) -> None:
     # a registry on loopback where nothing listens: the pull never leaves the machine
     image = "127.0.0.1:9/lanray/missing:1"
     log = tmp_path / "ray.log"
     with pytest.raises(LanrayError) as err:
-        runtime.start_ray(_cfg(image, docker_net), spec(), "t" * 64, log, "c1", "host")
+        runtime.start_ray(_cfg(image, docker_net), spec(), "t" * 64, tls_dir, log, "c1", "host")
     msg = str(err.value)
     assert msg.startswith(f"cannot pull {image}: no registry reachable (")
     assert msg.endswith(HINT) and "\n" not in msg
@@ -561,6 +635,8 @@ def test_container_that_exits_at_start_says_why(
         docker("rm", "-f", maker, check=False)
     try:
         a = Agent(tmp_path / "a", broken, docker_net)
+        a.tls.ensure_ca("broken", "test")
+        a.tls.issue_own("a", ["127.0.0.1"])
         p = a.lanray("host", "--headless", "--detach", timeout=120)
         assert p.returncode != 0
         err = p.stderr.strip().splitlines()[-1]
@@ -592,7 +668,7 @@ def test_permission_denied_on_the_socket() -> None:
     ), p.stderr
 
 
-def test_daemon_down(ray_image: str, docker_net: str, tmp_path: Path) -> None:
+def test_daemon_down(ray_image: str, docker_net: str, tmp_path: Path, tls_dir: Path) -> None:
     """Last: stops the daemon that scripts/dockerd.sh started, then starts it again."""
     dockerd = str(REPO / "scripts" / "dockerd.sh")
     pidfile = Path("/var/run/lanray-dockerd.pid")
@@ -602,7 +678,13 @@ def test_daemon_down(ray_image: str, docker_net: str, tmp_path: Path) -> None:
     try:
         with pytest.raises(LanrayError) as err:
             runtime.start_ray(
-                _cfg(ray_image, docker_net), spec(), "t" * 64, tmp_path / "l", "c", "host"
+                _cfg(ray_image, docker_net),
+                spec(),
+                "t" * 64,
+                tls_dir,
+                tmp_path / "l",
+                "c",
+                "host",
             )
         assert str(err.value) == (
             "the Docker daemon is not running (no socket at /var/run/docker.sock); start it "

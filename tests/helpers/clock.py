@@ -17,6 +17,9 @@ class FakeClock:
     def monotonic(self) -> float:
         return self.now
 
+    def time(self) -> float:  # the wall clock: 1.7e9 + the same fake seconds
+        return 1_700_000_000.0 + self.now
+
     def __call__(self) -> float:  # as a plain clock callable (lending.Lender)
         return self.now
 

@@ -88,6 +88,7 @@ class FakeAgent:
         self.logs: dict[str, list[str]] = {"ray": ["ray line 1", "ray line 2"], "agent": []}
         self.states: list[str] = []  # successive `info` states (then the last one stays)
         self.free: dict[str, float] | None = None  # what `status` says is free
+        self.ends_at = 0.0  # when the host ends the cluster (host --expires)
         self.refuse: dict[str, str] = {}  # op -> the error the agent answers with
         self.jobs: list[dict[str, Any]] = []
         self.job_logs: dict[str, list[str]] = {}
@@ -176,7 +177,9 @@ class FakeAgent:
             return p.ok_line(AgentInfo.from_json(self.agent))
         if isinstance(req, p.StatusRequest):
             agent = AgentInfo.from_json(self.agent)
-            return p.ok_line(p.StatusReply(nodes=self.nodes, agent=agent, free=self.free))
+            return p.ok_line(
+                p.StatusReply(nodes=self.nodes, agent=agent, free=self.free, ends_at=self.ends_at)
+            )
         if isinstance(req, p.CodeRequest) and self.code is not None:
             return p.ok_line(
                 p.CodeReply(code=self.code["code"], expires_in=self.code["expires_in"])

@@ -258,3 +258,22 @@ async def test_sixteen_nodes_sort_by_state_load_or_name_and_filter(fake: FakeAge
         assert table.row_count == 16 and table.has_focus
         await pilot.press("slash", "D", "E", "A", "D", "enter")  # states too, any case
         assert names() == ["pc05", "pc09"]
+
+
+async def test_the_header_warns_from_ten_minutes_before_the_cluster_ends(
+    fake: FakeAgent,
+) -> None:
+    import time
+
+    from lanray_tui.widgets.header import ClusterHeader
+
+    fake.ends_at = time.time() + 3600  # an hour left: no warning yet
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await attached(pilot)
+        header = app.screen.query_one(ClusterHeader)
+        await pilot.pause(1.5)
+        assert "the cluster ends" not in header.text().plain
+        fake.ends_at = time.time() + 8 * 60 + 30
+        await wait_for(pilot, lambda: "the cluster ends at" in header.text().plain, "warning")
+        assert "(in 8 min)" in header.text().plain

@@ -139,3 +139,45 @@ async def test_run_samples_every_second_and_closes_the_reader(tmp_path: Path) ->
 
     await asyncio.gather(loop.run(), stop_later())
     assert clock.sleeps[:3] == [1.0, 1.0, 1.0] and machine.closed
+
+
+async def test_lent_until_a_time_then_drains_and_leaves(tmp_path: Path) -> None:
+    from lanray_tui.core.agent.state import StopCause
+
+    loop, _, view = make(tmp_path)
+    clock: FakeClock = loop.clock  # type: ignore[assignment]
+    got = await loop.op_lend(p.LendRequest(until=clock.time() + 20))
+    assert got.state == "lending" and got.until.startswith("until ")
+    assert loop.node.lending_view()["until"] == got.until  # heartbeats carry it to the host
+    await loop.step()
+    assert loop.node.lent.is_set() and not loop.node.stopping.is_set()
+    clock.now += 21
+    await loop.step()  # the time is up: drain as when the owner comes back, then leave
+    assert view.drains and view.drains[-1][1] == 30
+    assert not loop.node.lent.is_set() and loop.node.stop_cause is StopCause.LEAVE
+    assert "the time is up" in loop.node.lending["reason"]
+    assert "until" not in loop.node.lending_view()
+
+
+async def test_lend_refuses_a_past_time_and_clears_with_zero(tmp_path: Path) -> None:
+    loop, _, _ = make(tmp_path)
+    with pytest.raises(LanrayError, match="has passed"):
+        await loop.op_lend(p.LendRequest(until=loop.clock.time() - 1))
+    await loop.op_lend(p.LendRequest(until=loop.clock.time() + 60))
+    assert (await loop.op_lend(p.LendRequest(until=0))).until == ""
+    assert "until" not in loop.node.lending_view()
+
+
+async def test_the_host_ends_the_cluster_at_its_expiry(tmp_path: Path) -> None:
+    from lanray_tui.core.agent.state import StopCause
+
+    loop, _, _ = make(tmp_path)
+    clock: FakeClock = loop.clock  # type: ignore[assignment]
+    loop.node.role = Role.HOST
+    loop.node.cluster_ends = clock.time() + 5
+    await loop.step()
+    assert not loop.node.stopping.is_set()
+    clock.now += 6
+    await loop.step()
+    assert loop.node.stop_cause is StopCause.LEAVE
+    assert loop.node.detail == "the cluster's time is up"

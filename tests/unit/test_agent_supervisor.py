@@ -124,6 +124,7 @@ def test_jitter_stays_within_its_bounds() -> None:
         "Ray already runs on this node (pid 7) for another cluster ('x'); stop it with ...",
         "the 'podman' runtime is not available yet; use runtime.kind: native",
         "the Ray container exited at start with code 3: lanray-test: this ray is broken",
+        "this node has no certificate of the cluster: pair again with a code",
     ],
 )
 async def test_causes_that_cannot_pass_end_the_agent(tmp_path: Path, cause: str) -> None:

@@ -55,6 +55,25 @@ def test_no_agent_is_one_line(cmd: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("join", "--code", "7-tiger-canvas", "--for", "3 days"), "--for '3 days': give a dur"),
+        (("join", "--code", "7-tiger-canvas", "--until", "6pm"), "--until '6pm': give a time"),
+        (("join", "--code", "7-tiger-canvas", "--until", "18:00", "--for", "1h"), "not both"),
+        (("lend",), "lend needs --until TIME, --for DURATION or --forever"),
+        (("lend", "--for", "2h"), "no lanray-tui agent runs on this node"),
+        (("dashboard",), "no agent runs on this node"),
+    ],
+)
+def test_lending_times_and_dashboard_bad_input_is_one_line(
+    args: tuple[str, ...], line: str
+) -> None:
+    p = run(*args)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and line in p.stderr
+
+
 def test_join_without_code_or_token_says_so() -> None:
     for args in (("join", "--headless"), ("join", "127.0.0.1", "--headless")):
         p = run(*args)

@@ -24,6 +24,13 @@ from lanray_tui.core.job_service import LOST_REASON, JobService, package_file_na
 from lanray_tui.core.jobs import QUEUED, RUNNING, JobQueue, JobSpec
 from tests.helpers.writer import FakeWriter
 
+TLS_ENV = {
+    "RAY_USE_TLS": "1",
+    "RAY_TLS_SERVER_CERT": "/n/node.pem",
+    "RAY_TLS_SERVER_KEY": "/n/node.key",
+    "RAY_TLS_CA_CERT": "/n/ca.pem",
+}
+
 
 class FakeRay:
     """Ray's job routes, in memory: jobs stay where a test puts them."""
@@ -119,6 +126,7 @@ class Service:
             token=lambda: "t" * 64,
             max_running=max_running,
             cluster_ready=lambda: self.ready,
+            tls_env=lambda: TLS_ENV,
             python_dir=Path("/opt/py/bin"),
             poll_s=0.05,
         )
@@ -280,7 +288,8 @@ async def test_uploads_are_kept_and_given_back_to_a_forgetful_head(
     ray, _ = fake
     ray.packages["_ray_pkg_0123456789abcdef.zip"] = b"zip bytes"
 
-    def fetch(gcs: str, token: str, uri: str, dest: Path, timeout: float = 60.0) -> None:
+    def fetch(gcs: str, token: str, tls: Any, uri: str, dest: Path, timeout: float = 60.0) -> None:
+        assert tls == TLS_ENV
         name = uri.partition("://")[2]
         if name not in ray.packages:
             raise ray_jobs.RayJobsError(f"the cluster does not hold {uri}")
@@ -334,7 +343,8 @@ async def test_bad_package_uris_fail_their_job_alone(
     ray.packages["_ray_pkg_00ff.zip"] = b"zip bytes"
     fetched: list[str] = []
 
-    def fetch(gcs: str, token: str, uri: str, dest: Path, timeout: float = 60.0) -> None:
+    def fetch(gcs: str, token: str, tls: Any, uri: str, dest: Path, timeout: float = 60.0) -> None:
+        assert tls == TLS_ENV
         fetched.append(uri)
         assert dest.parent == service.svc.packages_dir
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -393,3 +403,16 @@ async def test_job_logs_of_a_finished_job(service: Service, fake: tuple[FakeRay,
     writer = FakeWriter()
     await service.svc.streams["job_logs"]({"id": "j-none"}, writer)  # type: ignore[arg-type]
     assert writer.items() == [{"ok": False, "error": "no job 'j-none' (see 'lanray-tui jobs')"}]
+
+
+async def test_a_job_that_would_outlive_the_cluster_is_refused(service: Service) -> None:
+    """host --expires: a job declaring a longer --max-time than the cluster has left is
+    refused with one line; one that fits, or declares nothing, is queued."""
+    service.svc.ends_at = lambda: time.time() + 1800  # 30 minutes left
+    with pytest.raises(LanrayError, match=r"the cluster ends at .* no time for a job of"):
+        await service.op("submit", spec=cmd("sleep", "1", max_time_s=3600))
+    ok = await service.op("submit", spec=cmd("sleep", "1", max_time_s=600))
+    plain = await service.op("submit", spec=cmd("sleep", "1"))
+    assert ok["state"] in ("QUEUED", "SUBMITTED", "RUNNING") and plain["id"] != ok["id"]
+    with pytest.raises(LanrayError, match="max_time_s must be"):
+        await service.op("submit", spec=cmd("sleep", "1", max_time_s=-5))

@@ -51,6 +51,7 @@ REQUESTS: list[p.Request[Any]] = [
     p.CertifyRequest(csr="-----BEGIN CERTIFICATE REQUEST-----"),
     p.DashboardRequest(),
     p.ProbeRequest(ports=[6379, 10002]),
+    p.LendRequest(until=1_800_000_000.0),
 ]
 
 REPLIES: dict[str, list[Any]] = {
@@ -85,6 +86,7 @@ REPLIES: dict[str, list[Any]] = {
     "running_tasks": [p.CountReply(3)],
     "certify": [p.CertifyReply(cert="CERT", ca="CA")],
     "dashboard": [p.TunnelReply(8265)],
+    "lend": [p.LendingReply("lending", until="until 18:00")],
     "probe": [p.ProbeReply("10.0.0.2", {"6379": "open", "10002": "timeout"})],
 }
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -56,6 +57,7 @@ def test_a_recorded_ray_of_this_cluster_is_adopted(
         ({"token_sha256": "0" * 64}, "for another cluster"),
         ({"role": "worker"}, "as a worker of 10.0.0.1:6379"),
         ({"node_ip": "10.0.0.7"}, "on 10.0.0.7, not 10.0.0.1"),
+        ({"tls_sha256": "a" * 64}, "without this node's current TLS certificate"),
     ],
 )
 def test_a_ray_of_something_else_is_refused_in_one_line(
@@ -70,6 +72,19 @@ def test_a_ray_of_something_else_is_refused_in_one_line(
     with pytest.raises(LanrayError, match="leave --force") as err:
         ray_record.adoptable(path, want(temp))
     assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_ray_an_older_agent_started_in_clear_is_not_adopted(
+    fake_ray: tuple[subprocess.Popen[bytes], Path], tmp_path: Path
+) -> None:
+    p, temp = fake_ray
+    path = tmp_path / "ray.json"
+    ray_record.record_started(path, p.pid, want(temp))
+    doc = json.loads(path.read_text())
+    del doc["tls_sha256"]  # a record from before Ray ran over TLS
+    path.write_text(json.dumps(doc))
+    with pytest.raises(LanrayError, match="without this node's current TLS certificate"):
+        ray_record.adoptable(path, want(temp, tls_sha256="b" * 64))
 
 
 def test_an_unrecorded_ray_is_refused(

@@ -85,6 +85,7 @@ class HostServices:
                 max_running=self.cfg["jobs.max_running_jobs"],
                 cluster_ready=lambda: node.state is AgentState.READY,
                 gcs_address=lambda: node.creds.gcs_address,
+                ends_at=lambda: node.cluster_ends,
             )
             await self.jobs.start()
         except (OSError, LanrayError) as exc:

@@ -18,7 +18,7 @@ from ..errors import LanrayError
 from ..lending import Decision
 from ..resources import InputIdle, Sample
 from .ray_link import RayView
-from .state import Clock, NodeState
+from .state import Clock, NodeState, StopCause
 from .supervisor import RaySupervisor
 
 log = logging.getLogger("lanray.agent")
@@ -82,6 +82,15 @@ class LendingLoop:
         self.sampler.ray_root_pid = self.supervisor.pid
         sample = await asyncio.to_thread(self.sampler.sample)
         self.sample = sample.to_json()
+        node = self.node
+        if node.lend_until and self.clock.time() >= node.lend_until and not node.is_host:
+            await self.end_lending()
+            return
+        if node.cluster_ends and self.clock.time() >= node.cluster_ends and node.is_host:
+            log.info("the cluster's time is up (host --expires): ending it; the queue stays")
+            node.detail = "the cluster's time is up"
+            node.stop(StopCause.LEAVE)
+            return
         if not self.policy_on:
             return
         idle = await asyncio.to_thread(self.watcher)
@@ -104,6 +113,29 @@ class LendingLoop:
             await self.withhold(state, reason, self.drain_deadline_s)
         elif state != "lending":
             node.lending = {"state": state, "reason": reason}
+
+    async def end_lending(self) -> None:
+        """The time the owner lent this machine for is up: drain as when the owner comes
+        back, then leave the cluster (the credentials stay: 'join' lends it again)."""
+        from ..lend_time import describe
+
+        ended = describe(self.node.lend_until)
+        log.info("the lending time is up (%s): draining, then leaving", ended)
+        self.node.lend_until = 0.0
+        self.node.manual = "paused"
+        await self.withhold("lending-ended", f"lent {ended}: the time is up", self.drain_deadline_s)
+        self.node.detail = f"lent {ended}: the time is up"
+        self.node.stop(StopCause.LEAVE)
+
+    async def op_lend(self, req: p.LendRequest) -> p.LendingReply:
+        """Set (``until``, a Unix time) or clear (0) when this joined machine stops lending."""
+        if self.node.is_host:
+            raise LanrayError("the host lends until it leaves: 'lend --until' is for joined nodes")
+        if req.until and req.until <= self.clock.time():
+            raise LanrayError("that time has passed")
+        self.node.lend_until = float(req.until or 0.0)
+        view = self.node.lending_view()
+        return p.LendingReply(view.get("state", "lending"), until=view.get("until", ""))
 
     async def withhold(self, state: str, reason: str, deadline: int) -> bool:
         """Drain (no new work; running tasks get ``deadline``), then stop the worker."""

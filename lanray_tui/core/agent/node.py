@@ -112,7 +112,7 @@ class Wiring:
         self._client_tls: ssl.SSLContext | None = None
         self._prepare()
         self.beats = cluster_api.Link(self._host_api, self.client_tls)
-        local_ray = RayLink(lambda: node.creds)
+        local_ray = RayLink(lambda: node.creds, paths.tls_dir)
         self.ray: RayView = (
             local_ray if node.is_host else HostRayView(self._host_api, self.client_tls, local_ray)
         )
@@ -130,6 +130,12 @@ class Wiring:
             on_started=self.starter.adopt_node_ip,
         )
         sampler, watcher, policy = make_policy_parts(cfg)
+        until = float(cfg["lending.until"])
+        if until and until <= self.clock.time():
+            log.warning("lending.until is in the past: lending with no end")
+        node.lend_until = until if until > self.clock.time() else 0.0
+        ends = float(cfg["cluster.expires"]) if node.is_host else 0.0
+        node.cluster_ends = ends if ends > self.clock.time() else 0.0
         self.lending = LendingLoop(
             node,
             self.clock,
@@ -174,6 +180,7 @@ class Wiring:
             resume=self.lending.op_resume,
             restart_ray=self.lending.op_restart_ray,
             stop_ray=self.lending.op_stop_ray,
+            lend=self.lending.op_lend,
             token=host_only("only the host prints the cluster token"),
             code=host_only("only the host has a join code"),
         )
@@ -266,7 +273,7 @@ class Wiring:
             "node_ip": n.node_ip,
             "name": socket.gethostname(),
             "state": n.state.value,
-            "lending": n.lending,
+            "lending": n.lending_view(),
             "resources": self.lending.sample,
             "runtime": self.runtime_view(),
         }

@@ -67,7 +67,7 @@ class NodeOps:
             dashboard_url=c.dashboard_url,
             ray_version=ray_process.ray_version(),
             link=n.link,
-            lending=dict(n.lending),
+            lending=n.lending_view(),
         )
 
     async def op_info(self, req: p.InfoRequest) -> AgentInfo:
@@ -92,6 +92,7 @@ class NodeOps:
             free=self.free() if self.node.is_host else None,
             pairing=self.pairing() if self.node.is_host else None,
             note=note,
+            ends_at=self.node.cluster_ends,
         )
 
     def node_view(self, n: NodeInfo, earlier: int = 0) -> dict[str, Any]:

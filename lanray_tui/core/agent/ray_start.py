@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ...adapters import ray_process, system
-from .. import credentials, ray_record, runtime
+from .. import credentials, ray_record, ray_tls, runtime
 from ..config import Config
 from ..paths import Paths
 from .state import NodeState
@@ -73,10 +73,13 @@ class RayStarter:
             gcs_address=n.creds.gcs_address,
             token_sha256=ray_record.token_digest(n.creds.token),
             temp_dir=str(self.paths.ray_temp_dir),
+            tls_sha256=ray_tls.digest(self.paths.tls_dir),
         )
 
     def __call__(self, progress: Any) -> ray_process.RayHandle:
         n, want = self.node, self.record()
+        tls_dir = self.paths.tls_dir
+        ray_tls.ray_env(tls_dir)  # no certificate: one line, and Ray does not start
         if self.native:
             pid = ray_record.adoptable(self.paths.ray_record, want)
             if pid is not None:
@@ -88,6 +91,7 @@ class RayStarter:
             self.cfg,
             spec,
             n.creds.token,
+            tls_dir,
             self.paths.ray_log,
             n.creds.cluster_id,
             n.role.value,

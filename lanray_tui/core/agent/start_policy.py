@@ -23,6 +23,7 @@ PERMANENT = (
     "command not found",
     "permission denied",
     "exited at start",  # the runtime's Ray died before it could try: a broken image or install
+    "no certificate of the cluster",  # Ray never runs without TLS: pairing gives one
 )
 
 #: Short names for the usual passing causes, for the one status line.

@@ -48,6 +48,10 @@ class Clock(Protocol):
 
     def monotonic(self) -> float: ...
 
+    def time(self) -> float:
+        """The wall clock (Unix time): for ends the owner set, such as 'lend until 18:00'."""
+        ...
+
     async def sleep(self, seconds: float) -> None: ...
 
     async def wait_any(self, events: Iterable[asyncio.Event], timeout: float | None = None) -> None:
@@ -58,6 +62,9 @@ class Clock(Protocol):
 class RealClock:
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -87,6 +94,8 @@ class NodeState:
         default_factory=lambda: {"state": "lending", "reason": "lent to the cluster"}
     )
     manual: str = "auto"  # "paused" after 'lanray-tui pause' until 'resume'
+    lend_until: float = 0.0  # Unix time this node stops lending and leaves (0: never)
+    cluster_ends: float = 0.0  # the host: Unix time the whole cluster ends (0: never)
     stop_cause: StopCause = StopCause.NONE
     # Ray runs only while `lent` is set; `kick` wakes the supervisor to restart Ray now.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -100,6 +109,15 @@ class NodeState:
     @property
     def is_host(self) -> bool:
         return self.role is Role.HOST
+
+    def lending_view(self) -> dict[str, str]:
+        """The lending state and reason, and when lending ends (for status and beats)."""
+        view = dict(self.lending)
+        if self.lend_until:
+            from ..lend_time import describe
+
+            view["until"] = describe(self.lend_until)
+        return view
 
     def stop(self, cause: StopCause) -> None:
         if self.stop_cause is StopCause.NONE:

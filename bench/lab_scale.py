@@ -1,0 +1,337 @@
+"""Issue 21 benchmark: a whole computer lab on one machine.
+
+In a 16-node lab (real Ray on every node):
+  a. the storm: n1 hosts, makes one code for 15 machines, and 15 joins start at the same
+     instant; `join_storm_s` is the time until n1's `status` lists all 16 ALIVE, and
+     `join_storm_alive` how many are ALIVE then (or at the limit);
+  b. with 16 nodes heartbeating: the host agent's CPU (over 30 s) and RSS, `status --json`
+     on n1 (the whole command, median of 5), and the TUI on n1 (headless, 80x24 and 200x50):
+     the worst latency of a key over scrolling, sorting and filtering the nodes pane;
+  c. `bare_join_storm_alive`: the same storm with bare `ray start --address` (token and TLS
+     as lanray-tui gives them), counted after the same limit.
+Then, without Ray on the other nodes (simulated):
+  d. 300 simulated nodes: one process on n2 speaks the real cluster API (mutual TLS, one
+     kept connection each, a heartbeat a second each, certificates from n1's CA as a real
+     member's) to n1's agent for 60 s; `sim300_agent_cpu_pct` is the host agent's CPU, and
+     `sim300_heartbeat_p99_ms` the 99th percentile of a beat's round trip.
+
+    python bench/lab_scale.py [--nodes 16] [--limit 300] [--skip-bare] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from _common import LANRAY, ROOT, bench_lab, checked, die, last_json, median, on_node
+
+INSIDE = os.path.abspath(__file__)
+SIM_SECONDS = 60
+
+
+# ----- the 300 simulated nodes (runs inside n2) ----------------------------------------------
+
+
+async def _simulate(host: str, port: int, tls_dir: str, count: int, seconds: float) -> None:
+    from lanray_tui.core import cluster_api
+    from lanray_tui.core import protocol as p
+    from lanray_tui.core.cluster_ca import NodeTls
+
+    ctx = NodeTls(Path(tls_dir)).client_context()
+    rtts: list[float] = []
+    failures = 0
+
+    async def node(i: int) -> None:
+        nonlocal failures
+        link = cluster_api.Link(lambda: (host, port), lambda: ctx)
+        ip = f"10.250.{i // 250}.{i % 250 + 1}"
+        await asyncio.sleep(i / count)  # spread over the first second, as real nodes are
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            beat = p.HeartbeatRequest(
+                node_ip=ip, name=f"sim-{i}", state="ready", lending={"state": "lending"}
+            )
+            try:
+                await link.ask(beat, 5.0)
+                rtts.append(time.monotonic() - t0)
+            except (OSError, asyncio.TimeoutError, ValueError) as exc:
+                failures += 1
+                if failures < 3:
+                    print(f"sim-{i}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
+        link.close()
+
+    await asyncio.gather(*(node(i) for i in range(count)))
+    rtts.sort()
+    p99 = rtts[min(len(rtts) - 1, int(0.99 * len(rtts)))] if rtts else None
+    print(json.dumps({"beats": len(rtts), "failures": failures,
+                      "p50_ms": rtts[len(rtts) // 2] * 1000 if rtts else None,
+                      "p99_ms": p99 * 1000 if p99 is not None else None}))  # fmt: skip
+
+
+# ----- the TUI on n1 (runs inside n1) --------------------------------------------------------
+
+
+async def _tui_keys(width: int, height: int, nodes: int) -> None:
+    from lanray_tui.app import LanrayApp
+    from lanray_tui.widgets.node_table import NodeTable
+
+    app = LanrayApp()
+    worst = 0.0
+    latencies: dict[str, float] = {}
+    async with app.run_test(size=(width, height)) as pilot:
+        deadline = time.monotonic() + 60
+        table = None
+        while time.monotonic() < deadline:
+            await pilot.pause(0.5)
+            found = app.screen.query(NodeTable)
+            if found and found.first().row_count >= nodes:
+                table = found.first()
+                break
+        if table is None:
+            print(json.dumps({"error": f"the nodes pane did not show {nodes} nodes in 60 s"}))
+            return
+        table.focus()
+        keys = ["down"] * 20 + ["up"] * 5 + ["pagedown", "pageup", "end", "home"]
+        keys += [k for k in ("s", "s", "s") if "s" in _bindings(table)]
+        for key in keys:
+            t0 = time.perf_counter()
+            await pilot.press(key)
+            await pilot.pause()
+            ms = (time.perf_counter() - t0) * 1000
+            latencies[key] = max(latencies.get(key, 0.0), ms)
+            worst = max(worst, ms)
+        sort_filter = [k for k in ("s", "slash") if k in _bindings(table)]
+    print(json.dumps({"worst_ms": worst, "by_key": latencies, "sort_filter_keys": sort_filter}))
+
+
+def _bindings(widget: Any) -> set[str]:
+    keys: set[str] = set()
+    for node in [widget, *widget.ancestors_with_self]:
+        for b in getattr(node, "BINDINGS", []):
+            key = b.key if hasattr(b, "key") else b[0]
+            keys.update(k.strip() for k in key.split(","))
+    return keys
+
+
+# ----- measuring from outside ------------------------------------------------------------------
+
+
+def agent_process(lab: Any, node: str) -> psutil.Process:
+    """The agent of lab node ``node`` (its HOME tells it apart), seen from this namespace."""
+    home = lab.node(node).env()["HOME"]
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "agent" in cmd and "--role" in cmd:
+            try:
+                if proc.environ().get("HOME") == home:
+                    return proc
+            except (psutil.Error, OSError):
+                continue
+    die(f"no agent found on {node}")
+    raise AssertionError
+
+
+def cpu_pct(proc: psutil.Process, seconds: float) -> float:
+    t0, c0 = time.monotonic(), sum(proc.cpu_times()[:2])
+    time.sleep(seconds)
+    return 100.0 * (sum(proc.cpu_times()[:2]) - c0) / (time.monotonic() - t0)
+
+
+def alive_count(lab: Any) -> int:
+    p = on_node(lab, "n1", [*LANRAY, "status", "--json"], timeout=60)
+    if p.returncode != 0:
+        return 0
+    rows = json.loads(p.stdout)["nodes"]
+    return len({n["ip"] for n in rows if n["state"] == "ALIVE"})
+
+
+def storm(lab: Any, joiners: list[str], argv_for: Any, limit: float) -> tuple[float, int]:
+    """Start every joiner at once; seconds until all are ALIVE (or the limit) and how many."""
+    procs = []
+    t0 = time.monotonic()
+    for n in joiners:
+        env = {k: v for k, v in os.environ.items() if k != "LANRAY_NO_LAN"}
+        from lanray_tui.core import lab as labmod
+
+        cmd = labmod.exec_argv(lab, n, argv_for(n), cwd=str(ROOT), env=env)
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      stdin=subprocess.DEVNULL))  # fmt: skip
+    want = len(joiners) + 1
+    alive = 0
+    while time.monotonic() - t0 < limit:
+        alive = alive_count(lab)
+        if alive >= want:
+            break
+        time.sleep(2.0)
+    took = time.monotonic() - t0
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    return round(took, 1), alive
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=16)
+    ap.add_argument("--limit", type=float, default=300.0, help="seconds a storm may take")
+    ap.add_argument("--skip-bare", action="store_true", help="no bare `ray start` storm")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sim-inside", nargs=5, metavar=("HOST", "PORT", "TLS", "N", "S"),
+                    help=argparse.SUPPRESS)  # fmt: skip
+    ap.add_argument("--tui-inside", nargs=3, type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.sim_inside:
+        host, port, tls, n, s = args.sim_inside
+        asyncio.run(_simulate(host, int(port), tls, int(n), float(s)))
+        return 0
+    if args.tui_inside:
+        asyncio.run(_tui_keys(*args.tui_inside))
+        return 0
+
+    out: dict[str, Any] = {"nodes": args.nodes}
+    names = [f"n{i}" for i in range(1, args.nodes + 1)]
+    with bench_lab("scale", args.nodes) as lab:
+        head = lab.node("n1").address
+        checked(on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach"]), "host")
+        code = checked(on_node(lab, "n1", [*LANRAY, "code", "--uses", "30", "--minutes", "30"]),
+                       "code").split()[-1]  # fmt: skip
+        join = [*LANRAY, "join", head, "--code", code, "--headless", "--detach"]
+        out["join_storm_s"], out["join_storm_alive"] = storm(
+            lab, names[1:], lambda n: join, args.limit
+        )
+        print(f"storm: {out['join_storm_alive']} ALIVE after {out['join_storm_s']} s",
+              file=sys.stderr)  # fmt: skip
+
+        agent = agent_process(lab, "n1")
+        time.sleep(10)  # the joins' own start-up settles
+        out["host_agent_cpu_pct_16"] = round(cpu_pct(agent, 30.0), 2)
+        out["host_agent_rss_mb_16"] = round(agent.memory_info().rss / 2**20, 1)
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            checked(on_node(lab, "n1", [*LANRAY, "status", "--json"]), "status")
+            times.append((time.perf_counter() - t0) * 1000)
+        out["status_json_ms_16"] = round(median(times), 1)
+        for w, h in ((80, 24), (200, 50)):
+            p = on_node(lab, "n1", [sys.executable, INSIDE, "--tui-inside", str(w), str(h),
+                                    str(args.nodes)], timeout=180)  # fmt: skip
+            got = last_json(p.stdout) if p.stdout.strip() else {"error": p.stderr[-300:]}
+            out[f"tui_{w}x{h}"] = got
+        worst = [out[k].get("worst_ms") for k in ("tui_80x24", "tui_200x50")]
+        out["tui_key_latency_ms_16"] = (
+            round(max(worst), 1) if all(isinstance(x, (int, float)) for x in worst) else None
+        )
+
+        # d. 300 simulated nodes against n1's agent (the real nodes leave first)
+        for n in reversed(names[1:]):
+            on_node(lab, n, [*LANRAY, "leave"], timeout=120)
+        tls_dir = Path(lab.node("n1").root).parent / "sim-tls"
+        from lanray_tui.core.cluster_ca import NodeTls
+
+        host_tls = NodeTls(Path(lab.node("n1").env()["XDG_DATA_HOME"]) / "lanray-tui" / "tls")
+        sim = NodeTls(tls_dir)
+        sim.store(host_tls.sign(sim.request("sim", [lab.node("n2").address])),
+                  host_tls.ca_cert.read_bytes())  # fmt: skip
+        from lanray_tui.core import config
+
+        api_port = str(config.load()["cluster.api_port"])
+        gen = subprocess.Popen(
+            __import__("lanray_tui.core.lab", fromlist=["exec_argv"]).exec_argv(
+                lab, "n2",
+                [sys.executable, INSIDE, "--sim-inside", head, api_port, str(tls_dir), "300",
+                 str(SIM_SECONDS)],
+                cwd=str(ROOT), env={k: v for k, v in os.environ.items() if k != "LANRAY_NO_LAN"},
+            ),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(10)  # connections made, beats at a steady rate
+        out["sim300_agent_cpu_pct"] = round(cpu_pct(agent, SIM_SECONDS - 20), 2)
+        t0 = time.perf_counter()
+        checked(on_node(lab, "n1", [*LANRAY, "status", "--json"]), "status")
+        out["sim300_status_json_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        stdout, stderr = gen.communicate(timeout=SIM_SECONDS + 60)
+        sim_out = last_json(stdout) if stdout.strip() else {"error": stderr[-300:]}
+        out["sim300_heartbeat_p99_ms"] = sim_out.get("p99_ms")
+        out["sim300"] = {**sim_out, "note": "simulated nodes: no Ray on them"}
+
+        if not args.skip_bare:
+            on_node(lab, "n1", [*LANRAY, "leave"], timeout=120)
+            out["bare_join_storm_alive"] = bare_storm(lab, names, args.limit)
+        else:
+            on_node(lab, "n1", [*LANRAY, "leave"], timeout=120)
+            out["bare_join_storm_alive"] = None
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def bare_storm(lab: Any, names: list[str], limit: float) -> int:
+    """Bare `ray start`: a head on n1, then every other node at once; ALIVE at the limit."""
+    from lanray_tui.core import config
+    from lanray_tui.core.agent.ray_start import ray_spec
+
+    token = "b" * 64
+    cfg = config.load()
+    head = lab.node("n1").address
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def argv(node: str, is_head: bool) -> list[str]:
+        paths_env = lab.node(node).env()
+        spec = ray_spec(cfg, _paths(paths_env), is_head, lab.node(node).address, f"{head}:6379")
+        return [a for a in spec.argv() if a != "--block"]
+
+    checked(on_node(lab, "n1", argv("n1", True), env=env), "bare ray start --head")
+    procs = []
+    t0 = time.monotonic()
+    from lanray_tui.core import lab as labmod
+
+    for n in names[1:]:
+        base = {k: v for k, v in os.environ.items() if k != "LANRAY_NO_LAN"} | env
+        cmd = labmod.exec_argv(lab, n, argv(n, False), cwd=str(ROOT), env=base)
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    for p in procs:
+        try:
+            p.wait(timeout=max(1.0, limit - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:
+            p.terminate()
+    script = (
+        "from lanray_tui.adapters import ray_dashboard\n"
+        f"ns = ray_dashboard.list_nodes('http://127.0.0.1:8265', '{token}', 10)\n"
+        "print(len({n.ip for n in ns if n.state == 'ALIVE'}))\n"
+    )
+    time.sleep(max(0.0, min(30.0, limit - (time.monotonic() - t0))))
+    got = on_node(lab, "n1", [sys.executable, "-c", script], env=env)
+    # No `ray stop`: it reaches across PID namespaces. The lab's teardown ends these Rays.
+    return int(got.stdout.strip() or 0) if got.returncode == 0 else 0
+
+
+def _paths(env: dict[str, str]) -> Any:
+    from lanray_tui.core.paths import Paths
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return Paths.from_env()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
