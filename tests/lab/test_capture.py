@@ -125,6 +125,11 @@ def test_a_whole_session_puts_no_secret_on_the_wire(capture_lab: Any, tmp_path: 
     assert sent > 100_000, f"only {sent} bytes of TCP payload captured ({capture.frames} frames)"
 
     found = find_secrets(pcap, secrets)
+    ports = sorted({s.dport for s in streams if s.dst == n1.address and s.data})
+    print(  # shown with -s, or when an assertion below fails
+        f"captured {capture.frames} frames, {sent} bytes of TCP payload in {len(streams)} streams"
+        f" (to the host's ports {ports}); searched for {len(secrets)} secrets: {sorted(secrets)}"
+    )
     report = f"{len(found)} secrets in clear on the wire (capture: {pcap}):\n" + "\n".join(found)
     assert not found, report
     # ... and the search did cover the private keys: the CA's and each node's
