@@ -251,6 +251,7 @@ def test_a_stranger_taking_the_hosts_address_reads_no_secret(
         "2.5",
         env={"STRANGER_PCAP": str(pcap), "STRANGER_API_PORT": str(API_PORT)},
     )
+    print(f"the stranger: {got}")  # shown with -s, or on failure
     assert got["victim_to_host"] > 0, f"no traffic of the worker reached the stranger: {got}"
     assert got["accepted"] > 0, f"the worker sent nothing to the fake cluster API: {got}"
 
@@ -281,6 +282,8 @@ def test_ray_and_the_jobs_api_refuse_a_client_without_a_certificate(hc: dict[str
         answer = attack(node, "http", url, token)
         if "no_answer" not in answer:
             problems.append(f"the Jobs API at {url} answered {node.name}: {answer}")
+        print(f"the Jobs API at {url}, to {node.name}: {answer}")
+    print(f"Ray, to a client with only the token: {ray}")  # shown with -s, or on failure
     assert not problems, "\n".join(problems)
 
 
@@ -304,6 +307,7 @@ def test_a_replayed_cluster_api_stream_is_refused(hc: dict[str, Node], tmp_path:
         path = Path(n3.lab.node("n3").root) / "tmp" / f"replay{i}.bin"
         path.write_bytes(bytes(stream.data))
         results.append(attack(n3, "replay", n1.address, str(API_PORT), str(path)))
+    print(f"replayed {[r['sent'] for r in results]} bytes, replies {results}")
     accepted = [r for r in results if served(r["reply"])]
     assert not accepted, "the host served a replayed stream: " + "; ".join(
         bytes.fromhex(r["reply"])[:200].decode(errors="replace") for r in accepted
