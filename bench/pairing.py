@@ -1,5 +1,10 @@
-"""Pairing benchmark, on loopback (the lab parts of issue 17 come later).
+"""Pairing benchmark: joining with a code in the lab, and flooding and guessing on loopback.
 
+- `join_with_code_median_s`: in a 2-node lab (root only), n1 hosts; n2 joins it N times with a
+  fresh one-use join code (`lanray-tui code --uses 1`), from `join ADDR --code CODE` until
+  the joined agent is ready (the command returns), and leaves between two joins. Before each
+  join n2 forgets everything it got from the last one (credentials, certificates), so each
+  is a first join: pairing, then Ray's start. `--joins 0` skips the lab.
 - `flood_heartbeat_p99_ms`: a PairingService runs in this process's event loop next to a
   task that wakes every 10 ms, as a heartbeat loop does; another process floods the pairing
   port with bad attempts (each a fresh SPAKE2 message from the wrong side, so that each
@@ -13,7 +18,9 @@
   after the owner's new code, for an attacker with any number of addresses
   (`Budget.max_failures_within(3600)`), and what that means for the 6.5 million codes.
 
-    python bench/pairing.py [--attempts N] [--spake-on-loop] [--json]
+    python bench/pairing.py [--joins N] [--lab NAME] [--attempts N] [--spake-on-loop] [--json]
+
+With `--json`, the last line of output is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -21,12 +28,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import statistics
 import sys
 import time
 from typing import Any
 
-from _common import ROOT  # also puts the checkout on sys.path
+from _common import (  # also puts the checkout on sys.path
+    LANRAY,
+    ROOT,
+    bench_lab,
+    checked,
+    die,
+    on_node,
+    settle,
+)
 
 from lanray_tui.core.announcer import PairingService
 from lanray_tui.core.joincode import CODE_SPACE, Budget, CodeBook
@@ -98,6 +115,32 @@ async def measure_flood(attempts: int, concurrency: int, spake_on_loop: bool) ->
     }
 
 
+def join_with_code(joins: int, lab_name: str) -> dict[str, Any]:
+    """N first joins of a lab node with a fresh code each; their median (and each)."""
+    times: list[float] = []
+    with bench_lab(lab_name, 2) as lab:
+        head = lab.node("n1").address
+        checked(on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach"]), "host")
+        data = lab.node("n2").root / "home" / ".local" / "share" / "lanray-tui"
+        for i in range(joins):
+            settle()
+            code = checked(on_node(lab, "n1", [*LANRAY, "code", "--uses", "1"]), "code")
+            join = [*LANRAY, "join", head, "--code", code.split()[-1], "--headless", "--detach"]
+            started = time.perf_counter()
+            checked(on_node(lab, "n2", join), "join with a code")
+            times.append(time.perf_counter() - started)
+            checked(on_node(lab, "n2", [*LANRAY, "leave"]), "leave")
+            # the next join is a first one again: no credentials, no certificate
+            (data / "cluster.json").unlink(missing_ok=True)
+            shutil.rmtree(data / "tls", ignore_errors=True)
+            print(f"join {i + 1}/{joins}: {times[-1]:.2f} s", file=sys.stderr)
+        checked(on_node(lab, "n1", [*LANRAY, "leave"]), "leave")
+    return {
+        "join_with_code_median_s": round(statistics.median(times), 2),
+        "join_with_code_s": [round(t, 2) for t in times],
+    }
+
+
 def guessing() -> dict[str, Any]:
     budget = Budget()
     per_hour = budget.max_failures_within(3600)
@@ -114,6 +157,8 @@ def guessing() -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--joins", type=int, default=5, metavar="N", help="joins in the lab (0: none)")
+    ap.add_argument("--lab", default="bpair", metavar="NAME", help="the lab's name")
     ap.add_argument("--attempts", type=int, default=500, metavar="N")
     ap.add_argument("--spake-on-loop", action="store_true")
     ap.add_argument("--json", action="store_true")
@@ -122,9 +167,13 @@ def main() -> int:
     if args.flood_client:
         flood_client(*args.flood_client)
         return 0
+    if args.joins > 0 and os.geteuid() != 0:
+        die("the joins run in the lab, which needs root ('--joins 0' runs the rest)")
+    joined = join_with_code(args.joins, args.lab) if args.joins > 0 else {}
     capped = asyncio.run(measure_flood(args.attempts, 32, args.spake_on_loop))
     under = asyncio.run(measure_flood(args.attempts, 8, args.spake_on_loop))
     result = {
+        **joined,
         **capped,
         **{f"spake_{k}": v for k, v in under.items() if k.startswith("flood_")},
         **guessing(),
