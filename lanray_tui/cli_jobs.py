@@ -75,6 +75,11 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("logs", help="print a job's log")
     p.add_argument("job", metavar="JOB", help="job id (see 'lanray-tui jobs')")
     p.add_argument("--follow", "-f", action="store_true", help="follow it until the job ends")
+    p = sub.add_parser("metrics", help="a job's metrics: Ray Train/Tune reports, lanray-metric")
+    p.add_argument("job", metavar="JOB", help="job id (see 'lanray-tui jobs')")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--metric", metavar="NAME", help="pick the best trial by this metric")
+    p.add_argument("--mode", choices=["min", "max"], help="... its lowest or highest value")
     p = sub.add_parser("cancel", help="cancel a job (queued or running)")
     p.add_argument("job", metavar="JOB")
     p = sub.add_parser("retry", help="queue a failed, lost or cancelled job again")
@@ -285,6 +290,43 @@ def logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def metrics(args: argparse.Namespace) -> int:
+    """The series the job details plot: the job's Ray Train/Tune reports (one set per trial)
+    and its ``lanray-metric`` lines."""
+    from .core import metrics as lanray_metrics
+    from .core.protocol import JobLogsRequest, MetricsRequest
+
+    client = _client(args)
+    req = MetricsRequest.of(id=args.job, metric=args.metric or "", mode=args.mode or "")
+    got = client.request(req, timeout=30.0)
+    lines = (i.line or "" for i in client.stream(JobLogsRequest(id=args.job, follow=False)))
+    printed = lanray_metrics.parse(lines)
+    if args.json:
+        out = {"job": args.job, "trials": got.trials, "best": got.best, "printed": printed}
+        print(json.dumps(out))
+        return 0
+    if not got.trials and not printed:
+        print(f"job {args.job} reported no metrics yet")
+        return 0
+    best = got.best or {}
+    for trial, series in got.trials.items():
+        mark = " (best by {metric}, {mode})".format(**best) if best.get("trial") == trial else ""
+        print(f"trial {trial}{mark}")
+        for name, points in series.items():
+            print(f"  {name}: {_points(points)}")
+    if printed:
+        print("printed (lanray-metric lines)")
+        for name, points in printed.items():
+            print(f"  {name}: {_points(points)}")
+    return 0
+
+
+def _points(points: list[float], shown: int = 8) -> str:
+    tail = ", ".join(f"{x:.4g}" for x in points[-shown:])
+    more = f"{len(points) - shown} more, then " if len(points) > shown else ""
+    return f"{len(points)} points: {more}{tail}"
+
+
 def cancel(args: argparse.Namespace) -> int:
     from .core import texts
     from .core.protocol import CancelRequest
@@ -307,6 +349,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "submit": submit,
     "jobs": jobs,
     "logs": logs,
+    "metrics": metrics,
     "cancel": cancel,
     "retry": retry,
 }

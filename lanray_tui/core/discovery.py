@@ -48,6 +48,14 @@ class FoundHost:
     free_gpus: float
     last_seen: float
     runtime: str = "native"
+    # where the beacon came from: its head's own address, unless someone else sent it
+    source: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """One entry per cluster, head and sender: a beacon forged in a host's name never
+        takes the real host's place in a scan."""
+        return self.cluster_id, self.address, self.source or self.address
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,6 +186,7 @@ class Prober:
             free_gpus=b.free_gpus,
             last_seen=time.time(),
             runtime=b.runtime,
+            source=src,
         )
 
 
@@ -218,7 +227,7 @@ def scan(
     """
     result = ScanResult()
     prober = Prober(cfg["discovery.port"])
-    seen: dict[tuple[str, str], FoundHost] = {}
+    seen: dict[tuple[str, str, str], FoundHost] = {}
     swept: list[str] = []
     sweeper: threading.Thread | None = None
     if use_arp:
@@ -243,7 +252,7 @@ def scan(
                 break
             host = prober.receive(min(left, 0.05))
             if host is not None:
-                seen[(host.cluster_id, host.address)] = host
+                seen[host.key] = host
             if sweeper is not None and not sweeper.is_alive():
                 sweeper = None
                 if swept:

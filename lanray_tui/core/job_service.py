@@ -133,6 +133,7 @@ class JobService:
         self.job_logs = JobLogStream(self.queue, self._api, self.wake)
         self.handlers: dict[str, Handler] = {
             "submit": self._op_submit,
+            "metrics": self._op_metrics,
             "jobs": self._op_jobs,
             "job": self._op_job,
             "cancel": self._op_cancel,
@@ -242,6 +243,31 @@ class JobService:
                 f"{ends_line(ends)}: no time for a job of --max-time "
                 f"{int(spec.max_time_s) // 60} min"
             )
+
+    async def _op_metrics(self, req: p.MetricsRequest | Mapping[str, Any]) -> Any:
+        """A job's metrics from Ray's result files: its output folder in the cluster storage,
+        and the experiments under ``~/ray_results`` here (the driver's node) written while
+        it ran."""
+        req = _typed(p.MetricsRequest, req)
+        if req.mode not in ("", "min", "max"):
+            raise LanrayError("metrics: --mode is min or max")
+        job = self.queue.get(req.id)
+        from . import ray_results
+
+        since = job.started or job.created
+        until = job.ended
+        roots = [
+            (self.results_dir(job.id), 0.0, None),
+            (Path.home() / "ray_results", since, until),
+        ]
+        trials = await asyncio.to_thread(ray_results.collect, roots)
+        chosen = ray_results.best(trials, req.metric or None, req.mode or None)
+        best = dict(zip(("trial", "metric", "mode"), chosen, strict=True)) if chosen else None
+        return p.MetricsReply({t.name: t.series for t in trials}, best).to_json()
+
+    def results_dir(self, job_id: str) -> Path:
+        """The job's output folder in the cluster storage (the host serves data_dir/storage)."""
+        return self.packages_dir.parent / "storage" / "jobs" / job_id
 
     async def _op_jobs(self, req: p.JobsRequest | Mapping[str, Any]) -> Any:
         _typed(p.JobsRequest, req)

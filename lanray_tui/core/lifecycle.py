@@ -321,6 +321,8 @@ def find_host(cfg: Config, target: str | None, timeout: float = 1.5) -> FoundHos
     found = discovery.scan(cfg, timeout=timeout).hosts
     if target:
         hits = [h for h in found if target in (h.address, h.host_name, h.cluster_name)]
+        # the host's own beacon first: one someone else sent in its name is only a spoof
+        hits.sort(key=lambda h: (h.source not in ("", h.address), not h.compatible))
         if hits:
             return hits[0]
         if _is_ipv4(target):

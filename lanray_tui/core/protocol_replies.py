@@ -330,3 +330,29 @@ class ProbeReply:
         if not _is_obj(ports):
             raise TypeError("ports")
         return cls(str(d["address"]), {str(k): str(v) for k, v in ports.items()})
+
+
+@dataclass(frozen=True)
+class MetricsReply:
+    """A job's metrics from Ray's result files: each trial's series by metric name, and the
+    best trial (``{"trial", "metric", "mode"}``) when a metric says which way is better."""
+
+    trials: dict[str, dict[str, list[float]]]
+    best: dict[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"trials": self.trials, "best": self.best}
+
+    @classmethod
+    def from_json(cls, d: Any) -> MetricsReply:
+        trials = d["trials"]
+        if not _is_obj(trials) or not all(_is_obj(s) for s in trials.values()):
+            raise TypeError("trials")
+        best = d.get("best")
+        return cls(
+            {
+                str(t): {str(k): [float(x) for x in v] for k, v in s.items()}
+                for t, s in trials.items()
+            },
+            {str(k): str(v) for k, v in best.items()} if _is_obj(best) else None,
+        )

@@ -37,6 +37,7 @@ from .protocol_replies import (
     LeaveReply,
     LendingReply,
     LogLine,
+    MetricsReply,
     ProbeReply,
     RayNodesReply,
     StatusReply,
@@ -285,3 +286,21 @@ class LendRequest(Request[LendingReply]):
     FIELDS: ClassVar[Mapping[str, Check]] = {"until": number(0, 1e11)}
 
     until: float = 0.0
+
+
+@dataclass(frozen=True)
+class MetricsRequest(Request[MetricsReply]):
+    """A job's metrics from Ray's own result files (``ray.train.report``, ``tune.report``);
+    ``metric`` and ``mode`` choose how the best trial is picked."""
+
+    OP = "metrics"
+    FIELDS: ClassVar[Mapping[str, Check]] = {
+        "id": job_id,
+        "metric": text(80),
+        "mode": text(3),
+    }
+    REQUIRED: ClassVar[Mapping[str, str]] = {"id": WHICH_JOB}
+
+    id: str = ""
+    metric: str = ""
+    mode: str = ""

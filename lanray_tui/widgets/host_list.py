@@ -24,7 +24,8 @@ VERIFIED_WORDS = {
 
 
 def host_key(host: FoundHost) -> str:
-    return f"{host.cluster_id}@{host.address}"
+    """Cluster, head and sender: a forged beacon in a host's name gets a row of its own."""
+    return "@".join(host.key)
 
 
 def describe_host(host: FoundHost, now: float | None = None) -> str:

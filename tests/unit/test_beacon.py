@@ -382,3 +382,24 @@ def test_a_beacon_naming_another_machine_as_head_is_shown_so_and_not_joinable(
     assert found.compatible is joinable
     if not joinable:
         assert found.why_not == "its beacon came from 192.168.1.66 but names 192.168.1.10 as head"
+
+
+def test_a_spoofed_beacon_never_takes_the_real_hosts_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spoof and the real host are two entries of a scan (keyed by sender too), and a
+    join by address or name picks the host's own beacon, whichever arrived last."""
+    from lanray_tui.core import config, discovery, lifecycle
+
+    prober = discovery.Prober.__new__(discovery.Prober)
+    prober.key_for, prober.stats = (lambda cid: None), DecodeStats()
+    real = prober.to_host(encode_beacon(make_beacon()), "192.168.1.10")
+    spoof = prober.to_host(encode_beacon(make_beacon(cluster_name="aaa-evil")), "192.168.1.66")
+    assert real is not None and spoof is not None and real.key != spoof.key
+    for order in ([real, spoof], [spoof, real]):
+        seen = {h.key: h for h in order}
+        assert len(seen) == 2
+        monkeypatch.setattr(
+            discovery, "scan", lambda cfg, timeout=1.5, o=order: discovery.ScanResult(hosts=o)
+        )
+        assert lifecycle.find_host(config.load(), "192.168.1.10") is real
