@@ -52,6 +52,7 @@ REQUESTS: list[p.Request[Any]] = [
     p.DashboardRequest(),
     p.ProbeRequest(ports=[6379, 10002]),
     p.LendRequest(until=1_800_000_000.0),
+    p.MetricsRequest(id="j-0001", metric="mean_loss", mode="min"),
 ]
 
 REPLIES: dict[str, list[Any]] = {
@@ -87,6 +88,13 @@ REPLIES: dict[str, list[Any]] = {
     "certify": [p.CertifyReply(cert="CERT", ca="CA")],
     "dashboard": [p.TunnelReply(8265)],
     "lend": [p.LendingReply("lending", until="until 18:00")],
+    "metrics": [
+        p.MetricsReply(
+            {"t_0": {"mean_loss": [3.0, 2.0]}},
+            {"trial": "t_0", "metric": "mean_loss", "mode": "min"},
+        ),
+        p.MetricsReply({}),
+    ],
     "probe": [p.ProbeReply("10.0.0.2", {"6379": "open", "10002": "timeout"})],
 }
 
@@ -266,12 +274,25 @@ def test_the_registry_scopes_match_the_ops_as_the_agent_served_them() -> None:
     member_only = {"ray_nodes", "running_tasks", "certify", "dashboard", "probe"}
     assert (
         frozenset(
-            {"heartbeat", "status", "submit", "jobs", "job", "cancel", "retry", "job_logs"}
+            {
+                "heartbeat",
+                "status",
+                "submit",
+                "jobs",
+                "job",
+                "cancel",
+                "retry",
+                "job_logs",
+                "metrics",
+            }
             | member_only
         )
         == p.REMOTE_OPS
     )
-    assert frozenset({"submit", "jobs", "job", "cancel", "retry", "job_logs"}) == p.FORWARDED_OPS
+    assert (
+        frozenset({"submit", "jobs", "job", "cancel", "retry", "job_logs", "metrics"})
+        == p.FORWARDED_OPS
+    )
     assert cluster_api.REMOTE_OPS is p.REMOTE_OPS
     assert cluster_api.FORWARDED_OPS is p.FORWARDED_OPS
     assert {"logs", "job_logs"} == p.STREAM_OPS
