@@ -416,3 +416,34 @@ async def test_a_job_that_would_outlive_the_cluster_is_refused(service: Service)
     assert ok["state"] in ("QUEUED", "SUBMITTED", "RUNNING") and plain["id"] != ok["id"]
     with pytest.raises(LanrayError, match="max_time_s must be"):
         await service.op("submit", spec=cmd("sleep", "1", max_time_s=-5))
+
+
+async def test_metrics_come_from_rays_result_files_of_the_job(
+    service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's Ray Tune results: in its storage folder, and under ~/ray_results here while
+    it ran (an unchanged Tune script writes there); files of other times are not its own."""
+    import os
+
+    home = tmp_path / "home"
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
+    job = await service.op("submit", spec=cmd("sleep", "1"))
+    trial = home / "ray_results" / "easy_objective_x" / "trial_0"
+    trial.mkdir(parents=True)
+    rows = [{"mean_loss": v, "training_iteration": i} for i, v in enumerate([3.0, 2.0, 1.5])]
+    (trial / "result.json").write_text("\n".join(json.dumps(r) for r in rows))
+    old = home / "ray_results" / "older" / "trial_9"
+    old.mkdir(parents=True)
+    (old / "result.json").write_text(json.dumps({"mean_loss": 9.0}))
+    os.utime(old / "result.json", (time.time() - 7200, time.time() - 7200))
+    stored = service.svc.results_dir(job["id"]) / "run" / "trial_s"
+    stored.mkdir(parents=True)
+    (stored / "result.json").write_text(json.dumps({"accuracy": 0.9}))
+    got = await service.op("metrics", id=job["id"])
+    assert got["trials"] == {"trial_0": {"mean_loss": [3.0, 2.0, 1.5]},
+                             "trial_s": {"accuracy": [0.9]}}  # fmt: skip
+    assert got["best"] is None  # no metric every trial reports
+    got = await service.op("metrics", id=job["id"], metric="mean_loss", mode="min")
+    assert got["best"] == {"trial": "trial_0", "metric": "mean_loss", "mode": "min"}
+    with pytest.raises(LanrayError, match="no job"):
+        await service.op("metrics", id="j-ffff")
