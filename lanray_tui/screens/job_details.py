@@ -30,11 +30,35 @@ if TYPE_CHECKING:
     from ..core.jobs import JobView
 
 POLL_S = 1.0
+RAY_METRICS_EVERY = 5  # polls between two reads of Ray's result files
+MAX_RAY_LINES = 12
 SPARK_WIDTH = 40
 NO_METRICS = (
-    "metrics: none yet (a job reports them by printing "
+    "metrics: none yet (a job reports them with Ray Train or Tune, or by printing "
     '\'lanray-metric {"epoch": 1, "loss": 0.5}\' lines)'
 )
+BEST = "★ "
+
+
+def ray_series(
+    trials: dict[str, dict[str, list[float]]], best: dict[str, str] | None
+) -> dict[str, list[float]]:
+    """Ray Train/Tune series to plot: with a best trial, one line per trial of the metric
+    that picks it (the best first, marked); without, every series, up to a screenful."""
+    out: dict[str, list[float]] = {}
+    if best:
+        metric, winner = best["metric"], best["trial"]
+        order = sorted(trials, key=lambda t: t != winner)
+        for trial in order:
+            points = trials[trial].get(metric)
+            if points:
+                mark = BEST if trial == winner else ""
+                out[f"{mark}{trial[:40]} {metric}"] = points
+    else:
+        for trial, series in trials.items():
+            for metric, points in series.items():
+                out[f"{trial[:40]} {metric}"] = points
+    return dict(list(out.items())[:MAX_RAY_LINES])
 
 
 class JobPolled(Message):
@@ -48,12 +72,13 @@ class JobPolled(Message):
 
 
 class MetricsRead(Message):
-    def __init__(self, series: dict[str, list[float]]) -> None:
+    def __init__(self, series: dict[str, list[float]], from_ray: bool = False) -> None:
         super().__init__()
         self.series = series
+        self.from_ray = from_ray  # Ray's result files (else the job's lanray-metric lines)
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, MetricsRead)
+        return isinstance(message, MetricsRead) and message.from_ray == self.from_ray
 
 
 class JobLogEnded(Message):
@@ -115,6 +140,8 @@ class JobDetailsScreen(Screen[None]):
         self.link = AgentLink(session.paths.socket, timeout=10.0)
         self.job = job
         self.series: dict[str, list[float]] = {}
+        self.ray_series: dict[str, list[float]] = {}
+        self._polls = 0
         self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
@@ -136,7 +163,7 @@ class JobDetailsScreen(Screen[None]):
     def _poll(self) -> None:
         from .. import messages
         from ..core.errors import LanrayError
-        from ..core.protocol import JobRequest
+        from ..core.protocol import JobRequest, MetricsRequest
 
         try:
             job = self.link.request(JobRequest(id=self.job.id), timeout=10.0)
@@ -144,6 +171,13 @@ class JobDetailsScreen(Screen[None]):
             self.post_message(JobPolled(None, messages.describe(exc)))
             return
         self.post_message(JobPolled(job))
+        self._polls += 1
+        if self._polls % RAY_METRICS_EVERY == 1:
+            try:
+                got = self.link.request(MetricsRequest(id=self.job.id), timeout=10.0)
+            except LanrayError:
+                return  # an older host, or a read that failed: the log's metrics still show
+            self.post_message(MetricsRead(ray_series(got.trials, got.best), from_ray=True))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="job-log")
     def _stream(self) -> None:
@@ -177,8 +211,12 @@ class JobDetailsScreen(Screen[None]):
             self._timer = self.set_timer(POLL_S, self._poll)
 
     def on_metrics_read(self, message: MetricsRead) -> None:
-        self.series = message.series
-        self.query_one("#job-metrics", Static).update(metrics_text(self.series))
+        if message.from_ray:
+            self.ray_series = message.series
+        else:
+            self.series = message.series
+        shown = {**self.ray_series, **self.series}
+        self.query_one("#job-metrics", Static).update(metrics_text(shown))
 
     def on_job_log_ended(self, message: JobLogEnded) -> None:
         pane = self.query_one(LogPane)

@@ -91,6 +91,7 @@ class FakeAgent:
         self.ends_at = 0.0  # when the host ends the cluster (host --expires)
         self.refuse: dict[str, str] = {}  # op -> the error the agent answers with
         self.jobs: list[dict[str, Any]] = []
+        self.ray_metrics: dict[str, p.MetricsReply] = {}  # by job id: Ray Train/Tune results
         self.job_logs: dict[str, list[str]] = {}
         self.ops: list[dict[str, Any]] = []
         self._cond = threading.Condition()
@@ -195,6 +196,8 @@ class FakeAgent:
             return p.ok_line(JobView.from_json(job))
         if isinstance(req, (p.JobRequest, p.CancelRequest, p.RetryRequest)):
             return self._job_op(req)
+        if isinstance(req, p.MetricsRequest):
+            return p.ok_line(self.ray_metrics.get(req.id, p.MetricsReply({})))
         return p.error_line(f"'{req.OP}' is not available here")
 
     def add_job(self, name: str, state: str = "QUEUED", **fields: Any) -> dict[str, Any]:

@@ -308,6 +308,36 @@ async def test_details_show_the_log_and_plot_the_metrics(fake: FakeAgent) -> Non
         await started(pilot, ClusterScreen)
 
 
+async def test_details_plot_ray_tune_trials_and_mark_the_best(fake: FakeAgent) -> None:
+    """No lanray-metric lines: the metrics come from Ray's result files, one line per trial
+    of the metric that picks the best, the best first and marked."""
+    from lanray_tui.core import protocol as p
+
+    job = fake.add_job("tune", "RUNNING", started=100.0)
+    fake.job_logs[job["id"]] = ["trial runs"]
+    fake.ray_metrics[job["id"]] = p.MetricsReply(
+        {
+            "trial_0": {"mean_loss": [9.0, 5.0], "iterations": [0.0, 1.0]},
+            "trial_1": {"mean_loss": [8.0, 2.0], "iterations": [0.0, 1.0]},
+        },
+        {"trial": "trial_1", "metric": "mean_loss", "mode": "min"},
+    )
+    app = LanrayApp(watch=quiet_lan)
+    async with app.run_test(size=SIZE) as pilot:
+        await attached(pilot)
+        await pilot.press("4")
+        table = app.screen.query_one(JobTable)
+        await wait_for(pilot, lambda: table.row_count == 1, "the job")
+        await pilot.press("enter")
+        await started(pilot, JobDetailsScreen)
+        screen = app.screen
+        assert isinstance(screen, JobDetailsScreen)
+        await wait_for(pilot, lambda: bool(screen.ray_series), "Ray's metrics")
+        assert list(screen.ray_series) == ["★ trial_1 mean_loss", "trial_0 mean_loss"]
+        shown = str(screen.query_one("#job-metrics", Static).render())
+        assert "★ trial_1 mean_loss" in shown and "trial_0 mean_loss" in shown
+
+
 def test_metrics_are_read_strictly_from_marked_lines() -> None:
     got = metrics.parse(
         [
