@@ -204,3 +204,31 @@ def _ray() -> str:
     from lanray_tui.adapters.ray_process import ray_executable
 
     return ray_executable()
+
+
+def test_ray_tunes_own_example_unchanged_shows_its_trials_metrics(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    """Ray's tune_basic_example.py, not one line changed, submitted from a worker: each
+    trial's mean_loss series comes back from Ray's result files in `metrics --json`."""
+    import ray.tune.examples as examples
+
+    n1, n2 = cluster["n1"], cluster["n2"]
+    example = Path(examples.__file__).parent / "tune_basic_example.py"
+    folder = tmp_path / "tune"
+    folder.mkdir()
+    (folder / example.name).write_bytes(example.read_bytes())  # byte for byte
+    folder.chmod(0o755)
+    tmp_path.chmod(0o755)
+    job = submit(n2, str(folder / example.name), "--", "--smoke-test")
+    done = wait_state(n1, job, FINAL, timeout=240)
+    assert done["state"] == "SUCCEEDED", done
+    p = n2.lanray("metrics", job, "--json", timeout=60)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    trials = got["trials"]
+    assert len(trials) == 10, list(trials)  # the smoke test's 10 trials
+    assert all(len(s["mean_loss"]) == 5 for s in trials.values())  # 5 steps each
+    assert got["best"]["metric"] == "mean_loss" and got["best"]["mode"] == "min"
+    best = min(trials, key=lambda t: trials[t]["mean_loss"][-1])
+    assert got["best"]["trial"] == best
