@@ -61,9 +61,16 @@ def test_a_ray_task_runs_on_each_node(cluster: dict[str, Any]) -> None:
 
 
 def test_driver_without_token_is_refused(cluster: dict[str, Any]) -> None:
+    """Token auth stays on under TLS: a driver with this node's certificate but no token
+    (or a wrong one) is refused. (One without a certificate: tests/lab/test_ray_tls.py.)"""
     n1 = cluster["n1"]
-    p = n1.run([LANRAY[0], str(DRIVER), f"{n1.address}:6379", n1.address], timeout=120)
-    assert p.returncode != 0
+    for token in ("", "0" * 64):
+        env = n1.ray_env(token)
+        if not token:
+            del env["RAY_AUTH_TOKEN"]
+        p = n1.run([LANRAY[0], str(DRIVER), f"{n1.address}:6379", n1.address], env=env,
+                   timeout=120)  # fmt: skip
+        assert p.returncode != 0, p.stdout
 
 
 def test_token_file_is_private_and_not_printed(cluster: dict[str, Any]) -> None:
