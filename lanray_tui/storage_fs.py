@@ -1,0 +1,86 @@
+"""The cluster storage as an fsspec filesystem, authenticated with this node's certificate.
+
+:class:`ClusterFS` is webdav4's WebDAV filesystem over HTTPS (httpx), whose TLS context shows
+this node's certificate and trusts only the cluster's CA. It keeps nothing but the storage's
+address in its arguments: pickled and sent to a Ray worker on another node (Ray Train does
+that with ``storage_filesystem``), it is made again there with that node's own certificate.
+
+This node's files come from Ray's TLS variables (``RAY_TLS_SERVER_CERT``, ``..._KEY``,
+``RAY_TLS_CA_CERT``: every Ray process and job of the cluster has them), else from the
+agent's TLS folder. Imported only where storage is used: webdav4 loads httpx, which loads
+click and rich where they are installed (so this lives outside the core, which must not).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+from webdav4.fsspec import WebdavFileSystem
+
+from .core.storage_layout import StorageError, parse
+
+TIMEOUT_S = 60.0
+SIZES_PATH = ".lanray/sizes"
+
+
+def tls_files() -> tuple[Path, Path, Path]:
+    """(certificate, key, CA certificate) of this node."""
+    env = [os.environ.get(k, "") for k in ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY")]
+    ca = os.environ.get("RAY_TLS_CA_CERT", "")
+    if all(env) and ca:
+        return Path(env[0]), Path(env[1]), Path(ca)
+    from .core.cluster_ca import NodeTls
+    from .core.paths import Paths
+
+    tls = NodeTls(Paths.from_env().tls_dir)
+    return tls.cert, tls.key, tls.ca_cert
+
+
+def client_context() -> ssl.SSLContext:
+    """This node's client side of the storage's TLS (raises StorageError without one)."""
+    cert, key, ca = tls_files()
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(cert, key)
+        ctx.load_verify_locations(cafile=str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise StorageError(
+            f"this node has no usable certificate of the cluster ({cert}): {exc}"
+        ) from None
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class ClusterFS(WebdavFileSystem):
+    """The storage area at ``uri`` (``webdavs://HOST:PORT/``); paths are relative to it."""
+
+    protocol = ("webdavs",)
+
+    def __init__(self, uri: str, **kwargs: Any) -> None:
+        self.uri = parse(uri).base
+        kwargs.setdefault("timeout", TIMEOUT_S)
+        super().__init__(parse(uri).https, verify=client_context(), **kwargs)
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        if isinstance(path, str) and path.startswith("webdavs://"):
+            return parse(path).path
+        return str(super()._strip_protocol(path)).strip("/")
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if "w" in mode or "a" in mode:  # a job writes 'jobs/<id>/a/b.csv' without making 'a/'
+            parent = self._strip_protocol(path).rpartition("/")[0]
+            if parent:
+                self.makedirs(parent, exist_ok=True)
+        return super()._open(path, mode, **kwargs)
+
+    def sizes(self) -> dict[str, Any]:
+        """The host's sizes of the job folders (``{"jobs": {id: bytes}}``)."""
+        resp = self.client.http.get(SIZES_PATH)
+        resp.raise_for_status()
+        return dict(resp.json())
