@@ -23,6 +23,7 @@ from webdav4.fsspec import WebdavFileSystem
 from .core.storage_layout import StorageError, parse
 
 TIMEOUT_S = 60.0
+CHUNK = 1 << 20
 SIZES_PATH = ".lanray/sizes"
 
 
@@ -78,6 +79,34 @@ class ClusterFS(WebdavFileSystem):
             if parent:
                 self.makedirs(parent, exist_ok=True)
         return super()._open(path, mode, **kwargs)
+
+    def get_file(self, rpath: str, lpath: Any, callback: Any = None, **kwargs: Any) -> None:
+        """One GET streamed straight into ``lpath`` (webdav4's own path asks for the
+        properties first and reads through a seekable wrapper: about 1.4x slower here)."""
+        from fsspec.callbacks import DEFAULT_CALLBACK
+        from fsspec.utils import isfilelike
+
+        callback = callback or DEFAULT_CALLBACK
+        path = self._strip_protocol(rpath)
+        with self.client.http.stream("GET", self.client.join_url(path)) as resp:
+            if resp.status_code != 200:
+                if self.isdir(path):
+                    if not isfilelike(lpath):
+                        os.makedirs(lpath, exist_ok=True)
+                    return
+                if resp.status_code == 404:
+                    raise FileNotFoundError(rpath)
+                resp.raise_for_status()
+                raise OSError(f"{rpath}: HTTP {resp.status_code}")
+            callback.set_size(int(resp.headers.get("content-length", 0)) or None)
+            out = lpath if isfilelike(lpath) else open(lpath, "wb")  # noqa: SIM115
+            try:
+                for chunk in resp.iter_raw(CHUNK):
+                    out.write(chunk)
+                    callback.relative_update(len(chunk))
+            finally:
+                if out is not lpath:
+                    out.close()
 
     def sizes(self) -> dict[str, Any]:
         """The host's sizes of the job folders (``{"jobs": {id: bytes}}``)."""

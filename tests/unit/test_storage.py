@@ -131,6 +131,10 @@ def test_a_node_of_the_cluster_writes_reads_and_lists(area: Any, tmp_path: Path)
     fs.get_file("jobs/j-1/deep/model.bin", str(tmp_path / "back"))
     assert (tmp_path / "back").read_bytes() == data
     assert fs.sizes() == {"jobs": {"j-1": len(data)}}
+    with pytest.raises(FileNotFoundError):
+        fs.get_file("jobs/j-1/none", str(tmp_path / "none"))
+    fs.get_file("jobs/j-1/deep", str(tmp_path / "a-folder"))  # a folder: made here
+    assert (tmp_path / "a-folder").is_dir()
     # sent to a Ray worker, it is made again there from the address alone
     again = pickle.loads(pickle.dumps(fs))
     assert again.ls("jobs/j-1/deep", detail=False) == ["jobs/j-1/deep/model.bin"]
