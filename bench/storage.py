@@ -8,7 +8,12 @@ TCP server on n1 (no TLS, no HTTP: `socket.sendfile` on one side, 1 MiB reads wr
 file on the other). Each copy ends when the receiver has written the whole file; the runs
 are interleaved, and the medians are reported in MB/s (1 MB = 10^6 bytes).
 
-    python bench/storage.py [--mb N] [--runs N] [--json]
+    python bench/storage.py [--mb N] [--runs N] [--link-mbit N] [--json]
+
+The lab's cables have no speed of their own: both copies are then bound by this machine's
+CPUs (TLS, HTTP and Python on one side, a kernel copy on the other). --link-mbit N gives
+n1's and n2's cables the speed of a LAN (a token bucket on the bridge side of each, so both
+directions), as between two real machines.
 
 JSON keys: storage_write_mb_s, storage_read_mb_s, tcp_write_mb_s, tcp_read_mb_s, and the
 ratios write_ratio and read_ratio (storage over TCP; the goal is >= 0.7).
@@ -96,10 +101,19 @@ def client(host: str, storage_port: int, src: str, runs: int) -> None:
 # ----- the benchmark --------------------------------------------------------------------------
 
 
+def shape(lab: object, node: str, mbit: int) -> None:
+    """A token bucket of ``mbit`` on the bridge side of ``node``'s cable (traffic to it)."""
+    veth = lab.node(node).name  # type: ignore[attr-defined]
+    netns = lab.bridge_netns  # type: ignore[attr-defined]
+    tbf = f"tc qdisc replace dev {veth} root tbf rate {mbit}mbit burst 256kb latency 50ms"
+    subprocess.run(["ip", "netns", "exec", netns, *tbf.split()], check=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=100, help="file size in MB (default 100)")
     ap.add_argument("--runs", type=int, default=3, help="copies each way (default 3)")
+    ap.add_argument("--link-mbit", type=int, default=0, help="cable speed (default: unlimited)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
     py = sys.executable
@@ -112,6 +126,9 @@ def main() -> int:
         with open(src, "wb") as f:
             for _ in range(args.mb):
                 f.write(os.urandom(1_000_000))
+        if args.link_mbit:
+            for node in ("n1", "n2"):
+                shape(lab, node, args.link_mbit)
         join = host_on_n1(lab, 1)
         server = None
         try:
@@ -151,6 +168,7 @@ def main() -> int:
     result = {
         "file_mb": mb,
         "runs": args.runs,
+        "link_mbit": args.link_mbit or None,
         "storage_write_mb_s": rate("dav_w"),
         "storage_read_mb_s": rate("dav_r"),
         "tcp_write_mb_s": rate("tcp_w"),
