@@ -11,7 +11,8 @@ of the cluster, so it works from the driver and from Ray workers on other nodes 
     with fs.open(storage.output_path("model.pt"), "wb") as f:
         f.write(data)
 
-    trainer = TorchTrainer(..., run_config=storage.run_config("digits"))   # Train and Tune
+    trainer = TorchTrainer(..., run_config=storage.run_config("digits"))     # Ray Train
+    tuner = Tuner(..., run_config=storage.run_config("sweep", tune=True))    # Ray Tune
 
 Heavy modules (webdav4, pyarrow, Ray) are imported only by the functions that need them.
 """
@@ -60,13 +61,17 @@ def output_path(name: str = "") -> str:
     return f"{folder}/{name.lstrip('/')}" if name else folder
 
 
-def run_config(name: str, **kwargs: Any) -> Any:
-    """A ``ray.train.RunConfig`` that keeps checkpoints and results in this job's folder of
-    the cluster storage, where every node reaches them (Ray Train and Ray Tune).
+def run_config(name: str, *, tune: bool = False, **kwargs: Any) -> Any:
+    """A ``RunConfig`` that keeps checkpoints and results in this job's folder of the
+    cluster storage, where every node reaches them: Ray Train's (``ray.train.RunConfig``),
+    or with ``tune=True`` Ray Tune's (``ray.tune.RunConfig``: since Ray Train's second
+    version the two are different classes, and each library takes only its own).
 
     Outside a cluster job it keeps them on this machine (Ray's default), with a note on
     stderr. ``kwargs`` go to ``RunConfig`` as they are."""
-    from ray.train import RunConfig
+    import importlib
+
+    RunConfig = importlib.import_module("ray.tune" if tune else "ray.train").RunConfig
 
     if not available():
         print(f"lanray: no cluster storage; {name} keeps its results locally", file=sys.stderr)

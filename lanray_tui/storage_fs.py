@@ -13,6 +13,7 @@ click and rich where they are installed (so this lives outside the core, which m
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from pathlib import Path
@@ -21,6 +22,11 @@ from typing import Any
 from webdav4.fsspec import WebdavFileSystem
 
 from .core.storage_layout import StorageError, parse
+
+# httpx logs every request at INFO, which Ray's workers print: one line per file of a
+# checkpoint. Its warnings still show.
+if logging.getLogger("httpx").level == logging.NOTSET:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 TIMEOUT_S = 60.0
 CHUNK = 1 << 20

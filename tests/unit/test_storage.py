@@ -195,3 +195,40 @@ def test_a_client_without_a_certificate_of_the_cluster_is_refused(
     member = ssl.create_default_context(cafile=host_ca)
     member.load_cert_chain(os.environ["RAY_TLS_SERVER_CERT"], os.environ["RAY_TLS_SERVER_KEY"])
     assert _get(area, member).status_code == 207
+
+
+# ----- what jobs use ------------------------------------------------------------------------
+
+
+def test_a_job_finds_its_folder_from_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lanray_tui import storage
+
+    monkeypatch.delenv("LANRAY_STORAGE", raising=False)
+    monkeypatch.delenv("LANRAY_OUTPUT_DIR", raising=False)
+    assert not storage.available()
+    with pytest.raises(StorageError, match="only in jobs"):
+        storage.filesystem()
+    with pytest.raises(StorageError, match="only in cluster jobs"):
+        storage.output_path()
+    monkeypatch.setenv("LANRAY_STORAGE", "webdavs://10.0.0.1:47477/")
+    monkeypatch.setenv("LANRAY_OUTPUT_DIR", "webdavs://10.0.0.1:47477/jobs/j-1/")
+    assert storage.available()
+    assert storage.output_path() == "jobs/j-1"
+    assert storage.output_path("/plots/a.png") == "jobs/j-1/plots/a.png"
+
+
+def test_run_config_keeps_the_run_in_the_jobs_folder(
+    area: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pyarrow", reason="Ray Train's dependencies are not installed")
+    pytest.importorskip("pandas", reason="Ray Train's dependencies are not installed")
+    from lanray_tui import storage
+
+    monkeypatch.setenv("LANRAY_STORAGE", area.uri)
+    monkeypatch.setenv("LANRAY_OUTPUT_DIR", area.uri + "jobs/j-3/")
+    train = storage.run_config("digits")
+    assert (train.name, train.storage_path) == ("digits", "jobs/j-3")
+    train.storage_filesystem.create_dir("jobs/j-3/digits/x")  # through pyarrow, to the host
+    assert (area.root / "jobs/j-3/digits/x").is_dir()
+    tune = storage.run_config("sweep", tune=True)
+    assert type(tune).__module__.startswith("ray.tune") and tune.storage_path == "jobs/j-3"
