@@ -42,21 +42,23 @@ def add_parsers(sub: Any) -> None:
     )
 
 
-def storage_uri(args: argparse.Namespace) -> str:
-    """The cluster storage's address, from this node's credentials and config."""
+def storage_uri(args: argparse.Namespace) -> tuple[str, str]:
+    """The cluster storage's address, from this node's credentials and config, and this
+    node's TLS folder."""
     from .core import credentials
 
     cfg = load_config(args)
-    creds = credentials.load(cfg.paths().credentials)
+    paths = cfg.paths()
+    creds = credentials.load(paths.credentials)
     if creds is None or not creds.head_address:
         raise LanrayError(f"this machine is in no cluster: '{PROG} host' or '{PROG} join' first")
-    return base_uri(creds.head_address, int(cfg["storage.port"]))
+    return base_uri(creds.head_address, int(cfg["storage.port"])), str(paths.tls_dir)
 
 
-def _fs(uri: str) -> ClusterFS:
+def _fs(uri: str, tls_dir: str) -> ClusterFS:
     from .storage_fs import ClusterFS
 
-    return ClusterFS(uri)
+    return ClusterFS(uri, tls_dir=tls_dir)
 
 
 def _storage_errors() -> tuple[type[BaseException], ...]:
@@ -77,12 +79,12 @@ def job_outputs(args: argparse.Namespace) -> Callable[[str], dict[str, Any]]:
     """For ``jobs --json``: each job's output URI and size in bytes (None when unknown:
     no folder, or the storage did not answer)."""
     try:
-        uri = storage_uri(args)
+        uri, tls_dir = storage_uri(args)
     except LanrayError:
         return lambda job_id: {"output": "", "output_bytes": None}
     sizes: dict[str, int] = {}
     try:
-        sizes = dict(_fs(uri).sizes().get("jobs", {}))
+        sizes = dict(_fs(uri, tls_dir).sizes().get("jobs", {}))
     except LanrayError:
         pass
     except Exception as exc:  # no sizes: the storage did not answer (the list still prints)
@@ -165,9 +167,9 @@ def fetch(fs: ClusterFS, job_id: str, dest: Path) -> tuple[int, int]:
 def results(args: argparse.Namespace) -> int:
     job_id = args.job
     job_path(job_id)  # a bad id is one line before any network
-    uri = storage_uri(args)
+    uri, tls_dir = storage_uri(args)
     try:
-        fs = _fs(uri)
+        fs = _fs(uri, tls_dir)
         if args.to is not None or not args.rm:
             dest = (args.to or Path.cwd()) / job_id
             files, size = fetch(fs, job_id, dest)

@@ -33,22 +33,27 @@ CHUNK = 1 << 20
 SIZES_PATH = ".lanray/sizes"
 
 
-def tls_files() -> tuple[Path, Path, Path]:
-    """(certificate, key, CA certificate) of this node."""
+def tls_files(tls_dir: str = "") -> tuple[Path, Path, Path]:
+    """(certificate, key, CA certificate) of this node: those in ``tls_dir`` when given,
+    else Ray's TLS variables', else the agent's TLS folder."""
+    from .core.cluster_ca import NodeTls
+
+    if tls_dir:
+        given = NodeTls(Path(tls_dir))
+        return given.cert, given.key, given.ca_cert
     env = [os.environ.get(k, "") for k in ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY")]
     ca = os.environ.get("RAY_TLS_CA_CERT", "")
     if all(env) and ca:
         return Path(env[0]), Path(env[1]), Path(ca)
-    from .core.cluster_ca import NodeTls
     from .core.paths import Paths
 
     tls = NodeTls(Paths.from_env().tls_dir)
     return tls.cert, tls.key, tls.ca_cert
 
 
-def client_context() -> ssl.SSLContext:
+def client_context(tls_dir: str = "") -> ssl.SSLContext:
     """This node's client side of the storage's TLS (raises StorageError without one)."""
-    cert, key, ca = tls_files()
+    cert, key, ca = tls_files(tls_dir)
     try:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -64,14 +69,17 @@ def client_context() -> ssl.SSLContext:
 
 
 class ClusterFS(WebdavFileSystem):
-    """The storage area at ``uri`` (``webdavs://HOST:PORT/``); paths are relative to it."""
+    """The storage area at ``uri`` (``webdavs://HOST:PORT/``); paths are relative to it.
+
+    ``tls_dir``: this node's TLS folder, for a command that knows it from its config (a
+    job's processes leave it out: see :func:`tls_files`)."""
 
     protocol = ("webdavs",)
 
-    def __init__(self, uri: str, **kwargs: Any) -> None:
+    def __init__(self, uri: str, tls_dir: str = "", **kwargs: Any) -> None:
         self.uri = parse(uri).base
         kwargs.setdefault("timeout", TIMEOUT_S)
-        super().__init__(parse(uri).https, verify=client_context(), **kwargs)
+        super().__init__(parse(uri).https, verify=client_context(tls_dir), **kwargs)
 
     @classmethod
     def _strip_protocol(cls, path: str) -> str:

@@ -232,3 +232,26 @@ def test_run_config_keeps_the_run_in_the_jobs_folder(
     assert (area.root / "jobs/j-3/digits/x").is_dir()
     tune = storage.run_config("sweep", tune=True)
     assert type(tune).__module__.startswith("ray.tune") and tune.storage_path == "jobs/j-3"
+
+
+async def test_a_host_whose_storage_cannot_start_goes_on_and_says_why(tmp_path: Path) -> None:
+    import socket
+    from types import SimpleNamespace
+
+    from lanray_tui.core.storage_server import start_for_host
+
+    tls = NodeTls(tmp_path / "tls")
+    tls.ensure_ca("cluster-a", "a")
+    tls.issue_own("host", ["127.0.0.1"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        host = SimpleNamespace(
+            cfg={"storage.port": taken.getsockname()[1], "storage.max_gb": 1.0},
+            data_dir=tmp_path,
+            node=SimpleNamespace(node_ip="127.0.0.1", detail=""),
+            jobs=None,
+        )
+        assert await start_for_host(host) is None  # type: ignore[arg-type]
+    assert host.node.detail.startswith("storage not available: ")
+    assert "in use" in host.node.detail
