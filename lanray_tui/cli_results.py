@@ -9,15 +9,16 @@ files show their progress on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli_base import PROG, load_config
+from .cli_base import load_config
 from .core.errors import LanrayError
-from .core.storage_layout import StorageError, base_uri, job_path, job_uri
+from .core.storage_layout import StorageError, job_path, job_uri
 
 if TYPE_CHECKING:
     from .storage_fs import ClusterFS
@@ -42,54 +43,26 @@ def add_parsers(sub: Any) -> None:
     )
 
 
-def storage_uri(args: argparse.Namespace) -> tuple[str, str]:
-    """The cluster storage's address, from this node's credentials and config, and this
-    node's TLS folder."""
-    from .core import credentials
+def _fs(args: argparse.Namespace) -> ClusterFS:
+    from .storage_fs import for_node
 
-    cfg = load_config(args)
-    paths = cfg.paths()
-    creds = credentials.load(paths.credentials)
-    if creds is None or not creds.head_address:
-        raise LanrayError(f"this machine is in no cluster: '{PROG} host' or '{PROG} join' first")
-    return base_uri(creds.head_address, int(cfg["storage.port"])), str(paths.tls_dir)
-
-
-def _fs(uri: str, tls_dir: str) -> ClusterFS:
-    from .storage_fs import ClusterFS
-
-    return ClusterFS(uri, tls_dir=tls_dir)
-
-
-def _storage_errors() -> tuple[type[BaseException], ...]:
-    import ssl
-
-    import httpx
-    from webdav4.client import ClientError, HTTPError
-
-    return (OSError, ssl.SSLError, httpx.HTTPError, ClientError, HTTPError)
-
-
-def _why(exc: BaseException, uri: str) -> StorageError:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StorageError(f"the cluster storage at {uri} did not answer: {text}")
+    return for_node(load_config(args))
 
 
 def job_outputs(args: argparse.Namespace) -> Callable[[str], dict[str, Any]]:
     """For ``jobs --json``: each job's output URI and size in bytes (None when unknown:
     no folder, or the storage did not answer)."""
+    from .storage_fs import errors
+
     try:
-        uri, tls_dir = storage_uri(args)
+        fs = _fs(args)
     except LanrayError:
         return lambda job_id: {"output": "", "output_bytes": None}
+    uri = fs.uri
     sizes: dict[str, int] = {}
-    try:
-        sizes = dict(_fs(uri, tls_dir).sizes().get("jobs", {}))
-    except LanrayError:
-        pass
-    except Exception as exc:  # no sizes: the storage did not answer (the list still prints)
-        if not isinstance(exc, (*_storage_errors(), ValueError)):
-            raise
+    # no sizes when the storage does not answer: the list still prints
+    with contextlib.suppress(*errors(), ValueError):
+        sizes = dict(fs.sizes().get("jobs", {}))
 
     def one(job_id: str) -> dict[str, Any]:
         try:
@@ -136,40 +109,24 @@ def _callback(name: str, size: int) -> Any:
     return ToStderr(size=size)
 
 
+def _large_files(name: str, size: int) -> Any:
+    return _callback(name, size) if size >= PROGRESS_FROM else None
+
+
 def fetch(fs: ClusterFS, job_id: str, dest: Path) -> tuple[int, int]:
-    """Copy the job's folder into ``dest``; (files, bytes)."""
-    folder = job_path(job_id)
-    found: dict[str, dict[str, Any]] = fs.find(folder, detail=True)
-    if not found and not fs.exists(folder):
-        raise StorageError(f"job {job_id} has no results in the cluster storage")
-    dest.mkdir(parents=True, exist_ok=True)
-    count = total = 0
-    for rpath, info in sorted(found.items()):
-        rel = rpath.strip("/")[len(folder) :].strip("/")
-        if not rel or info.get("type") == "directory":
-            continue
-        local = dest.joinpath(*rel.split("/"))
-        if dest.resolve() not in local.resolve().parents:
-            raise StorageError(f"refusing a path outside {dest}: {rel}")
-        local.parent.mkdir(parents=True, exist_ok=True)
-        size = int(info.get("size") or 0)
-        tmp = local.with_name(local.name + ".part")
-        if size >= PROGRESS_FROM:
-            fs.get_file(rpath, str(tmp), callback=_callback(rel, size))
-        else:
-            fs.get_file(rpath, str(tmp))
-        tmp.replace(local)
-        count += 1
-        total += local.stat().st_size
-    return count, total
+    """Copy the job's folder into ``dest`` (large files with their progress)."""
+    from . import storage_fs
+
+    return storage_fs.fetch(fs, job_id, dest, _large_files)
 
 
 def results(args: argparse.Namespace) -> int:
     job_id = args.job
     job_path(job_id)  # a bad id is one line before any network
-    uri, tls_dir = storage_uri(args)
+    from .storage_fs import errors, why
+
+    fs = _fs(args)
     try:
-        fs = _fs(uri, tls_dir)
         if args.to is not None or not args.rm:
             dest = (args.to or Path.cwd()) / job_id
             files, size = fetch(fs, job_id, dest)
@@ -181,8 +138,8 @@ def results(args: argparse.Namespace) -> int:
             print(f"{job_id}: removed its results from the cluster storage")
     except LanrayError:
         raise
-    except _storage_errors() as exc:
-        raise _why(exc, uri) from None
+    except errors() as exc:
+        raise why(exc, fs.uri) from None
     return 0
 
 

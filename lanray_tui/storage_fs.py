@@ -16,12 +16,17 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from webdav4.fsspec import WebdavFileSystem
 
-from .core.storage_layout import StorageError, parse
+from .core.errors import LanrayError
+from .core.storage_layout import StorageError, base_uri, job_path, parse
+
+if TYPE_CHECKING:
+    from .core.config import Config
 
 # httpx logs every request at INFO, which Ray's workers print: one line per file of a
 # checkpoint. Its warnings still show.
@@ -127,3 +132,80 @@ class ClusterFS(WebdavFileSystem):
         resp = self.client.http.get(SIZES_PATH)
         resp.raise_for_status()
         return dict(resp.json())
+
+
+# ----- a node's commands: results home --------------------------------------------------------
+
+
+def for_node(cfg: Config) -> ClusterFS:
+    """The cluster storage of the cluster this node is in (its credentials and config)."""
+    from .core import credentials
+
+    paths = cfg.paths()
+    creds = credentials.load(paths.credentials)
+    if creds is None or not creds.head_address:
+        raise LanrayError(
+            "this machine is in no cluster: 'lanray-tui host' or 'lanray-tui join' first"
+        )
+    uri = base_uri(creds.head_address, int(cfg["storage.port"]))
+    return ClusterFS(uri, tls_dir=str(paths.tls_dir))
+
+
+def errors() -> tuple[type[BaseException], ...]:
+    """What a storage request raises when the storage cannot be reached or used."""
+    import httpx
+    from webdav4.client import ClientError, HTTPError
+
+    return (OSError, ssl.SSLError, httpx.HTTPError, ClientError, HTTPError)
+
+
+def why(exc: BaseException, uri: str) -> StorageError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StorageError(f"the cluster storage at {uri} did not answer: {text}")
+
+
+Progress = Callable[[str, int], Any]  # (path in the folder, bytes) -> an fsspec Callback or None
+
+
+def fetch(
+    fs: ClusterFS, job_id: str, dest: Path, progress: Progress | None = None
+) -> tuple[int, int]:
+    """Copy the job's folder into ``dest``; (files, bytes). Each file lands whole (written
+    as NAME.part, then renamed)."""
+    folder = job_path(job_id)
+    found: dict[str, dict[str, Any]] = fs.find(folder, detail=True)
+    if not found and not fs.exists(folder):
+        raise StorageError(f"job {job_id} has no results in the cluster storage")
+    dest.mkdir(parents=True, exist_ok=True)
+    count = total = 0
+    for rpath, info in sorted(found.items()):
+        rel = rpath.strip("/")[len(folder) :].strip("/")
+        if not rel or info.get("type") == "directory":
+            continue
+        local = dest.joinpath(*rel.split("/"))
+        if dest.resolve() not in local.resolve().parents:
+            raise StorageError(f"refusing a path outside {dest}: {rel}")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        size = int(info.get("size") or 0)
+        tmp = local.with_name(local.name + ".part")
+        callback = progress(rel, size) if progress is not None else None
+        if callback is not None:
+            fs.get_file(rpath, str(tmp), callback=callback)
+        else:
+            fs.get_file(rpath, str(tmp))
+        tmp.replace(local)
+        count += 1
+        total += local.stat().st_size
+    return count, total
+
+
+def save_results(cfg: Config, job_id: str, dest: Path) -> tuple[int, int]:
+    """``fetch`` from this node's cluster storage, every failure as one line."""
+    job_path(job_id)
+    fs = for_node(cfg)
+    try:
+        return fetch(fs, job_id, dest)
+    except LanrayError:
+        raise
+    except errors() as exc:
+        raise why(exc, fs.uri) from None

@@ -255,3 +255,31 @@ async def test_a_host_whose_storage_cannot_start_goes_on_and_says_why(tmp_path: 
         assert await start_for_host(host) is None  # type: ignore[arg-type]
     assert host.node.detail.startswith("storage not available: ")
     assert "in use" in host.node.detail
+
+
+def test_the_tuis_save_key_brings_results_home(area: Any, tmp_path: Path) -> None:
+    """What 's' in the job details does: from this node's credentials and config."""
+    import shutil
+    from types import SimpleNamespace
+
+    from lanray_tui.core import config, credentials
+    from lanray_tui.screens.job_details import save_results
+    from lanray_tui.storage_fs import ClusterFS
+
+    ClusterFS(area.uri).pipe_file("jobs/j-4/model.txt", b"weights")
+    cfg = config.load().with_overrides(**{"storage.port": area.port})
+    session = SimpleNamespace(cfg=cfg)
+    text, ok = save_results(session, "j-4")  # type: ignore[arg-type]
+    assert not ok and "in no cluster" in text
+    paths = cfg.paths()
+    creds = credentials.Credentials.new("a").replace(head_address="127.0.0.1")
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    credentials.save(paths.credentials, creds)
+    node = Path(os.environ["RAY_TLS_SERVER_CERT"]).parent
+    shutil.copytree(node, paths.tls_dir)
+    text, ok = save_results(session, "j-4")  # type: ignore[arg-type]
+    assert ok, text
+    assert (Path.home() / "lanray_results/j-4/model.txt").read_bytes() == b"weights"
+    assert text.startswith("j-4: 1 file(s), 0.0 MB saved in ")
+    text, ok = save_results(session, "j-none")  # type: ignore[arg-type]
+    assert not ok and text == "job j-none has no results in the cluster storage"
