@@ -283,3 +283,29 @@ def test_the_tuis_save_key_brings_results_home(area: Any, tmp_path: Path) -> Non
     assert text.startswith("j-4: 1 file(s), 0.0 MB saved in ")
     text, ok = save_results(session, "j-none")  # type: ignore[arg-type]
     assert not ok and text == "job j-none has no results in the cluster storage"
+
+
+def test_results_says_in_one_line_when_the_storage_does_not_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from lanray_tui import cli
+    from lanray_tui.core import config, credentials
+
+    host = NodeTls(tmp_path / "host")
+    host.ensure_ca("cluster-a", "a")
+    paths = config.load().paths()
+    _member(paths.tls_dir, host, "n2")
+    credentials.save(
+        paths.credentials, credentials.Credentials.new("a").replace(head_address="127.0.0.1")
+    )
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"storage:\n  port: {port}\n")
+    assert cli.main(["--config", str(conf), "results", "j-1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"lanray-tui: error: the cluster storage at webdavs://127.0.0.1:{port}/")
+    assert "did not answer" in err and len(err.strip().splitlines()) == 1
