@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,18 @@ fs.pipe_file(storage.output_path("sub/note.txt"), b"hello")
 print("output:", os.environ["LANRAY_OUTPUT_DIR"], flush=True)
 """
 
-# A client of n3, which is in no cluster: the host's CA is known, no certificate is shown.
+# A client of n3, which is in no cluster: it trusts the host's CA and shows no certificate,
+# or one of a CA of its own ("other").
 NO_CERT = """
-import ssl, sys, urllib.request
+import ssl, sys, tempfile, urllib.request
+from pathlib import Path
 ctx = ssl.create_default_context(cafile=sys.argv[2])
+if sys.argv[3] == "other":
+    from lanray_tui.core.cluster_ca import NodeTls
+    other = NodeTls(Path(tempfile.mkdtemp()))
+    other.ensure_ca("another-cluster", "other")
+    other.issue_own("intruder", ["127.0.0.1"])
+    ctx.load_cert_chain(other.cert, other.key)
 try:
     urllib.request.urlopen(sys.argv[1], context=ctx, timeout=10)
 except (OSError, ssl.SSLError) as exc:
@@ -88,8 +97,10 @@ def test_results_of_a_job_submitted_from_a_worker_come_back_byte_identical(
     ca = n1.run(["sh", "-c", 'cat "$XDG_DATA_HOME/lanray-tui/tls/ca.pem"'], check=True).stdout
     (tmp_path / "ca.pem").write_text(ca)
     url = f"https://{n1.address}:47477/jobs/{job}/big.bin"
-    p = n3.run(["python3", "-c", NO_CERT, url, str(tmp_path / "ca.pem")], timeout=30)
-    assert p.returncode == 0 and "refused" in p.stdout, (p.stdout, p.stderr)
+    for cert in ("none", "other"):
+        argv = [sys.executable, "-c", NO_CERT, url, str(tmp_path / "ca.pem"), cert]
+        p = n3.run(argv, timeout=30)
+        assert p.returncode == 0 and "refused" in p.stdout, (cert, p.stdout, p.stderr)
     p = n3.lanray("results", job, "--to", str(tmp_path), timeout=30)
     assert p.returncode != 0 and "no cluster" in p.stderr and "Traceback" not in p.stderr
 
