@@ -100,7 +100,20 @@ class DavServer:
         adapter.context = context
         self._server.ssl_adapter = adapter
         self._server.error_log = self._error_log  # type: ignore[method-assign]
+        self._server.requests._spawn_worker = self._spawn_daemon
         self._thread: threading.Thread | None = None
+
+    def _spawn_daemon(self) -> Any:
+        """cheroot's worker threads, as daemons: a process that never stopped the server
+        (an agent ending on an error) still exits. cheroot 11's ``_spawn_worker`` but for
+        ``daemon``."""
+        from cheroot.workers.threadpool import WorkerThread
+
+        worker = WorkerThread(self._server)
+        worker.name = f"lanray-storage {worker.name}"
+        worker.daemon = True
+        worker.start()
+        return worker
 
     @property
     def port(self) -> int:

@@ -309,3 +309,10 @@ def test_results_says_in_one_line_when_the_storage_does_not_answer(
     err = capsys.readouterr().err
     assert err.startswith(f"lanray-tui: error: the cluster storage at webdavs://127.0.0.1:{port}/")
     assert "did not answer" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_servers_threads_never_keep_a_process_alive(area: Any) -> None:
+    import threading
+
+    ours = [t for t in threading.enumerate() if t.name.startswith("lanray-storage")]
+    assert len(ours) > 1 and all(t.daemon for t in ours)
