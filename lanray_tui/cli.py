@@ -19,7 +19,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_cluster, cli_doctor, cli_jobs, cli_lab, cli_node, cli_service
+from . import (
+    __version__,
+    cli_cluster,
+    cli_doctor,
+    cli_jobs,
+    cli_lab,
+    cli_node,
+    cli_results,
+    cli_service,
+)
 from .cli_base import PROG, Parser, load_config
 from .core.errors import LanrayError
 
@@ -29,6 +38,7 @@ _ADD_PARSERS: tuple[Callable[[Any], None], ...] = (
     cli_node.add_parsers,  # leave, pause, resume, restart, stop
     cli_lab.add_parsers,  # lab
     cli_jobs.add_parsers,  # submit, jobs, logs, cancel, retry
+    cli_results.add_parsers,  # results
     cli_lab.add_samples_parser,  # samples
     cli_service.add_parser,  # service
     cli_doctor.add_parser,  # doctor
@@ -40,6 +50,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     **cli_node.HANDLERS,
     **cli_lab.HANDLERS,
     **cli_jobs.HANDLERS,
+    **cli_results.HANDLERS,
     **cli_service.HANDLERS,
     **cli_doctor.HANDLERS,
 }

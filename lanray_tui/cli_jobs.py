@@ -255,7 +255,10 @@ def jobs(args: argparse.Namespace) -> int:
 
     got = _client(args).request(JobsRequest(), timeout=15.0)
     if args.json:
-        print(json.dumps({"jobs": [j.to_json() for j in got.jobs]}, indent=2))
+        from .cli_results import job_outputs
+
+        output = job_outputs(args)  # each job's folder in the cluster storage, and its size
+        print(json.dumps({"jobs": [{**j.to_json(), **output(j.id)} for j in got.jobs]}, indent=2))
         return 0
     if not got.jobs:
         print(texts.NO_JOBS)

@@ -2,7 +2,9 @@
 
 The data set goes into Ray's object store once (``ray.put``); every fold's task gets a
 reference to it, not a copy from the driver. scikit-learn ships the digits, so nothing is
-downloaded. The last line printed is JSON.
+downloaded. Run as a job of a lanray-tui cluster, it writes its report (JSON, and a CSV of the
+folds) to the job's folder in the cluster storage, where ``lanray-tui results JOB`` fetches
+it from any node. The last line printed is JSON.
 
     python kfold_cv.py [--folds 5] [--model svc|logreg|forest]
 """
@@ -10,7 +12,10 @@ downloaded. The last line printed is JSON.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
+import os
 import socket
 import statistics
 import time
@@ -59,6 +64,26 @@ def fold_task(
     }
 
 
+def save_report(summary: dict[str, Any], folds: list[dict[str, Any]]) -> str | None:
+    """The report in this job's folder of the cluster storage; its address (None outside
+    a lanray-tui cluster)."""
+    try:
+        from lanray_tui import storage
+    except ImportError:
+        return None
+    if not storage.available():
+        return None
+    fs = storage.filesystem()
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=["fold", "accuracy", "seconds", "node"])
+    writer.writeheader()
+    writer.writerows(folds)
+    fs.pipe_file(storage.output_path("kfold_folds.csv"), table.getvalue().encode())
+    report = {**summary, "folds_detail": folds}
+    fs.pipe_file(storage.output_path("kfold_report.json"), json.dumps(report, indent=2).encode())
+    return os.environ["LANRAY_OUTPUT_DIR"] + "kfold_report.json"
+
+
 def main() -> int:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import StratifiedKFold
@@ -94,19 +119,18 @@ def main() -> int:
         f"{args.model}: {args.folds}-fold accuracy {mean:.4f} ± {std:.4f} in {wall:.2f} s",
         flush=True,
     )
-    print(
-        json.dumps(
-            {
-                "model": args.model,
-                "folds": args.folds,
-                "mean_accuracy": mean,
-                "std_accuracy": std,
-                "seconds": wall,
-                "nodes": sorted({r["node"] for r in folds}),
-            }
-        ),
-        flush=True,
-    )
+    summary = {
+        "model": args.model,
+        "folds": args.folds,
+        "mean_accuracy": mean,
+        "std_accuracy": std,
+        "seconds": wall,
+        "nodes": sorted({r["node"] for r in folds}),
+    }
+    summary["report"] = save_report(summary, folds)
+    if summary["report"]:
+        print(f"report: {summary['report']}", flush=True)
+    print(json.dumps(summary), flush=True)
     return 0 if mean > 0.8 else 1
 
 

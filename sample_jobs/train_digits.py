@@ -11,7 +11,11 @@ every exchange makes all workers wait for the slowest. ``--sync step`` averages 
 gradients at every step instead (PyTorch DDP). Either way each worker's share of the data
 follows its measured speed (see ``Balancer``; ``--no-balance`` for equal shares). It writes the
 per-epoch loss and accuracy of both runs to a metrics file (JSON lines) and a results file
-(JSON) with times, accuracies and the speed-up; the last line printed is that JSON. GPUs are
+(JSON) with times, accuracies and the speed-up; the last line printed is that JSON. Every
+epoch ends with a checkpoint (model, optimizer and schedule; the last two are kept). Run as a
+job of a lanray-tui cluster, the checkpoints, Ray Train's own results and both files go to
+the job's folder in the cluster storage, which every node reaches (``lanray-tui results
+JOB`` fetches them); elsewhere they stay on the driver's machine. GPUs are
 used when the cluster has one per worker. The digits ship with scikit-learn: nothing is
 downloaded.
 
@@ -295,6 +299,7 @@ def train_loop(config: dict[str, Any]) -> None:
             "shares": [round(x, 3) for x in balancer.shares],  # for the next epoch
         }
         history.append(row)
+        report_epoch(model, opt, schedule, row, rank)
         if rank == 0:
             ray.get(config["sink"].add.remote(row))
             print(
@@ -309,6 +314,56 @@ def train_loop(config: dict[str, Any]) -> None:
     nodes = _nodes_of_workers(world)
     if rank == 0:
         ray.get(config["sink"].done.remote(train_s, nodes))
+
+
+def report_epoch(model: Any, opt: Any, schedule: Any, row: dict[str, Any], rank: int) -> None:
+    """The epoch's numbers to Ray Train, with a checkpoint from rank 0 (the models are the
+    same on every rank once the epoch ends), which Ray Train puts in the run's storage."""
+    import ray.train
+    import torch
+
+    numbers = {k: v for k, v in row.items() if k != "shares"}
+    if rank != 0:
+        ray.train.report(numbers)
+        return
+    state = {
+        "epoch": row["epoch"],
+        "model": getattr(model, "module", model).state_dict(),
+        "optimizer": opt.state_dict(),
+        "schedule": schedule.state_dict(),
+    }
+    with tempfile.TemporaryDirectory(prefix="train_digits_") as folder:
+        torch.save(state, os.path.join(folder, "checkpoint.pt"))
+        ray.train.report(numbers, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def run_config(name: str, local: str) -> Any:
+    """Where the run keeps its checkpoints: the cluster storage in a lanray-tui job, else
+    ``local`` on this machine."""
+    from ray.train import CheckpointConfig, RunConfig
+
+    keep = CheckpointConfig(num_to_keep=2)
+    try:
+        from lanray_tui import storage
+    except ImportError:
+        storage = None  # type: ignore[assignment]
+    if storage is not None and storage.available():
+        return storage.run_config(name, checkpoint_config=keep)
+    return RunConfig(name=name, storage_path=local, checkpoint_config=keep)
+
+
+def save_to_cluster_storage(*files: Path) -> list[str]:
+    """Copies of ``files`` in this job's folder of the cluster storage (in a lanray-tui job)."""
+    try:
+        from lanray_tui import storage
+    except ImportError:
+        return []
+    if not storage.available():
+        return []
+    fs = storage.filesystem()
+    for f in files:
+        fs.put_file(str(f), storage.output_path(f.name))
+    return [os.environ["LANRAY_OUTPUT_DIR"] + f.name for f in files]
 
 
 @ray.remote(num_cpus=0)
@@ -357,7 +412,7 @@ def _nodes_of_workers(world: int) -> list[str]:
 
 
 def run(workers: int, use_gpu: bool, config: dict[str, Any], storage: str) -> dict[str, Any]:
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
     sink = MetricsSink.remote()  # type: ignore[attr-defined]
@@ -371,11 +426,9 @@ def run(workers: int, use_gpu: bool, config: dict[str, Any], storage: str) -> di
             resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})},
             placement_strategy="SPREAD",
         ),
-        run_config=RunConfig(
-            name=f"train_digits_{workers}w_{int(time.time())}", storage_path=storage
-        ),
+        run_config=run_config(f"train_digits_{workers}w_{int(time.time())}", storage),
     )
-    trainer.fit()
+    result = trainer.fit()
     wall = time.perf_counter() - t0
     got = ray.get(sink.result.remote())
     last = got["history"][-1]
@@ -388,6 +441,7 @@ def run(workers: int, use_gpu: bool, config: dict[str, Any], storage: str) -> di
         "shares": last["shares"],
         "history": got["history"],
         "nodes": got["nodes"],
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
     }
 
 
@@ -490,6 +544,9 @@ def main() -> int:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2) + "\n")
     print(f"metrics: {args.metrics.resolve()}; results: {args.results.resolve()}", flush=True)
+    copies = save_to_cluster_storage(args.metrics, args.results)
+    if copies:
+        print(f"in the cluster storage: {', '.join(copies)}", flush=True)
     print(json.dumps(results), flush=True)
     return 0
 

@@ -126,6 +126,8 @@ SCHEMA: dict[str, Rule] = {
     "paths.data_dir": Rule(STR),
     "paths.state_dir": Rule(STR),
     "jobs.max_running_jobs": Rule(INT, _between(1, 64)),
+    "storage.port": PORT,
+    "storage.max_gb": Rule(NUM, _between(0.001, 1_000_000)),
 }
 
 

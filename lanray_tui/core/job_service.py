@@ -267,7 +267,9 @@ class JobService:
 
     def results_dir(self, job_id: str) -> Path:
         """The job's output folder in the cluster storage (the host serves data_dir/storage)."""
-        return self.packages_dir.parent / "storage" / "jobs" / job_id
+        from .storage_layout import job_path
+
+        return self.packages_dir.parent / "storage" / job_path(job_id)
 
     async def _op_jobs(self, req: p.JobsRequest | Mapping[str, Any]) -> Any:
         _typed(p.JobsRequest, req)

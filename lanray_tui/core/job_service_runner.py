@@ -18,6 +18,7 @@ from typing import Any
 
 from ..adapters import ray_jobs
 from ..adapters.ray_jobs import RayJobInfo, RayJobNotFound, RayJobRejected, RayJobs, RayJobsError
+from . import storage_layout
 from .job_service_packages import PackageKeeper
 from .jobs_logs import log_tail, summarize_failure
 from .jobs_queue import JobQueue
@@ -66,6 +67,7 @@ class JobRunner:
         self.ready = ready
         self.closed = closed
         self.cancelling: set[str] = set()
+        self.storage = ""  # the cluster storage's URI, once the host serves it
 
     def tick(self, api: RayJobs) -> bool:
         """One poll: follow the jobs in Ray, then fill the free slots. True while a job
@@ -158,7 +160,7 @@ class JobRunner:
             api.submit(
                 ray_id,
                 spec.entrypoint(),
-                runtime_env=self.runtime_env(spec),
+                runtime_env=self.runtime_env(spec, job.id),
                 metadata={
                     "lanray_job": job.id,
                     "lanray_name": spec.name,
@@ -185,8 +187,11 @@ class JobRunner:
             return
         log.info("job %s submitted to Ray as %s", job.id, ray_id)
 
-    def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
+    def runtime_env(self, spec: JobSpec, job_id: str = "") -> dict[str, Any]:
         env = dict(spec.env)
+        if self.storage and job_id:  # where the job's results go (the job's own env wins)
+            env.setdefault(storage_layout.ENV_STORAGE, self.storage)
+            env.setdefault(storage_layout.ENV_OUTPUT, storage_layout.job_uri(self.storage, job_id))
         if "PATH" not in env:
             env["PATH"] = f"{self.python_dir}{os.pathsep}${{PATH}}"
         out: dict[str, Any] = {"env_vars": env}

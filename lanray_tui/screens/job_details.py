@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 POLL_S = 1.0
 RAY_METRICS_EVERY = 5  # polls between two reads of Ray's result files
 MAX_RAY_LINES = 12
+RESULTS_DIR = "lanray_results"  # under the home folder: where 's' saves a job's results
 SPARK_WIDTH = 40
 NO_METRICS = (
     "metrics: none yet (a job reports them with Ray Train or Tune, or by printing "
@@ -130,6 +131,7 @@ class JobDetailsScreen(Screen[None]):
         Binding("escape", "back", "Back"),
         Binding("c", "cancel_job", "Cancel job"),
         Binding("r", "retry_job", "Retry job"),
+        Binding("s", "save_results", "Save results"),
     ]
 
     def __init__(self, session: Session, job: JobView) -> None:
@@ -235,12 +237,37 @@ class JobDetailsScreen(Screen[None]):
     def action_retry_job(self) -> None:
         self._job_op("retry", self.job.id)
 
+    def action_save_results(self) -> None:
+        self.notify(f"saving the results of {self.job.id}…")
+        self._save_results(self.job.id)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="job-save")
+    def _save_results(self, job_id: str) -> None:
+        text, ok = save_results(self.session, job_id)
+        self.app.call_from_thread(self.notify, text, severity="information" if ok else "error")
+
     @work(thread=True, exclusive=False, exit_on_error=False, group="job-op")
     def _job_op(self, op: str, job_id: str) -> None:
         text, ok = job_op(self.link, op, job_id)
         self.app.call_from_thread(self.notify, text, severity="information" if ok else "error")
         if ok and op == "retry":
             self.app.call_from_thread(self._stream)  # the new attempt's log
+
+
+def save_results(session: Session, job_id: str) -> tuple[str, bool]:
+    """The job's output folder from the cluster storage into ~/lanray_results/JOB (what
+    ``lanray-tui results JOB --to ~/lanray_results`` does): (what happened, whether it did)."""
+    from pathlib import Path
+
+    from ..core.errors import LanrayError
+    from ..storage_fs import save_results as fetch
+
+    dest = Path.home() / RESULTS_DIR / job_id
+    try:
+        files, size = fetch(session.cfg, job_id, dest)
+    except LanrayError as exc:
+        return str(exc), False
+    return f"{job_id}: {files} file(s), {size / 1e6:.1f} MB saved in {dest}", True
 
 
 def job_op(link: ControlClient, op: str, job_id: str) -> tuple[str, bool]:

@@ -45,9 +45,19 @@ def test_parallel_map(cluster: dict[str, Any]) -> None:
 
 
 @needs("sklearn")
-def test_kfold_cv(cluster: dict[str, Any]) -> None:
-    got = run_sample(cluster["n2"], "kfold_cv.py", "--folds", "4")
+def test_kfold_cv(cluster: dict[str, Any], tmp_path: Path) -> None:
+    n1, n2 = cluster["n1"], cluster["n2"]
+    got = run_sample(n2, "kfold_cv.py", "--folds", "4")
     assert got["folds"] == 4 and got["mean_accuracy"] > 0.9
+    # its report is in the job's folder of the cluster storage, and comes home to n2
+    prefix = f"webdavs://{n1.address}:47477/jobs/"
+    assert got["report"].startswith(prefix) and got["report"].endswith("/kfold_report.json")
+    job = got["report"][len(prefix) :].split("/")[0]
+    p = n2.lanray("results", job, "--to", str(tmp_path), timeout=60)
+    assert p.returncode == 0, p.stderr
+    report = json.loads((tmp_path / job / "kfold_report.json").read_text())
+    assert report["mean_accuracy"] == got["mean_accuracy"] and len(report["folds_detail"]) == 4
+    assert (tmp_path / job / "kfold_folds.csv").read_text().count("\n") == 5
 
 
 def test_gpu_tasks_without_gpus(cluster: dict[str, Any]) -> None:
@@ -68,3 +78,6 @@ def test_train_digits(cluster: dict[str, Any]) -> None:
     assert got["parallel"]["workers"] == got["workers"] >= 1
     assert got["baseline"]["accuracy"] > 0.5 and got["parallel"]["accuracy"] > 0.5
     assert "speedup" in got and "accuracy_delta" in got
+    # a checkpoint every epoch, in the job's folder of the cluster storage
+    assert got["parallel"]["checkpoint"].startswith("jobs/j-")
+    assert "/checkpoint_" in got["parallel"]["checkpoint"]

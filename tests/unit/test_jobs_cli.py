@@ -177,7 +177,9 @@ def test_jobs_prints_the_queue_as_the_agent_sent_it(
     )
     try:
         assert cli.main(["jobs", "--json"]) == 0
-        assert json.loads(capsys.readouterr().out) == {"jobs": [JOB_JSON]}
+        # in no cluster here: no storage, so no output folder nor size
+        no_output = {"output": "", "output_bytes": None}
+        assert json.loads(capsys.readouterr().out) == {"jobs": [{**JOB_JSON, **no_output}]}
         assert cli.main(["jobs"]) == 0
         out = capsys.readouterr().out
         assert "j-1a2b  train" in out

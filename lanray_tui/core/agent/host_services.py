@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...adapters import ray_process
 from .. import protocol as p
+from .. import storage_server
 from ..errors import LanrayError
 from ..models import GIB
 from .ray_link import RayView
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..job_service import JobService
     from ..joincode import CodeBook
+    from ..storage_server import StorageArea
 
 log = logging.getLogger("lanray.agent")
 
@@ -48,6 +50,7 @@ class HostServices:
         self.codes: CodeBook | None = None
         self.pairing: PairingService | None = None
         self.announcer: Announcer | None = None
+        self.storage: StorageArea | None = None
         self.summary: dict[str, float] = {"node_count": 0, "free_cpus": 0.0, "free_gpus": 0.0}
         self.handlers: dict[str, Handler] = {"code": self.op_code, "token": self.op_token}
         self.streams: dict[str, StreamHandler] = {}
@@ -55,6 +58,11 @@ class HostServices:
 
     async def start(self) -> None:
         await self._start_jobs()
+        self.storage = await storage_server.start_for_host(self)  # None: degraded, told why
+        if self.storage is not None:
+            self._tasks.append(
+                asyncio.create_task(storage_server.keep_under_cap(self.storage, self))
+            )
         await self._start_discovery()
         self._tasks.append(asyncio.create_task(self._refresh_summary()))
 
@@ -64,6 +72,8 @@ class HostServices:
         for service in (self.announcer, self.pairing, self.jobs):
             if service is not None:
                 service.close()
+        if self.storage is not None:
+            self.storage.stop()
 
     @property
     def free(self) -> dict[str, float] | None:

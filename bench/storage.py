@@ -1,0 +1,193 @@
+"""Storage benchmark: the cluster storage's throughput between two lab nodes, next to a
+plain TCP copy of the same file between the same two nodes.
+
+In a 2-node lab (n1 hosts, n2 joined), n2 writes a file of --mb MB to the host's storage and
+reads it back (webdav4's fsspec client over TLS with n2's certificate, WsgiDAV in cheroot on
+n1, as jobs and `lanray-tui results` use it), and copies the same file to and from a plain
+TCP server on n1 (no TLS, no HTTP: `socket.sendfile` on one side, 1 MiB reads written to a
+file on the other). Each copy ends when the receiver has written the whole file; the runs
+are interleaved, and the medians are reported in MB/s (1 MB = 10^6 bytes).
+
+    python bench/storage.py [--mb N] [--runs N] [--link-mbit N] [--json]
+
+The lab's cables have no speed of their own: both copies are then bound by this machine's
+CPUs (TLS, HTTP and Python on one side, a kernel copy on the other). --link-mbit N gives
+n1's and n2's cables the speed of a LAN (a token bucket on the bridge side of each, so both
+directions), as between two real machines.
+
+JSON keys: storage_write_mb_s, storage_read_mb_s, tcp_write_mb_s, tcp_read_mb_s, and the
+ratios write_ratio and read_ratio (storage over TCP; the goal is >= 0.7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from _common import LANRAY, bench_lab, checked, host_on_n1, last_json, median, on_node
+
+INSIDE = os.path.abspath(__file__)
+TCP_PORT = 47490
+CHUNK = 1 << 20
+
+
+# ----- what runs inside the lab nodes ---------------------------------------------------------
+
+
+def tcp_server(host: str, port: int, src: str, sink: str) -> None:
+    """n1: 'W' receives into ``sink`` (then answers b'k'), 'R' sends ``src``; forever."""
+    srv = socket.create_server((host, port), reuse_port=True)
+    print("ready", flush=True)
+    while True:
+        conn, _ = srv.accept()
+        with conn:
+            mode = conn.recv(1)
+            if mode == b"W":
+                with open(sink, "wb") as f:
+                    while chunk := conn.recv(CHUNK):
+                        f.write(chunk)
+                conn.sendall(b"k")
+            elif mode == b"R":
+                with open(src, "rb") as f:
+                    conn.sendfile(f)
+
+
+def tcp_copy(host: str, port: int, mode: str, src: str, dest: str) -> float:
+    t0 = time.perf_counter()
+    with socket.create_connection((host, port)) as conn:
+        conn.sendall(mode.encode())
+        if mode == "W":
+            with open(src, "rb") as f:
+                conn.sendfile(f)
+            conn.shutdown(socket.SHUT_WR)
+            assert conn.recv(1) == b"k"
+        else:
+            with open(dest, "wb") as f:
+                while chunk := conn.recv(CHUNK):
+                    f.write(chunk)
+    return time.perf_counter() - t0
+
+
+def client(host: str, storage_port: int, src: str, runs: int) -> None:
+    """n2: the copies, interleaved; prints the seconds of each as JSON."""
+    from lanray_tui.storage_fs import ClusterFS
+
+    fs = ClusterFS(f"webdavs://{host}:{storage_port}/")
+    fs.ls("")  # the connection and the server's feature check, as a job's first call does
+    back = src + ".back"
+    times: dict[str, list[float]] = {k: [] for k in ("dav_w", "dav_r", "tcp_w", "tcp_r")}
+    size = os.path.getsize(src)
+    for _ in range(runs):
+        times["tcp_w"].append(tcp_copy(host, TCP_PORT, "W", src, ""))
+        t0 = time.perf_counter()
+        fs.put_file(src, "bench/file.bin")
+        times["dav_w"].append(time.perf_counter() - t0)
+        times["tcp_r"].append(tcp_copy(host, TCP_PORT, "R", "", back))
+        assert os.path.getsize(back) == size
+        t0 = time.perf_counter()
+        fs.get_file("bench/file.bin", back)
+        times["dav_r"].append(time.perf_counter() - t0)
+        assert os.path.getsize(back) == size
+    fs.rm("bench", recursive=True)
+    print(json.dumps(times))
+
+
+# ----- the benchmark --------------------------------------------------------------------------
+
+
+def shape(lab: object, node: str, mbit: int) -> None:
+    """A token bucket of ``mbit`` on the bridge side of ``node``'s cable (traffic to it)."""
+    veth = lab.node(node).name  # type: ignore[attr-defined]
+    netns = lab.bridge_netns  # type: ignore[attr-defined]
+    tbf = f"tc qdisc replace dev {veth} root tbf rate {mbit}mbit burst 256kb latency 50ms"
+    subprocess.run(["ip", "netns", "exec", netns, *tbf.split()], check=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=int, default=100, help="file size in MB (default 100)")
+    ap.add_argument("--runs", type=int, default=3, help="copies each way (default 3)")
+    ap.add_argument("--link-mbit", type=int, default=0, help="cable speed (default: unlimited)")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args()
+    py = sys.executable
+    with (
+        tempfile.TemporaryDirectory(prefix="lanray-bench-storage-") as tmp,
+        bench_lab("stor2", 2) as lab,
+    ):
+        os.chmod(tmp, 0o755)
+        src, sink = os.path.join(tmp, "file.bin"), os.path.join(tmp, "sink.bin")
+        with open(src, "wb") as f:
+            for _ in range(args.mb):
+                f.write(os.urandom(1_000_000))
+        if args.link_mbit:
+            for node in ("n1", "n2"):
+                shape(lab, node, args.link_mbit)
+        join = host_on_n1(lab, 1)
+        server = None
+        try:
+            checked(on_node(lab, "n2", join), "join")
+            from lanray_tui.core import lab as labmod
+
+            host = lab.node("n1").address
+            server = labmod.run(
+                lab,
+                "n1",
+                [py, INSIDE, "--tcp-server", host, str(TCP_PORT), src, sink],
+                text=True,
+                stdout=subprocess.PIPE,
+            )
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            out = checked(
+                on_node(
+                    lab,
+                    "n2",
+                    [py, INSIDE, "--client", host, "47477", src, str(args.runs)],
+                    timeout=600,
+                ),
+                "the copies",
+            )
+        finally:
+            if server is not None:
+                server.kill()
+                server.wait()
+            for node in ("n2", "n1"):
+                on_node(lab, node, [*LANRAY, "leave"], timeout=120)
+    times = last_json(out)
+    mb = args.mb
+
+    def rate(key: str) -> float:
+        return round(mb / median(times[key]), 1)
+
+    result = {
+        "file_mb": mb,
+        "runs": args.runs,
+        "link_mbit": args.link_mbit or None,
+        "storage_write_mb_s": rate("dav_w"),
+        "storage_read_mb_s": rate("dav_r"),
+        "tcp_write_mb_s": rate("tcp_w"),
+        "tcp_read_mb_s": rate("tcp_r"),
+    }
+    result["write_ratio"] = round(result["storage_write_mb_s"] / result["tcp_write_mb_s"], 2)
+    result["read_ratio"] = round(result["storage_read_mb_s"] / result["tcp_read_mb_s"], 2)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:20} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--tcp-server":
+        tcp_server(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+    else:
+        raise SystemExit(main())

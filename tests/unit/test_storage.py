@@ -1,0 +1,318 @@
+"""The cluster storage: its addresses and cap (pure), and its server on loopback with the
+cluster's certificates: a node of the cluster reads and writes, anyone else is refused."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lanray_tui.core.cluster_ca import NodeTls
+from lanray_tui.core.storage_layout import (
+    Folder,
+    StorageError,
+    job_folders,
+    job_uri,
+    over_cap,
+    parse,
+)
+
+# ----- pure parts -----------------------------------------------------------------------------
+
+
+def test_addresses_of_the_area_and_of_a_job_folder() -> None:
+    assert job_uri("webdavs://10.0.0.1:47477/", "j-1a2b") == "webdavs://10.0.0.1:47477/jobs/j-1a2b/"
+    loc = parse("webdavs://10.0.0.1:47477/jobs/j-1a2b/")
+    assert (loc.host, loc.port, loc.path) == ("10.0.0.1", 47477, "jobs/j-1a2b")
+    assert loc.https == "https://10.0.0.1:47477/" and loc.base == "webdavs://10.0.0.1:47477/"
+    assert parse("webdavs://h:1").path == ""
+
+
+@pytest.mark.parametrize(
+    "bad", ["http://h:1/", "webdavs://h/", "webdavs://h:0/", "webdavs://h:1/a/../b", ""]
+)
+def test_what_is_not_a_storage_address(bad: str) -> None:
+    with pytest.raises(StorageError):
+        parse(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "..", "-x", "a b", "x" * 65])
+def test_a_job_id_that_cannot_name_a_folder_is_refused(bad: str) -> None:
+    with pytest.raises(StorageError):
+        job_uri("webdavs://h:1/", bad)
+
+
+def test_the_cap_removes_the_oldest_first_and_never_a_running_job() -> None:
+    folders = [Folder("new", 30.0, 40), Folder("old", 10.0, 50), Folder("mid", 20.0, 30)]
+    assert over_cap(folders, 120) == []
+    assert over_cap(folders, 100) == ["old"]
+    assert over_cap(folders, 40) == ["old", "mid"]
+    assert over_cap(folders, 40, keep=frozenset({"old"})) == ["mid", "new"]
+    assert over_cap([], 0) == []
+
+
+def test_job_folders_have_their_sizes_and_newest_times(tmp_path: Path) -> None:
+    for name, size, mtime in (("a", 10, 100.0), ("b", 5, 50.0)):
+        d = tmp_path / "jobs" / name / "sub"
+        d.mkdir(parents=True)
+        (d / "f").write_bytes(b"x" * size)
+        os.utime(d / "f", (mtime, mtime))
+        os.utime(d, (1.0, 1.0))
+        os.utime(d.parent, (1.0, 1.0))
+    (tmp_path / "jobs" / "stray-file").write_bytes(b"ignored")
+    assert job_folders(tmp_path) == [Folder("b", 50.0, 5), Folder("a", 100.0, 10)]
+    assert job_folders(tmp_path / "none") == []
+
+
+def test_jobs_get_the_storage_and_their_own_folder(tmp_path: Path) -> None:
+    from lanray_tui.core.job_service_runner import JobRunner
+    from lanray_tui.core.jobs_records import JobSpec
+
+    runner = JobRunner(
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        max_running=1,
+        python_dir=tmp_path,
+        ready=lambda: True,
+        closed=lambda: False,
+    )
+    spec = JobSpec(command=["true"], env={"A": "1"})
+    assert "LANRAY_STORAGE" not in runner.runtime_env(spec, "j-1")["env_vars"]
+    runner.storage = "webdavs://10.0.0.1:47477/"
+    env = runner.runtime_env(spec, "j-1")["env_vars"]
+    assert env["LANRAY_STORAGE"] == "webdavs://10.0.0.1:47477/"
+    assert env["LANRAY_OUTPUT_DIR"] == "webdavs://10.0.0.1:47477/jobs/j-1/"
+    assert env["A"] == "1"
+
+
+# ----- the server on loopback -----------------------------------------------------------------
+
+
+def _member(folder: Path, ca: NodeTls, name: str) -> NodeTls:
+    tls = NodeTls(folder)
+    tls.store(ca.sign(tls.request(name, ["127.0.0.1"])), ca.ca_cert.read_bytes())
+    return tls
+
+
+@pytest.fixture()
+def area(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from lanray_tui.core.storage_server import StorageArea
+
+    host = NodeTls(tmp_path / "host")
+    host.ensure_ca("cluster-a", "a")
+    host.issue_own("host", ["127.0.0.1"])
+    node = _member(tmp_path / "node", host, "n2")
+    monkeypatch.setenv("RAY_TLS_SERVER_CERT", str(node.cert))
+    monkeypatch.setenv("RAY_TLS_SERVER_KEY", str(node.key))
+    monkeypatch.setenv("RAY_TLS_CA_CERT", str(node.ca_cert))
+    served = StorageArea(tmp_path / "storage", host, "127.0.0.1", 0, max_gb=1.0)
+    served.start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def test_a_node_of_the_cluster_writes_reads_and_lists(area: Any, tmp_path: Path) -> None:
+    from lanray_tui.storage_fs import ClusterFS
+
+    fs = ClusterFS(area.uri)
+    data = os.urandom(3 << 20)
+    with fs.open("jobs/j-1/deep/model.bin", "wb") as f:  # parent folders made on the way
+        f.write(data)
+    assert (area.root / "jobs/j-1/deep/model.bin").read_bytes() == data
+    fs.get_file("jobs/j-1/deep/model.bin", str(tmp_path / "back"))
+    assert (tmp_path / "back").read_bytes() == data
+    assert fs.sizes() == {"jobs": {"j-1": len(data)}}
+    with pytest.raises(FileNotFoundError):
+        fs.get_file("jobs/j-1/none", str(tmp_path / "none"))
+    fs.get_file("jobs/j-1/deep", str(tmp_path / "a-folder"))  # a folder: made here
+    assert (tmp_path / "a-folder").is_dir()
+    # sent to a Ray worker, it is made again there from the address alone
+    again = pickle.loads(pickle.dumps(fs))
+    assert again.ls("jobs/j-1/deep", detail=False) == ["jobs/j-1/deep/model.bin"]
+    assert fs.cat_file(f"{area.uri}jobs/j-1/deep/model.bin") == data
+
+
+def test_results_come_home_with_their_folders(
+    area: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lanray_tui import cli_results
+    from lanray_tui.cli_results import fetch
+    from lanray_tui.storage_fs import ClusterFS
+
+    monkeypatch.setattr(cli_results, "PROGRESS_FROM", 4)  # a.csv is "large", report.txt is not
+
+    fs = ClusterFS(area.uri)
+    fs.pipe_file("jobs/j-2/report.txt", b"ok\n")
+    fs.pipe_file("jobs/j-2/plots/a.csv", b"1,2\n")
+    assert fetch(fs, "j-2", tmp_path / "got" / "j-2") == (2, 7)
+    assert (tmp_path / "got/j-2/plots/a.csv").read_bytes() == b"1,2\n"
+    assert capsys.readouterr().err.startswith("  plots/a.csv: 0.0/0.0 MB")  # only the 4 bytes
+    with pytest.raises(StorageError, match="no results"):
+        fetch(fs, "j-none", tmp_path / "x")
+
+
+def test_the_cap_removes_the_oldest_job_folders(area: Any) -> None:
+    area.cap_bytes = 10
+    for name, age in (("j-old", 100), ("j-new", 0)):
+        (area.root / "jobs" / name).mkdir(parents=True)
+        (area.root / "jobs" / name / "f").write_bytes(b"x" * 8)
+        t = time.time() - age
+        os.utime(area.root / "jobs" / name / "f", (t, t))
+    assert area.enforce_cap() == ["j-old"]
+    assert sorted(p.name for p in (area.root / "jobs").iterdir()) == ["j-new"]
+
+
+def _get(area: Any, ctx: ssl.SSLContext) -> httpx.Response:
+    with httpx.Client(verify=ctx, timeout=10) as client:
+        return client.request(
+            "PROPFIND", f"https://127.0.0.1:{area.port}/jobs/", headers={"Depth": "1"}
+        )
+
+
+def test_a_client_without_a_certificate_of_the_cluster_is_refused(
+    area: Any, tmp_path: Path
+) -> None:
+    host_ca = str(area.tls.ca_cert)
+    no_cert = ssl.create_default_context(cafile=host_ca)
+    with pytest.raises((httpx.HTTPError, ssl.SSLError, OSError)):
+        _get(area, no_cert)
+    other = NodeTls(tmp_path / "other")
+    other.ensure_ca("cluster-b", "b")
+    other.issue_own("intruder", ["127.0.0.1"])
+    foreign = ssl.create_default_context(cafile=host_ca)
+    foreign.load_cert_chain(other.cert, other.key)
+    with pytest.raises((httpx.HTTPError, ssl.SSLError, OSError)):
+        _get(area, foreign)
+    member = ssl.create_default_context(cafile=host_ca)
+    member.load_cert_chain(os.environ["RAY_TLS_SERVER_CERT"], os.environ["RAY_TLS_SERVER_KEY"])
+    assert _get(area, member).status_code == 207
+
+
+# ----- what jobs use ------------------------------------------------------------------------
+
+
+def test_a_job_finds_its_folder_from_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lanray_tui import storage
+
+    monkeypatch.delenv("LANRAY_STORAGE", raising=False)
+    monkeypatch.delenv("LANRAY_OUTPUT_DIR", raising=False)
+    assert not storage.available()
+    with pytest.raises(StorageError, match="only in jobs"):
+        storage.filesystem()
+    with pytest.raises(StorageError, match="only in cluster jobs"):
+        storage.output_path()
+    monkeypatch.setenv("LANRAY_STORAGE", "webdavs://10.0.0.1:47477/")
+    monkeypatch.setenv("LANRAY_OUTPUT_DIR", "webdavs://10.0.0.1:47477/jobs/j-1/")
+    assert storage.available()
+    assert storage.output_path() == "jobs/j-1"
+    assert storage.output_path("/plots/a.png") == "jobs/j-1/plots/a.png"
+
+
+def test_run_config_keeps_the_run_in_the_jobs_folder(
+    area: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pyarrow", reason="Ray Train's dependencies are not installed")
+    pytest.importorskip("pandas", reason="Ray Train's dependencies are not installed")
+    from lanray_tui import storage
+
+    monkeypatch.setenv("LANRAY_STORAGE", area.uri)
+    monkeypatch.setenv("LANRAY_OUTPUT_DIR", area.uri + "jobs/j-3/")
+    train = storage.run_config("digits")
+    assert (train.name, train.storage_path) == ("digits", "jobs/j-3")
+    train.storage_filesystem.create_dir("jobs/j-3/digits/x")  # through pyarrow, to the host
+    assert (area.root / "jobs/j-3/digits/x").is_dir()
+    tune = storage.run_config("sweep", tune=True)
+    assert type(tune).__module__.startswith("ray.tune") and tune.storage_path == "jobs/j-3"
+
+
+async def test_a_host_whose_storage_cannot_start_goes_on_and_says_why(tmp_path: Path) -> None:
+    import socket
+    from types import SimpleNamespace
+
+    from lanray_tui.core.storage_server import start_for_host
+
+    tls = NodeTls(tmp_path / "tls")
+    tls.ensure_ca("cluster-a", "a")
+    tls.issue_own("host", ["127.0.0.1"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        host = SimpleNamespace(
+            cfg={"storage.port": taken.getsockname()[1], "storage.max_gb": 1.0},
+            data_dir=tmp_path,
+            node=SimpleNamespace(node_ip="127.0.0.1", detail=""),
+            jobs=None,
+        )
+        assert await start_for_host(host) is None  # type: ignore[arg-type]
+    assert host.node.detail.startswith("storage not available: ")
+    assert "in use" in host.node.detail
+
+
+def test_the_tuis_save_key_brings_results_home(area: Any, tmp_path: Path) -> None:
+    """What 's' in the job details does: from this node's credentials and config."""
+    import shutil
+    from types import SimpleNamespace
+
+    from lanray_tui.core import config, credentials
+    from lanray_tui.screens.job_details import save_results
+    from lanray_tui.storage_fs import ClusterFS
+
+    ClusterFS(area.uri).pipe_file("jobs/j-4/model.txt", b"weights")
+    cfg = config.load().with_overrides(**{"storage.port": area.port})
+    session = SimpleNamespace(cfg=cfg)
+    text, ok = save_results(session, "j-4")  # type: ignore[arg-type]
+    assert not ok and "in no cluster" in text
+    paths = cfg.paths()
+    creds = credentials.Credentials.new("a").replace(head_address="127.0.0.1")
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    credentials.save(paths.credentials, creds)
+    node = Path(os.environ["RAY_TLS_SERVER_CERT"]).parent
+    shutil.copytree(node, paths.tls_dir)
+    text, ok = save_results(session, "j-4")  # type: ignore[arg-type]
+    assert ok, text
+    assert (Path.home() / "lanray_results/j-4/model.txt").read_bytes() == b"weights"
+    assert text.startswith("j-4: 1 file(s), 0.0 MB saved in ")
+    text, ok = save_results(session, "j-none")  # type: ignore[arg-type]
+    assert not ok and text == "job j-none has no results in the cluster storage"
+
+
+def test_results_says_in_one_line_when_the_storage_does_not_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from lanray_tui import cli
+    from lanray_tui.core import config, credentials
+
+    host = NodeTls(tmp_path / "host")
+    host.ensure_ca("cluster-a", "a")
+    paths = config.load().paths()
+    _member(paths.tls_dir, host, "n2")
+    credentials.save(
+        paths.credentials, credentials.Credentials.new("a").replace(head_address="127.0.0.1")
+    )
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"storage:\n  port: {port}\n")
+    assert cli.main(["--config", str(conf), "results", "j-1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"lanray-tui: error: the cluster storage at webdavs://127.0.0.1:{port}/")
+    assert "did not answer" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_servers_threads_never_keep_a_process_alive(area: Any) -> None:
+    import threading
+
+    ours = [t for t in threading.enumerate() if t.name.startswith("lanray-storage")]
+    assert len(ours) > 1 and all(t.daemon for t in ours)
