@@ -102,7 +102,8 @@ async def _tui_keys(width: int, height: int, nodes: int) -> None:
             return
         table.focus()
         keys = ["down"] * 20 + ["up"] * 5 + ["pagedown", "pageup", "end", "home"]
-        keys += [k for k in ("s", "s", "s") if "s" in _bindings(table)]
+        keys += ["s", "s", "s", "s"]  # every order: problems first, state, load, name
+        keys += ["slash", "n", "1", "enter", "slash", "escape"]  # a filter, then none
         for key in keys:
             t0 = time.perf_counter()
             await pilot.press(key)
