@@ -1,22 +1,19 @@
-"""Ray over mutual TLS on a real 2-node cluster in the lab, and nothing of Ray in clear on
-the LAN.
+"""Ray over mutual TLS on the session's real 2-node cluster in the lab, and nothing of Ray
+in clear on the LAN.
 
-The certificates are placed by hand before ``host`` and ``join``: a CA in n1's tls dir signs
-n1's own certificate and n2's signing request (what pairing does). Then: both nodes ALIVE,
-tasks on both nodes, a job with a working_dir uploaded over Ray's gRPC, ``status`` on both
-nodes; a client with the token but without a certificate gets nothing from the head's GCS,
-and the dashboard, the Jobs API and the dashboard agents answer nothing on LAN addresses.
-A third node, n3, has the token but no certificate: its Ray does not start.
+n1 hosts (its CA signed its own certificate) and n2 joined by token (its certificate came by
+the authenticated exchange). Then: both nodes ALIVE, tasks on both nodes, a job with a
+working_dir uploaded over Ray's gRPC, ``status`` on both nodes; a client with the token but
+without a certificate gets nothing from the head's GCS; the dashboard and the Jobs API
+answer nothing on LAN addresses, and `lanray-tui dashboard` on n2 forwards to them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +21,18 @@ import pytest
 
 from lanray_tui.core import lab as labmod
 from lanray_tui.core.cluster_ca import NodeTls
-from tests.conftest import LAB, needs_root
-from tests.helpers.labkit import Node, node_states, wait_for
+from tests.conftest import needs_root
+from tests.helpers.labkit import LANRAY, Node, node_states, wait_for
 
 pytestmark = needs_root
 
 # a lab of its own (the session's lab may be up with the name LAB): at most 8 characters
-TLS_LAB = LAB[:5] + "tls"
 GCS_PORT, DASHBOARD_PORT, AGENT_HTTP_PORT, CLIENT_PORT = 6379, 8265, 52365, 10001
 
 
 def node_tls(lab: labmod.Lab, name: str) -> NodeTls:
     data = Path(lab.node(name).env()["XDG_DATA_HOME"]) / "lanray-tui"
     return NodeTls(data / "tls")
-
-
-def place_certificates(lab: labmod.Lab, host: str, joiners: list[str]) -> None:
-    """What pairing does: the host's CA signs the host's own certificate and each joiner's
-    request (the joiner's key never leaves its tls dir)."""
-    ca = node_tls(lab, host)
-    ca.ensure_ca("lab", "lab")
-    ca.issue_own(host, [lab.node(host).address])
-    for name in joiners:
-        tls = node_tls(lab, name)
-        csr = tls.request(name, [lab.node(name).address])
-        tls.store(ca.sign(csr), ca.ca_cert.read_bytes())
 
 
 # Ask the head's GCS for its nodes, with whatever Ray settings the environment has.
@@ -101,21 +85,10 @@ def http(node: Node, host: str, port: int, method: str, path: str, body: str = "
     return json.loads(p.stdout)  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="module")
-def tls_cluster() -> Iterator[dict[str, Any]]:
-    labmod.down(TLS_LAB)  # leftovers of a crashed run
-    lab = labmod.up(TLS_LAB, 3)
-    n1, n2, n3 = Node(lab, "n1"), Node(lab, "n2"), Node(lab, "n3")
-    try:
-        place_certificates(lab, "n1", ["n2"])
-        n1.lanray("host", "--headless", "--detach", check=True, timeout=180)
-        n2.join_by_token(n1, "--headless", "--detach", check=True, timeout=180)
-        yield {"lab": lab, "n1": n1, "n2": n2, "n3": n3}
-    finally:
-        for n in (n3, n2, n1):
-            with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
-                n.leave()
-        labmod.down(TLS_LAB)
+@pytest.fixture()
+def tls_cluster(cluster: dict[str, Any], lab: labmod.Lab) -> dict[str, Any]:
+    """The session's cluster (n1 hosts, n2 joined by token), with its lab."""
+    return {"lab": lab, **cluster}
 
 
 JOB = """
@@ -159,13 +132,16 @@ def test_both_nodes_alive_tasks_on_both_and_a_working_dir_job(
     assert "hello from the worker" in p.stdout
 
 
-def test_a_node_without_a_certificate_does_not_start_ray(tls_cluster: dict[str, Any]) -> None:
-    n1, n3 = tls_cluster["n1"], tls_cluster["n3"]
-    p = n3.join_by_token(n1, "--headless", "--detach", timeout=120)
-    assert p.returncode != 0
-    err = p.stderr.strip().splitlines()
-    assert len(err) == 1 and "this node has no certificate of the cluster" in err[0], err
-    assert n3.address not in node_states(n1)
+def test_the_worker_got_its_certificate_by_the_exchange(tls_cluster: dict[str, Any]) -> None:
+    """n2 joined by token: its key was made on n2 (mode 0600), its certificate is the host
+    CA's and names n2's address, and n1 holds the CA key, which n2 never got."""
+    lab = tls_cluster["lab"]
+    host, worker = node_tls(lab, "n1"), node_tls(lab, "n2")
+    assert worker.ready() and worker.covers([lab.node("n2").address])
+    assert worker.key.stat().st_mode & 0o777 == 0o600
+    assert worker.ca_cert.read_bytes() == host.ca_cert.read_bytes()
+    assert host.ca_key.is_file() and not worker.ca_key.exists()
+    assert worker.key.read_bytes() != host.key.read_bytes()
 
 
 def test_a_client_without_a_certificate_gets_nothing_from_the_gcs(
@@ -197,6 +173,17 @@ def test_the_dashboard_answers_on_the_heads_loopback_only(tls_cluster: dict[str,
         body = json.dumps({"entrypoint": "true", "submission_id": "no-token"})
         got = http(n2, host, AGENT_HTTP_PORT, "POST", "/api/job_agent/jobs/", body)
         assert got["reply"].startswith("HTTP/1.1 401"), got
+    # 'lanray-tui dashboard' on n2: a local forward, over mutual TLS, to the head's loopback
+    forward = n2.popen([*LANRAY, "dashboard", "--port", "18265"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        assert forward.stdout is not None
+        assert "http://127.0.0.1:18265" in forward.stdout.readline()
+        got = http(n2, "127.0.0.1", 18265, "GET", "/api/version")
+        assert got["connected"] and got["reply"].startswith("HTTP/1.1 "), got
+    finally:
+        forward.terminate()
+        forward.wait(10)
 
 
 @pytest.mark.xfail(
