@@ -93,7 +93,11 @@ def test_results_of_a_job_submitted_from_a_worker_come_back_byte_identical(
     assert (dest / job / "sub" / "note.txt").read_bytes() == b"hello"
     print(f"results: {SIZE / 1e6 / took:.0f} MB/s including the command's start")
 
-    # n3 is in no cluster: without a certificate of the cluster, the storage refuses it
+    # n3 is in no cluster (earlier tests of the session may have left it credentials: gone)
+    n3.leave()
+    n3.run(["sh", "-c", 'rm -rf "$XDG_DATA_HOME/lanray-tui/cluster.json" '
+                        '"$XDG_DATA_HOME/lanray-tui/tls"'], check=True)  # fmt: skip
+    # without a certificate of the cluster, the storage refuses it
     ca = n1.run(["sh", "-c", 'cat "$XDG_DATA_HOME/lanray-tui/tls/ca.pem"'], check=True).stdout
     (tmp_path / "ca.pem").write_text(ca)
     url = f"https://{n1.address}:47477/jobs/{job}/big.bin"
