@@ -237,14 +237,28 @@ def _start_worker(
     return info
 
 
+def refuse_own_docker_network(cfg: Config) -> None:
+    """Joining with Ray in a container on a Docker network of its own is not available: the
+    pairing and the cluster API (mutual TLS) are the agents' own, outside that network."""
+    from . import runtime
+
+    if runtime.chooses_node_ip(cfg):
+        raise LanrayError(
+            f"joining with the docker runtime on the Docker network "
+            f"'{cfg['runtime.docker_network']}' is not available yet (the agents pair and talk "
+            "over the LAN, outside that network): use runtime.docker_network: host"
+        )
+
+
 def _signing_request(cfg: Config, head: str, node_name: str) -> tuple[NodeTls, bytes]:
     """This node's TLS folder and a signing request for its key (made here, mode 0600, and
     never sent), naming the address it has towards ``head``."""
+    from . import runtime
     from .cluster_ca import NodeTls
 
     ip = cfg["ray.node_ip"] or netinfo.ip_for_head(head)
     tls = NodeTls(cfg.paths().tls_dir)
-    return tls, tls.request(node_name, [ip])
+    return tls, tls.request(node_name, [ip, *runtime.cert_addresses(cfg)])
 
 
 def _paired_credentials(got: dict[str, object], tls: NodeTls) -> Credentials:
@@ -303,6 +317,7 @@ def join_with_token(
     pairing port, ``pairing.port``), which gives this node the cluster's credentials and a
     certificate. The host's own answer says its Ray ports."""
     refuse_if_running(cfg.paths())
+    refuse_own_docker_network(cfg)
     host, _, port = address.partition(":")
     if port and not port.isdigit():
         raise LanrayError(f"bad address '{address}': the port is not a number")
@@ -353,6 +368,7 @@ def join_with_code(
     if not is_valid(code):
         raise LanrayError(f"{code.strip()!r} is not a join code (they look like 7-tiger-canvas)")
     refuse_if_running(cfg.paths())
+    refuse_own_docker_network(cfg)
     if progress is not None:
         progress("finding the host")
     host = find_host(cfg, target)
@@ -394,6 +410,7 @@ def join_again(
 
     paths = cfg.paths()
     refuse_if_running(paths)
+    refuse_own_docker_network(cfg)
     creds = credentials.load(paths.credentials)
     if creds is None or not creds.head_address:
         raise LanrayError("join needs --code CODE (shown on the host) or a token (--token -)")

@@ -112,6 +112,45 @@ def start_ray(
     return ray_process.start(spec, token, ray_tls.ray_env(tls_dir), log_path)
 
 
+def cert_addresses(cfg: Config) -> list[str]:
+    """The addresses this node's certificate must name besides its own: on a Docker network
+    of its own, every address Docker may give its Ray container there (Ray's gRPC checks the
+    address it dials against the certificate). One line when that network is too large for
+    a certificate."""
+    if not chooses_node_ip(cfg):
+        return []
+    import ipaddress
+
+    from ..adapters import docker_engine
+    from .cluster_ca import MAX_IPS
+
+    name = cfg["runtime.docker_network"]
+    try:
+        net = docker_engine.connect().network(name)
+    except docker_engine.DockerError as exc:
+        raise LanrayError(f"cannot read the Docker network '{name}': {exc}") from None
+    if net is None:
+        raise LanrayError(f"the Docker network '{name}' does not exist")
+    out: list[str] = []
+    room = MAX_IPS - 2  # the node's own address and loopback come first
+    for conf in (net.get("IPAM") or {}).get("Config") or []:
+        try:
+            subnet = ipaddress.ip_network(str(conf.get("Subnet", "")))
+        except ValueError:
+            continue
+        if subnet.version != 4:
+            continue
+        if subnet.num_addresses - 2 > room + 1:  # its hosts, less the gateway
+            raise LanrayError(
+                f"the Docker network '{name}' ({subnet}) has more addresses than a node's "
+                f"certificate can name ({room}): use a /29 network (docker network create "
+                f"--subnet A.B.C.D/29 ...) or runtime.docker_network: host"
+            )
+        gateway = str(conf.get("Gateway", ""))
+        out += [str(ip) for ip in subnet.hosts() if str(ip) != gateway]
+    return out[:room]
+
+
 def chooses_node_ip(cfg: Config) -> bool:
     """True when the runtime, not the agent, picks the address Ray uses: a container on a
     Docker network of its own gets its address from Docker (the handle's ``node_ip``)."""

@@ -202,7 +202,8 @@ class Wiring:
             # The cluster's CA (made with the cluster) and the host's own certificate, for
             # the addresses it has now.
             self.tls.ensure_ca(node.creds.cluster_id, node.creds.cluster_name)
-            self.tls.issue_own(socket.gethostname(), [node.node_ip])
+            ips = [node.node_ip, *runtime.cert_addresses(cfg)]
+            self.tls.issue_own(socket.gethostname(), list(dict.fromkeys(ips)))
         else:
             node.node_ip = cfg["ray.node_ip"] or netinfo.ip_for_head(
                 node.creds.head_address, own_address=runtime.chooses_node_ip(cfg)
