@@ -149,7 +149,12 @@ def cpu_pct(proc: psutil.Process, seconds: float) -> float:
 
 
 def alive_count(lab: Any) -> int:
-    p = on_node(lab, "n1", [*LANRAY, "status", "--json"], timeout=60)
+    """ALIVE machines as n1's status lists them; 0 while it does not answer in time (a
+    storm on 2 cores can keep the host busy past a minute)."""
+    try:
+        p = on_node(lab, "n1", [*LANRAY, "status", "--json"], timeout=60)
+    except subprocess.TimeoutExpired:
+        return 0
     if p.returncode != 0:
         return 0
     rows = json.loads(p.stdout)["nodes"]
