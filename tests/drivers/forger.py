@@ -4,26 +4,12 @@ import socket
 import sys
 import time
 
+from stranger import fake_beacon  # this folder: a script's own
+
 from lanray_tui.core import beacon as wire
 
 cluster_id, address, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-fake = wire.Beacon(
-    cluster_id=cluster_id,
-    cluster_name="evil",
-    host_name="evil",
-    head_address=address,
-    gcs_port=6379,
-    dashboard_port=8265,
-    pairing_port=47475,
-    ray_version="2.60.0",
-    python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
-    runtime="native",
-    node_count=1,
-    free_cpus=64.0,
-    free_gpus=8.0,
-    timestamp=time.time(),
-    fingerprint="00" * 16,
-)
+fake = fake_beacon(cluster_id, address)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 47474))

@@ -24,7 +24,8 @@ from lanray_tui.core import beacon as wire
 # ----- beacons --------------------------------------------------------------------------------
 
 
-def _beacon(cluster_id: str, head: str) -> wire.Beacon:
+def fake_beacon(cluster_id: str, head: str) -> wire.Beacon:
+    """A beacon for ``cluster_id`` naming ``head``, unsigned (also the forger's)."""
     return wire.Beacon(
         cluster_id=cluster_id,
         cluster_name="evil",
@@ -46,7 +47,7 @@ def _beacon(cluster_id: str, head: str) -> wire.Beacon:
 
 def beacons(host: str, broadcast: str, port: str) -> dict[str, Any]:
     """Malformed and oversized beacons and queries, to the host and to the whole lab."""
-    good = wire.encode_beacon(_beacon("0123456789abcdef", host))
+    good = wire.encode_beacon(fake_beacon("0123456789abcdef", host))
     body = json.dumps({"kind": "beacon", "cluster_id": [1] * 50, "gcs_port": -1}).encode()
     nested = b"[" * 5000 + b"]" * 5000
     packets = [
@@ -78,7 +79,7 @@ def beacons(host: str, broadcast: str, port: str) -> dict[str, Any]:
 def forge(cluster_id: str, head: str, seconds: str) -> dict[str, Any]:
     """A forged host: beacons (unsigned) for the real cluster naming the real host's address,
     sent to the lab every 0.2 s, and answers to every scan query."""
-    fake = wire.encode_beacon(_beacon(cluster_id, head))
+    fake = wire.encode_beacon(fake_beacon(cluster_id, head))
     broadcast = head.rsplit(".", 1)[0] + ".255"
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
