@@ -122,13 +122,15 @@ def stop_node_processes(lab: labmod.Lab, node: str, grace_s: float = 10.0) -> in
     import psutil
 
     n = lab.node(node)
-    want = os.stat(f"/run/netns/{n.netns}")
+    # the node's PID namespace, not its network one: the `unshare` that launched the
+    # node's init sits in the node's network namespace too, and ending it ends the node
+    want = os.stat(f"/proc/{n.init_pid}/ns/pid")
     procs = []
     for proc in psutil.process_iter():
         if proc.pid in (n.init_pid, os.getpid()):
             continue
         try:
-            st = os.stat(f"/proc/{proc.pid}/ns/net")
+            st = os.stat(f"/proc/{proc.pid}/ns/pid")
         except OSError:
             continue
         if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
