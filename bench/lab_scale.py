@@ -15,7 +15,7 @@ Then, without Ray on the other nodes (simulated):
      member's) to n1's agent for 60 s; `sim300_agent_cpu_pct` is the host agent's CPU, and
      `sim300_heartbeat_p99_ms` the 99th percentile of a beat's round trip.
 
-    python bench/lab_scale.py [--nodes 16] [--limit 300] [--skip-bare] [--json]
+    python bench/lab_scale.py [--nodes 16] [--limit 300] [--skip-bare] [--storm-only] [--json]
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def agent_process(lab: Any, node: str) -> psutil.Process:
                     return proc
             except (psutil.Error, OSError):
                 continue
-    die(f"no agent found on {node}")
+    die(f"no agent found on {node}: {agent_line(lab, node)}")
     raise AssertionError
 
 
@@ -163,14 +163,17 @@ def alive_count(lab: Any) -> int:
 
 def storm(lab: Any, joiners: list[str], argv_for: Any, limit: float) -> tuple[float, int]:
     """Start every joiner at once; seconds until all are ALIVE (or the limit) and how many."""
+    from lanray_tui.core import lab as labmod
+
     procs = []
+    outs = []
     t0 = time.monotonic()
     for n in joiners:
         env = {k: v for k, v in os.environ.items() if k != "LANRAY_NO_LAN"}
-        from lanray_tui.core import lab as labmod
-
         cmd = labmod.exec_argv(lab, n, argv_for(n), cwd=str(ROOT), env=env)
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        out = open(Path(lab.node(n).root) / "storm-join.out", "w+")  # noqa: SIM115
+        outs.append(out)
+        procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL))  # fmt: skip
     want = len(joiners) + 1
     alive = 0
@@ -183,7 +186,25 @@ def storm(lab: Any, joiners: list[str], argv_for: Any, limit: float) -> tuple[fl
     for p in procs:
         if p.poll() is None:
             p.terminate()
+    if alive < want:
+        for n, out in zip(joiners, outs, strict=True):
+            out.seek(0)
+            said = out.read().strip().splitlines()[-1:] or ["(nothing)"]
+            print(f"  {n}: join said {said[0][:160]!r}; {agent_line(lab, n)}", file=sys.stderr)
+    for out in outs:
+        out.close()
     return round(took, 1), alive
+
+
+def agent_line(lab: Any, node: str) -> str:
+    """What ``node``'s agent says of itself now, or the end of its log: for a failed storm."""
+    p = on_node(lab, node, [*LANRAY, "status", "--json"], timeout=60)
+    if p.returncode == 0:
+        agent = json.loads(p.stdout).get("agent", {})
+        return f"agent {agent.get('state')}: {str(agent.get('detail', ''))[:160]}"
+    logfile = Path(lab.node(node).root) / "home/.local/state/lanray-tui/agent.log"
+    tail = logfile.read_text().strip().splitlines()[-1:] if logfile.exists() else ["no log"]
+    return f"no agent ({(p.stderr or p.stdout).strip()[-120:]}); its log ends {tail[0][:200]!r}"
 
 
 def main() -> int:
@@ -191,6 +212,7 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=16)
     ap.add_argument("--limit", type=float, default=300.0, help="seconds a storm may take")
     ap.add_argument("--skip-bare", action="store_true", help="no bare `ray start` storm")
+    ap.add_argument("--storm-only", action="store_true", help="the storm, then stop")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--sim-inside", nargs=5, metavar=("HOST", "PORT", "TLS", "N", "S"),
                     help=argparse.SUPPRESS)  # fmt: skip
@@ -217,6 +239,9 @@ def main() -> int:
         )
         print(f"storm: {out['join_storm_alive']} ALIVE after {out['join_storm_s']} s",
               file=sys.stderr)  # fmt: skip
+        if args.storm_only:
+            print(json.dumps(out) if args.json else out)
+            return 0
 
         agent = agent_process(lab, "n1")
         time.sleep(10)  # the joins' own start-up settles

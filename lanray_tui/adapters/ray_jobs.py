@@ -238,8 +238,6 @@ def package_name(uri: str) -> str:
 # the caller never does.
 
 UPLOAD_TIMEOUT_S = 300.0
-EXISTS_TIMEOUT_S = 60.0
-_ABSENT = 3  # the child's exit code for "the cluster does not hold it"
 
 
 def _gcs_child(
@@ -288,25 +286,6 @@ def upload_working_dir(
     return uri
 
 
-def package_exists(
-    gcs_address: str,
-    token: str,
-    tls_env: Mapping[str, str],
-    uri: str,
-    timeout: float = EXISTS_TIMEOUT_S,
-) -> bool:
-    """Whether the cluster's GCS still holds an uploaded package (asking also keeps it there
-    10 more minutes, as Ray's Jobs API does)."""
-    _package_path(uri)  # a package URI, or RayJobRejected
-    what = f"could not ask the cluster for {uri}"
-    p = _gcs_child(["exists", gcs_address, uri], token, tls_env, timeout, what)
-    if p.returncode == _ABSENT:
-        return False
-    if p.returncode != 0:
-        raise RayJobsError(f"{what}: {_child_error(p)}")
-    return True
-
-
 def fetch_package(
     gcs_address: str,
     token: str,
@@ -317,6 +296,7 @@ def fetch_package(
 ) -> None:
     """Copy an uploaded package out of the GCS into ``dest``. Raises :class:`RayJobsError`
     with the reason."""
+    _package_path(uri)  # a package URI, or RayJobRejected
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     what = f"could not copy {uri} out of the cluster"
@@ -356,14 +336,6 @@ def _upload_main(gcs_address: str, directory: str) -> int:
     return 0
 
 
-def _exists_main(gcs_address: str, uri: str) -> int:
-    from ray._private.runtime_env import packaging
-
-    _gcs(gcs_address)
-    packaging.pin_runtime_env_uri(uri)
-    return 0 if packaging.package_exists(uri) else _ABSENT
-
-
 def _fetch_main(gcs_address: str, uri: str, out: str) -> int:
     data = _gcs(gcs_address).internal_kv_get(uri.encode(), None)
     if data is None:
@@ -378,13 +350,12 @@ def _fetch_main(gcs_address: str, uri: str, out: str) -> int:
 def _main(argv: list[str]) -> int:
     commands: dict[str, tuple[int, Any]] = {
         "upload": (2, _upload_main),
-        "exists": (2, _exists_main),
         "fetch-package": (3, _fetch_main),
     }
     if not argv or argv[0] not in commands or len(argv) - 1 != commands[argv[0]][0]:
         print(
             "usage: python -m lanray_tui.adapters.ray_jobs "
-            "upload GCS DIR | exists GCS URI | fetch-package GCS URI OUT",
+            "upload GCS DIR | fetch-package GCS URI OUT",
             file=sys.stderr,
         )
         return 2

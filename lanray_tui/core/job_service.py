@@ -134,6 +134,7 @@ class JobService:
         self.handlers: dict[str, Handler] = {
             "submit": self._op_submit,
             "metrics": self._op_metrics,
+            "package": self._op_package,
             "jobs": self._op_jobs,
             "job": self._op_job,
             "cancel": self._op_cancel,
@@ -229,6 +230,10 @@ class JobService:
         if spec.working_dir.startswith("gcs://"):
             self.packages.wake()  # keep a copy of its upload at once
         return job.view().to_json()
+
+    async def _op_package(self, req: p.PackageRequest | Mapping[str, Any]) -> Any:
+        uri = _typed(p.PackageRequest, req).uri
+        return p.HeldReply(await asyncio.to_thread(self.packages.held, uri)).to_json()
 
     def _refuse_past_the_end(self, spec: JobSpec) -> None:
         """A job that declares it runs longer than the cluster has left is refused."""

@@ -108,6 +108,19 @@ class PackageKeeper:
         )
         return False
 
+    def held(self, uri: str) -> bool:
+        """Whether a job sent with ``uri`` would find its package: the host keeps a copy, or
+        Ray holds it (asking also keeps it there 10 more minutes). False when it cannot
+        tell: the submitter then uploads again, which says what is wrong."""
+        if not is_package_uri(uri):
+            return False
+        if self.copy_path(uri).is_file():
+            return True
+        try:
+            return self.api().package_exists(uri)
+        except RayJobsError:
+            return False
+
     def available(self, uri: str) -> bool:
         """Whether a retried job's package can still be had (a copy, or Ray still holds it)."""
         if not is_package_uri(uri):

@@ -280,6 +280,23 @@ class CountReply:
 
 
 @dataclass(frozen=True)
+class HeldReply:
+    """Whether the cluster holds something (a job's uploaded package)."""
+
+    held: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"held": self.held}
+
+    @classmethod
+    def from_json(cls, d: Any) -> HeldReply:
+        held = d["held"]
+        if not isinstance(held, bool):
+            raise TypeError("held")
+        return cls(held)
+
+
+@dataclass(frozen=True)
 class CertifyReply:
     """A node certificate the host's CA signed, and the CA certificate (PEM)."""
 

@@ -32,6 +32,7 @@ from .protocol_replies import (
     CodeReply,
     CountReply,
     HeartbeatReply,
+    HeldReply,
     JobLogItem,
     JobsReply,
     LeaveReply,
@@ -304,3 +305,15 @@ class MetricsRequest(Request[MetricsReply]):
     id: str = ""
     metric: str = ""
     mode: str = ""
+
+
+@dataclass(frozen=True)
+class PackageRequest(Request[HeldReply]):
+    """Whether the cluster still holds an uploaded working_dir (or the host a copy of it):
+    ``submit`` then sends its URI without uploading it again."""
+
+    OP = "package"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"uri": text(200, nonempty=True)}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"uri": "which package? (its gcs:// URI)"}
+
+    uri: str = ""

@@ -117,15 +117,25 @@ def upload(paths: Paths, directory: Path) -> str:
     known = _read_cache(cache).get(str(directory), {})
     if sig and known.get("signature") == sig:
         uri = str(known.get("uri", ""))
-        try:
-            if uri and ray_jobs.package_exists(gcs, creds.token, tls, uri):
-                return uri
-        except LanrayError:
-            pass  # upload again, which says what is wrong
+        if uri and _cluster_holds(paths, uri):
+            return uri
     uri = ray_jobs.upload_working_dir(gcs, creds.token, tls, directory)
     if sig:
         _write_cache(cache, str(directory), {"signature": sig, "uri": uri})
     return uri
+
+
+def _cluster_holds(paths: Paths, uri: str) -> bool:
+    """Whether the cluster still holds package ``uri``, asked of this node's agent (the host
+    answers from its copy or Ray's Jobs API, in milliseconds: no Ray to load here). False
+    when it cannot tell: the upload that follows says what is wrong."""
+    from .control import ControlClient
+    from .protocol import PackageRequest
+
+    try:
+        return ControlClient(paths.socket).request(PackageRequest(uri=uri), timeout=10.0).held
+    except LanrayError:
+        return False
 
 
 def signature(directory: Path) -> str:

@@ -326,6 +326,26 @@ async def test_uploads_are_kept_and_given_back_to_a_forgetful_head(
         await service.op("retry", id=never)
 
 
+async def test_the_package_op_says_whether_a_submit_can_skip_its_upload(
+    service: Service, fake: tuple[FakeRay, str]
+) -> None:
+    ray, _ = fake
+    held, gone = "gcs://_ray_pkg_0123456789abcdef.zip", "gcs://_ray_pkg_fedcba9876543210.zip"
+    ray.packages[held.partition("://")[2]] = b"zip bytes"
+    assert await service.op("package", uri=held) == {"held": True}  # Ray holds it
+    assert await service.op("package", uri=gone) == {"held": False}
+    kept = service.svc.packages_dir / gone.partition("://")[2]
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_bytes(b"zip bytes")
+    assert await service.op("package", uri=gone) == {"held": True}  # the host's copy
+    for bad in ("gcs://a/b", "gcs://../_ray_pkg_0123.zip", "https://x/y.zip"):
+        assert await service.op("package", uri=bad) == {"held": False}
+    with pytest.raises(LanrayError, match="which package"):
+        await service.op("package")
+    service.svc.dashboard_url = lambda: "http://127.0.0.1:9"  # Ray's API does not answer
+    assert await service.op("package", uri=held) == {"held": False}  # upload: it says why
+
+
 BAD_URIS = [
     "gcs:///tmp/escape.zip",  # absolute
     "gcs://../_ray_pkg_0123.zip",  # ..

@@ -53,6 +53,7 @@ REQUESTS: list[p.Request[Any]] = [
     p.ProbeRequest(ports=[6379, 10002]),
     p.LendRequest(until=1_800_000_000.0),
     p.MetricsRequest(id="j-0001", metric="mean_loss", mode="min"),
+    p.PackageRequest(uri="gcs://_ray_pkg_0123abcd.zip"),
 ]
 
 REPLIES: dict[str, list[Any]] = {
@@ -96,6 +97,7 @@ REPLIES: dict[str, list[Any]] = {
         p.MetricsReply({}),
     ],
     "probe": [p.ProbeReply("10.0.0.2", {"6379": "open", "10002": "timeout"})],
+    "package": [p.HeldReply(True), p.HeldReply(False)],
 }
 
 
@@ -284,13 +286,14 @@ def test_the_registry_scopes_match_the_ops_as_the_agent_served_them() -> None:
                 "retry",
                 "job_logs",
                 "metrics",
+                "package",
             }
             | member_only
         )
         == p.REMOTE_OPS
     )
     assert (
-        frozenset({"submit", "jobs", "job", "cancel", "retry", "job_logs", "metrics"})
+        frozenset({"submit", "jobs", "job", "cancel", "retry", "job_logs", "metrics", "package"})
         == p.FORWARDED_OPS
     )
     assert cluster_api.REMOTE_OPS is p.REMOTE_OPS

@@ -93,7 +93,7 @@ def test_uploads_check_their_input_before_any_child(tmp_path: Path, tls: NodeTls
     with pytest.raises(LanrayError, match="is not a directory"):
         ray_jobs.upload_working_dir("10.0.0.5:6379", "t", tls.ray_env(), tmp_path / "nope")
     with pytest.raises(ray_jobs.RayJobRejected, match="is not a package URI"):
-        ray_jobs.package_exists("10.0.0.5:6379", "t", tls.ray_env(), "not-a-uri")
+        ray_jobs.fetch_package("10.0.0.5:6379", "t", tls.ray_env(), "not-a-uri", tmp_path / "x")
     with pytest.raises(ray_process.RayTlsMissing):
         ray_jobs.upload_working_dir("10.0.0.5:6379", "t", {}, tmp_path)
 
