@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..adapters import system
-from . import credentials, netinfo
+from . import credentials, netinfo, texts
 from .config import Config
 from .control import AgentError, ControlClient
 from .credentials import Credentials
@@ -178,10 +178,11 @@ def wait_ready(
             why = tail(paths.agent_log, 1) or "no output"
             raise LanrayError(f"the agent exited: {why}")
         time.sleep(0.05)
-    if info is not None and "retrying" in info.detail:
+    waiting = info is not None and info.detail.startswith(texts.WAITING_TURN)
+    if info is not None and ("retrying" in info.detail or waiting):
         raise LanrayError(
             f"Ray has not started yet ({info.detail}); the agent (pid {info.pid}) keeps "
-            "retrying: see 'lanray-tui status', or stop it with 'lanray-tui leave'"
+            "at it: see 'lanray-tui status', or stop it with 'lanray-tui leave'"
         )
     raise LanrayError(f"the agent was not ready after {timeout:.0f} s (see {paths.agent_log})")
 

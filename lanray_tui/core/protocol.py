@@ -67,6 +67,7 @@ from .protocol_replies import (
     MetricsReply,
     ProbeReply,
     RayNodesReply,
+    StartReply,
     StatusReply,
     TokenReply,
     TunnelReply,
@@ -95,6 +96,7 @@ from .protocol_requests import (
     ResumeRequest,
     RetryRequest,
     RunningTasksRequest,
+    StartRequest,
     StatusRequest,
     StopRayRequest,
     SubmitRequest,
@@ -155,6 +157,8 @@ __all__ = [
     "ResumeRequest",
     "RetryRequest",
     "RunningTasksRequest",
+    "StartReply",
+    "StartRequest",
     "StatusReply",
     "StatusRequest",
     "StopRayRequest",
@@ -230,6 +234,7 @@ OPS: dict[str, OpSpec] = {
         OpSpec(CertifyRequest, CertifyReply, local=False, remote=True),
         OpSpec(DashboardRequest, TunnelReply, local=False, remote=True, tunnel=True),
         OpSpec(ProbeRequest, ProbeReply, local=False, remote=True),
+        OpSpec(StartRequest, StartReply, local=False, remote=True),
     )
 }
 

@@ -280,6 +280,24 @@ class CountReply:
 
 
 @dataclass(frozen=True)
+class StartReply:
+    """The host's start gate: start Ray now (``go``), or wait: ``ahead`` nodes start first."""
+
+    go: bool
+    ahead: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"go": self.go, "ahead": self.ahead}
+
+    @classmethod
+    def from_json(cls, d: Any) -> StartReply:
+        go, ahead = d["go"], d.get("ahead", 0)
+        if not isinstance(go, bool) or not isinstance(ahead, int) or isinstance(ahead, bool):
+            raise TypeError("go")
+        return cls(go, max(0, ahead))
+
+
+@dataclass(frozen=True)
 class HeldReply:
     """Whether the cluster holds something (a job's uploaded package)."""
 

@@ -41,6 +41,7 @@ from .protocol_replies import (
     MetricsReply,
     ProbeReply,
     RayNodesReply,
+    StartReply,
     StatusReply,
     TokenReply,
     TunnelReply,
@@ -317,3 +318,15 @@ class PackageRequest(Request[HeldReply]):
     REQUIRED: ClassVar[Mapping[str, str]] = {"uri": "which package? (its gcs:// URI)"}
 
     uri: str = ""
+
+
+@dataclass(frozen=True)
+class StartRequest(Request[StartReply]):
+    """A member asks the host's start gate before it starts Ray (see
+    :mod:`..agent.start_gate`): a lab switched on at once starts a few nodes at a time."""
+
+    OP = "start"
+    FIELDS: ClassVar[Mapping[str, Check]] = {"node_ip": text(64, nonempty=True)}
+    REQUIRED: ClassVar[Mapping[str, str]] = {"node_ip": "start needs the node's node_ip"}
+
+    node_ip: str = ""

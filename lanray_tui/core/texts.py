@@ -17,6 +17,8 @@ PROG = "lanray-tui"
 NO_JOBS = f"no jobs yet: queue one with '{PROG} submit SCRIPT'"
 CLUSTER_NOT_READY = "the cluster is not ready: queued jobs wait"
 CHECKING_NO_AGENT = "checking that no agent runs on this node"
+#: A joined node waiting its turn to start Ray (the host's start gate, core/agent/start_gate.py)
+WAITING_TURN = "waiting for the host's go"
 
 
 def job_notes(got: JobsReply) -> list[str]:

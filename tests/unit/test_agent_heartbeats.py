@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from lanray_tui.core.agent.heartbeats import HeartbeatReceiver, HeartbeatSender
+from lanray_tui.core.agent.start_gate import StartGate
 from lanray_tui.core.agent.state import NodeState, Role
 from lanray_tui.core.cluster_api import HeartbeatBook
 from lanray_tui.core.credentials import Credentials
@@ -85,7 +86,9 @@ def test_host_book_marks_silent_workers_unreachable() -> None:
     node = NodeState(role=Role.HOST, creds=Credentials.new("t"))
     import asyncio
 
-    asyncio.run(HeartbeatReceiver(node, book).op_heartbeat({"node_ip": "10.0.0.2"}))
+    asyncio.run(
+        HeartbeatReceiver(node, book, StartGate(4, 150.0)).op_heartbeat({"node_ip": "10.0.0.2"})
+    )
     t = book.beats["10.0.0.2"].received
     assert book.link("10.0.0.2", t + 3.0)[0] == "UP"
     assert book.link("10.0.0.2", t + 3.6)[0] == "UNREACHABLE"
@@ -95,4 +98,6 @@ def test_host_book_marks_silent_workers_unreachable() -> None:
 async def test_workers_refuse_heartbeats() -> None:
     node = NodeState(role=Role.WORKER, creds=Credentials.new("t"))
     with pytest.raises(LanrayError, match="heartbeats go to the host"):
-        await HeartbeatReceiver(node, HeartbeatBook(1.0, 3)).op_heartbeat({"node_ip": "x"})
+        await HeartbeatReceiver(node, HeartbeatBook(1.0, 3), StartGate(4, 150.0)).op_heartbeat(
+            {"node_ip": "x"}
+        )

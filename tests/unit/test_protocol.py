@@ -54,6 +54,7 @@ REQUESTS: list[p.Request[Any]] = [
     p.LendRequest(until=1_800_000_000.0),
     p.MetricsRequest(id="j-0001", metric="mean_loss", mode="min"),
     p.PackageRequest(uri="gcs://_ray_pkg_0123abcd.zip"),
+    p.StartRequest(node_ip="10.0.0.2"),
 ]
 
 REPLIES: dict[str, list[Any]] = {
@@ -98,6 +99,7 @@ REPLIES: dict[str, list[Any]] = {
     ],
     "probe": [p.ProbeReply("10.0.0.2", {"6379": "open", "10002": "timeout"})],
     "package": [p.HeldReply(True), p.HeldReply(False)],
+    "start": [p.StartReply(True), p.StartReply(False, ahead=3)],
 }
 
 
@@ -273,7 +275,7 @@ def test_the_heartbeat_book_reads_a_beat_through_the_protocol() -> None:
 
 
 def test_the_registry_scopes_match_the_ops_as_the_agent_served_them() -> None:
-    member_only = {"ray_nodes", "running_tasks", "certify", "dashboard", "probe"}
+    member_only = {"ray_nodes", "running_tasks", "certify", "dashboard", "probe", "start"}
     assert (
         frozenset(
             {

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..cluster_api import HeartbeatBook
 from ..errors import LanrayError
-from ..protocol import HeartbeatReply, HeartbeatRequest
+from ..protocol import HeartbeatReply, HeartbeatRequest, StartReply, StartRequest
+from .start_gate import StartGate
 from .state import Clock, NodeState
 
 log = logging.getLogger("lanray.agent")
@@ -65,14 +66,29 @@ class HeartbeatSender:
 
 
 class HeartbeatReceiver:
-    """The host's side: the ``heartbeat`` op records each worker's beat."""
+    """The host's side: the ``heartbeat`` op records each worker's beat, and the ``start``
+    op lets a few workers start Ray at a time (:class:`~.start_gate.StartGate`)."""
 
-    def __init__(self, node: NodeState, book: HeartbeatBook) -> None:
+    def __init__(self, node: NodeState, book: HeartbeatBook, gate: StartGate) -> None:
         self.node = node
         self.book = book
+        self.gate = gate
 
     async def op_heartbeat(self, req: HeartbeatRequest | dict[str, Any]) -> HeartbeatReply:
         if not self.node.is_host:
             raise LanrayError("heartbeats go to the host")
+        if not isinstance(req, HeartbeatRequest):
+            req = HeartbeatRequest.from_json({**req, "op": HeartbeatRequest.OP})
         self.book.record(req)
+        self.gate.beat(req.node_ip, req.state)
         return HeartbeatReply()
+
+    async def op_start(self, req: StartRequest | dict[str, Any]) -> StartReply:
+        if not self.node.is_host:
+            raise LanrayError("only the host lets nodes start")
+        if not isinstance(req, StartRequest):
+            req = StartRequest.from_json({**req, "op": StartRequest.OP})
+        go, ahead = self.gate.ask(req.node_ip)
+        if go:
+            log.info("%s may start Ray (%d starting)", req.node_ip, self.gate.starting())
+        return StartReply(go, ahead)

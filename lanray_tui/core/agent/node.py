@@ -39,6 +39,7 @@ from .member_ops import MemberOps
 from .node_ops import NodeOps, host_only
 from .ray_link import RayLink, RayView
 from .ray_start import RayStarter
+from .start_gate import StartGate
 from .state import AgentState, Clock, NodeState, RealClock, Role, StopCause
 from .supervisor import RaySupervisor
 
@@ -47,6 +48,7 @@ log = logging.getLogger("lanray.agent")
 FAILURE_LINGER_S = 3.0  # how long a failed agent waits for a client to read why
 STATUS_FROM_HOST_TIMEOUT_S = 5.0
 CERTIFY_TIMEOUT_S = 10.0
+ADMIT_TIMEOUT_S = 5.0
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
@@ -120,6 +122,9 @@ class Wiring:
             cfg["cluster.heartbeat_interval_s"], cfg["cluster.missed_heartbeats"]
         )
         self.starter = RayStarter(cfg, paths, node)
+        # the host's start gate: a slot is held at most a whole start's time, and a little
+        self.gate = StartGate(cfg["cluster.parallel_starts"], cfg["ray.start_timeout_s"] + 30.0)
+        self.receiver = HeartbeatReceiver(node, self.book, self.gate)
         self.supervisor = RaySupervisor(
             node,
             self.clock,
@@ -128,6 +133,7 @@ class Wiring:
             paths.ray_log,
             float(cfg["ray.start_timeout_s"]),
             on_started=self.starter.adopt_node_ip,
+            admit=None if node.is_host else self._admit,
         )
         sampler, watcher, policy = make_policy_parts(cfg)
         until = float(cfg["lending.until"])
@@ -170,12 +176,11 @@ class Wiring:
         self._tasks: list[asyncio.Task[None]] = []
 
     def _register_ops(self) -> None:
-        node = self.node
         self.server.handlers.update(
             info=self.ops.op_info,
             status=self.ops.op_status,
             leave=self.ops.op_leave,
-            heartbeat=HeartbeatReceiver(node, self.book).op_heartbeat,
+            heartbeat=self.receiver.op_heartbeat,
             pause=self.lending.op_pause,
             resume=self.lending.op_resume,
             restart_ray=self.lending.op_restart_ray,
@@ -268,6 +273,15 @@ class Wiring:
             return True
         return False
 
+    async def _admit(self) -> tuple[bool, int]:
+        """Ask the host's start gate. A host that does not answer lets this node go: Ray's
+        own start then says what is wrong (an older host has no gate)."""
+        try:
+            got = await self.beats.ask(p.StartRequest(node_ip=self.node.node_ip), ADMIT_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError, LanrayError, ValueError):
+            return True, 0
+        return got.go, got.ahead
+
     def _beat(self) -> dict[str, Any]:
         n = self.node
         return {
@@ -345,6 +359,7 @@ class Wiring:
             running_tasks=members.op_running_tasks,
             certify=members.op_certify,
             probe=members.op_probe,
+            start=self.receiver.op_start,
         )
         self.server.streams.update(self.host.streams)
         self.server.tunnels["dashboard"] = self._tunnel_dashboard

@@ -1,16 +1,19 @@
 """Ray supervision: start this node's Ray, wait until the head lists it, restart it when it
 dies, and stop it while the machine is withheld.
 
-Ray runs as ``ray start --block`` (or a container) so that its exit is seen at once. A first
-start that fails is a set-up problem and ends the agent with the reason; once Ray was ready,
-a crash is retried with backoff (:data:`RESTART_BACKOFF_S`), and a kick restarts it at once.
+Ray runs as ``ray start --block`` (or a container) so that its exit is seen at once. A start
+that fails for a cause that cannot pass ends the agent with the reason; any other is retried
+with jittered backoff (:mod:`.start_policy`). Once Ray was ready, a crash is retried with
+backoff (:data:`RESTART_BACKOFF_S`), and a kick restarts it at once. A joined node asks the
+host's start gate (:mod:`.start_gate`) before each start, so that a lab switched on at once
+starts a few nodes at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ...adapters import ray_process
@@ -19,6 +22,7 @@ from ..errors import LanrayError
 from ..logfiles import contains, tail
 from ..models import NodeInfo
 from .ray_link import RayView
+from .start_gate import waiting_line
 from .start_policy import StartRetry, is_permanent
 from .state import AgentState, Clock, NodeState
 
@@ -26,9 +30,12 @@ log = logging.getLogger("lanray.agent")
 
 READY_POLL_S = 0.05
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
+ADMIT_POLL_S = 1.0  # how often a node waiting for the host's go asks again
 
 #: Starts Ray (blocking; run in a thread). The argument reports the runtime's progress.
 StartRay = Callable[[Callable[[str], None]], RayHandle]
+#: Asks the host's start gate: (go now, how many nodes start first).
+Admit = Callable[[], Awaitable[tuple[bool, int]]]
 
 
 class RaySupervisor:
@@ -42,6 +49,7 @@ class RaySupervisor:
         start_timeout_s: float,
         on_started: Callable[[RayHandle], None] = lambda _ray: None,
         retry: StartRetry | None = None,
+        admit: Admit | None = None,
     ) -> None:
         self.node = node
         self.clock = clock
@@ -54,6 +62,7 @@ class RaySupervisor:
         self.ever_ready = False
         self.restarts = 0
         self.retry = retry or StartRetry()
+        self.admit = admit
         self._retried = False
 
     # ----- what other parts ask -----------------------------------------------------------
@@ -127,6 +136,9 @@ class RaySupervisor:
         node = self.node
         node.kick.clear()
         self._retried = False  # a failed start waits its backoff in _start_failed
+        if not await self._wait_turn():
+            self._retried = True  # nothing started: nothing to clean up after
+            return not node.stopping.is_set()
         log_start = self.ray_log.stat().st_size if self.ray_log.exists() else 0
         try:
             # in a thread: the docker runtime may pull an image for minutes, and the
@@ -154,6 +166,23 @@ class RaySupervisor:
             await asyncio.to_thread(self.stop_ray)
             return await self._start_failed(node.detail)
         return True
+
+    async def _wait_turn(self) -> bool:
+        """Wait for the host's go (a joined node); False if the agent stops or the machine
+        is withheld meanwhile."""
+        node = self.node
+        if self.admit is None:
+            return True
+        while True:
+            go, ahead = await self.admit()
+            if go:
+                return True
+            if node.detail != (line := waiting_line(ahead)):
+                log.info("%s", line)
+            node.state, node.detail = AgentState.STARTING, line
+            await self.clock.wait_any([node.stopping], timeout=ADMIT_POLL_S)
+            if node.stopping.is_set() or not node.lent.is_set():
+                return False
 
     async def _start_failed(self, detail: str) -> bool:
         """A start that never got ready: end the agent for a cause that will not pass, else
