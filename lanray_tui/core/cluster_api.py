@@ -156,7 +156,9 @@ class Link:
 
     A request on a kept connection that turns out dead (the host restarted, or closed it
     while idle) is sent once more on a fresh one; any other failure closes the connection
-    and raises as :func:`ask` does, and the next request opens a new one."""
+    and raises as :func:`ask` does, and the next request opens a new one. Requests from
+    several tasks (the heartbeats, the start gate's) take turns: one line out, its reply
+    back, then the next."""
 
     def __init__(
         self, address: Callable[[], tuple[str, int]], tls: Callable[[], ssl.SSLContext]
@@ -165,8 +167,16 @@ class Link:
         self.tls = tls
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self.connects = 0
+        self._turn = asyncio.Lock()
 
     async def ask(self, req: Request[T], timeout: float) -> T:
+        await asyncio.wait_for(self._turn.acquire(), timeout)
+        try:
+            return await self._ask(req, timeout)
+        finally:
+            self._turn.release()
+
+    async def _ask(self, req: Request[T], timeout: float) -> T:
         kept = self._conn is not None
         try:
             return await self._ask_once(req, timeout)

@@ -110,3 +110,35 @@ async def test_a_worker_waits_for_its_turn_and_says_so(tmp_path: Path) -> None:
     node.stop(StopCause.SIGNAL)
     starter.current.stop()
     await asyncio.wait_for(task, 5)
+
+
+async def test_the_kept_link_serves_heartbeats_and_the_gate_in_turns() -> None:
+    """The beats and the start gate share one kept connection: concurrent asks must each
+    get their own reply (interleaved, a start read a heartbeat's reply and its task died)."""
+    import json
+
+    from lanray_tui.core import protocol as p
+    from lanray_tui.core.cluster_api import Link
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            op = json.loads(line)["op"]
+            await asyncio.sleep(0.01)  # slow enough that a second ask would overlap
+            reply = p.StartReply(False, 2) if op == "start" else p.HeartbeatReply()
+            writer.write(p.ok_line(reply))
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    link = Link(lambda: ("127.0.0.1", port), lambda: None)  # type: ignore[arg-type,return-value]
+    try:
+        beats = [link.ask(p.HeartbeatRequest(node_ip="10.0.0.2"), 5.0) for _ in range(5)]
+        starts = [link.ask(p.StartRequest(node_ip="10.0.0.2"), 5.0) for _ in range(5)]
+        got = await asyncio.gather(*[x for pair in zip(beats, starts, strict=True) for x in pair])
+        assert [type(g).__name__ for g in got] == ["HeartbeatReply", "StartReply"] * 5
+        assert all(g.ahead == 2 for g in got[1::2])
+        assert link.connects == 1
+    finally:
+        link.close()
+        server.close()
+        await server.wait_closed()
