@@ -151,7 +151,10 @@ def _stdout_is(path: Path) -> bool:
 def wait_ready(
     paths: Paths, pid: int, timeout: float, progress: Progress | None = None
 ) -> AgentInfo:
-    """Wait until the agent reports Ray ready; raise with the agent's reason if it fails."""
+    """Wait until the agent reports Ray ready; raise with the agent's reason if it fails.
+
+    ``timeout`` is for the start itself: while the node waits its turn at the host's start
+    gate (a lab switched on at once), the wait goes on, and says how many go first."""
     ctl = client(paths)
     deadline = time.monotonic() + timeout
     last, last_detail = "", ""
@@ -170,6 +173,8 @@ def wait_ready(
             if starting and info.detail and progress is not None:
                 progress(info.detail)
             last, last_detail = info.state, info.detail
+            if info.detail.startswith(texts.WAITING_TURN):
+                deadline = max(deadline, time.monotonic() + timeout)
             if info.state == "ready":
                 return info
             if info.state == "failed":

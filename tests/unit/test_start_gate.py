@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from lanray_tui.core.agent.heartbeats import HeartbeatReceiver
 from lanray_tui.core.agent.start_gate import SILENT_S, WAITER_TTL_S, StartGate, waiting_line
 from lanray_tui.core.agent.state import AgentState, NodeState, Role, StopCause
@@ -142,3 +144,45 @@ async def test_the_kept_link_serves_heartbeats_and_the_gate_in_turns() -> None:
         link.close()
         server.close()
         await server.wait_closed()
+
+
+def test_join_waits_past_its_timeout_while_its_node_waits_its_turn(tmp_path: Path) -> None:
+    """`join` gives a start its timeout, but not a turn at the gate: a lab of 30 joins at
+    once must not print errors for nodes that are only waiting (then time the start)."""
+    import os
+    import time
+
+    from lanray_tui.core import lifecycle
+    from lanray_tui.core.errors import LanrayError
+    from lanray_tui.core.paths import Paths, ensure_private_dir
+    from tests.helpers.agent_stub import AGENT, AgentStub
+
+    paths = Paths.from_env()
+    ensure_private_dir(paths.runtime_dir)
+    t0 = time.monotonic()
+    script = [  # (seconds since start, state, detail)
+        (0.0, "starting", waiting_line(2)),
+        (1.0, "starting", waiting_line(1)),
+        (1.6, "starting", "starting Ray"),
+        (1.9, "ready", ""),
+    ]
+    said: list[str] = []
+
+    def answer(req: dict[str, object]) -> bytes:
+        from lanray_tui.core import protocol as p
+
+        now = time.monotonic() - t0
+        _, state, detail = [s for s in script if s[0] <= now][-1]
+        info = {**AGENT.to_json(), "role": "worker", "state": state, "detail": detail}
+        return p.encode({"ok": True, "result": info})
+
+    stub = AgentStub(paths.socket, answer)
+    try:
+        got = lifecycle.wait_ready(paths, os.getpid(), 0.8, said.append)  # a 0.8 s timeout
+        assert got.state == "ready" and time.monotonic() - t0 >= 1.9
+        assert waiting_line(2) in said and waiting_line(1) in said
+        script[:] = [(0.0, "starting", "starting Ray")]  # a start, not a turn: it times out
+        with pytest.raises(LanrayError, match="was not ready after 0 s"):
+            lifecycle.wait_ready(paths, os.getpid(), 0.3)
+    finally:
+        stub.close()
