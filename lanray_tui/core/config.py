@@ -92,7 +92,7 @@ SCHEMA: dict[str, Rule] = {
     "cluster.api_port": PORT,
     "cluster.heartbeat_interval_s": Rule(NUM, _between(0.1, 60)),
     "cluster.missed_heartbeats": Rule(INT, _between(1, 100)),
-    "cluster.parallel_starts": Rule(INT, _between(1, 256)),
+    "cluster.parallel_starts": Rule(INT, _between(0, 256)),
     "lending.drain_deadline_s": Rule(INT, _between(0, 3600)),
     "lending.enabled": Rule(BOOL),
     "lending.idle_minutes": Rule(NUM, _between(0, 1440)),

@@ -123,7 +123,8 @@ class Wiring:
         )
         self.starter = RayStarter(cfg, paths, node)
         # the host's start gate: a slot is held at most a whole start's time, and a little
-        self.gate = StartGate(cfg["cluster.parallel_starts"], cfg["ray.start_timeout_s"] + 30.0)
+        slots = cfg["cluster.parallel_starts"] or max(2, os.cpu_count() or 2)
+        self.gate = StartGate(slots, cfg["ray.start_timeout_s"] + 30.0)
         self.receiver = HeartbeatReceiver(node, self.book, self.gate)
         self.supervisor = RaySupervisor(
             node,
