@@ -78,7 +78,26 @@ async def test_run_beats_once_per_interval() -> None:
     s.send = send
     await s.run()
     assert len(host.beats) == 5
-    assert clock.sleeps == [0.75] * 5
+    assert clock.waits == [0.75] * 4  # after the fifth, stopping is set: no wait
+
+
+async def test_a_state_change_beats_at_once() -> None:
+    """Ray became ready: the host hears it now, not at the next interval (its start gate
+    gives the slot to the next node)."""
+    host, rejoins = Host(), []
+    s = sender(host, rejoins)
+    clock: FakeClock = s.clock  # type: ignore[assignment]
+
+    async def send(beat: dict[str, Any], timeout: float) -> bool:
+        if len(host.beats) == 1:
+            s.node.beat_now.set()  # set while the first beat is out: the next goes at once
+        if len(host.beats) >= 2:
+            s.node.stopping.set()
+        return await host.send(beat, timeout)
+
+    s.send = send
+    await s.run()
+    assert len(host.beats) == 3 and clock.waits == [1.0]
 
 
 def test_host_book_marks_silent_workers_unreachable() -> None:

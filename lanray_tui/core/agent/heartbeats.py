@@ -61,8 +61,10 @@ class HeartbeatSender:
     async def run(self) -> None:
         while not self.node.stopping.is_set():
             started = self.clock.monotonic()
+            self.node.beat_now.clear()
             await self.beat_once()
-            await self.clock.sleep(max(0.0, self.interval_s - (self.clock.monotonic() - started)))
+            left = max(0.0, self.interval_s - (self.clock.monotonic() - started))
+            await self.clock.wait_any([self.node.beat_now, self.node.stopping], timeout=left)
 
 
 class HeartbeatReceiver:

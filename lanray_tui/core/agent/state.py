@@ -102,6 +102,9 @@ class NodeState:
     lent: asyncio.Event = field(default_factory=asyncio.Event)
     kick: asyncio.Event = field(default_factory=asyncio.Event)
     failure_told: asyncio.Event = field(default_factory=asyncio.Event)
+    # a worker beats at once, not at its next interval (Ray became ready: the host's start
+    # gate gives its slot to the next node)
+    beat_now: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.lent.set()

@@ -154,6 +154,7 @@ class RaySupervisor:
             self.restarts = 0
             self.retry.reset()
             node.state, node.detail = AgentState.READY, ""
+            node.beat_now.set()
             log.info("Ray is ready")
             rc = await asyncio.to_thread(ray.wait)
             if node.stopping.is_set():
