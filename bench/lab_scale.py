@@ -128,17 +128,26 @@ def _bindings(widget: Any) -> set[str]:
 
 
 def agent_process(lab: Any, node: str) -> psutil.Process:
-    """The agent of lab node ``node`` (its HOME tells it apart), seen from this namespace."""
-    home = lab.node(node).env()["HOME"]
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if "agent" in cmd and "--role" in cmd:
-            try:
-                if proc.environ().get("HOME") == home:
-                    return proc
-            except (psutil.Error, OSError):
+    """The agent of lab node ``node``, seen from this namespace: the process in the node's
+    PID namespace whose PID there is the one its ``status`` gives (a detached agent is a
+    fork of the command that started it, so its command line is that command's)."""
+    p = on_node(lab, node, [*LANRAY, "status", "--json"], timeout=60)
+    if p.returncode != 0:
+        die(f"no agent found on {node}: {agent_line(lab, node)}")
+    inner = int(json.loads(p.stdout)["agent"]["pid"])
+    want = os.stat(f"/proc/{lab.node(node).init_pid}/ns/pid")
+    for proc in psutil.process_iter():
+        try:
+            st = os.stat(f"/proc/{proc.pid}/ns/pid")
+            if (st.st_dev, st.st_ino) != (want.st_dev, want.st_ino):
                 continue
-    die(f"no agent found on {node}: {agent_line(lab, node)}")
+            with open(f"/proc/{proc.pid}/status") as f:
+                nspid = next(line for line in f if line.startswith("NSpid:")).split()
+        except (OSError, StopIteration):
+            continue
+        if int(nspid[-1]) == inner:
+            return proc
+    die(f"the agent of {node} (pid {inner} there) is not to be found from here")
     raise AssertionError
 
 
