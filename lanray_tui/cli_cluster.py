@@ -174,11 +174,11 @@ def _watch(paths: Any, pid: int) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .core import lifecycle
+    from .core.control import ControlClient  # not lifecycle: status stays quick to start
     from .core.protocol import StatusRequest
 
     paths = load_config(args).paths()
-    result = lifecycle.client(paths).request(StatusRequest(), timeout=15.0)
+    result = ControlClient(paths.socket).request(StatusRequest(), timeout=15.0)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
