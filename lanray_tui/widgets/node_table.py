@@ -255,8 +255,10 @@ class NodeFilter(Input):
     """The nodes pane's filter box: each keystroke filters, Enter keeps the filter and goes
     back to the table, Esc clears it."""
 
+    # On a layer of its own, docked above the footer: opening it moves no other widget, so
+    # the screen does not lay out and paint every pane again for a keystroke.
     DEFAULT_CSS = """
-    NodeFilter { display: none; height: 3; }
+    NodeFilter { display: none; height: 3; layer: overlay; dock: bottom; margin-bottom: 1; }
     NodeFilter.-shown { display: block; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
