@@ -1,6 +1,7 @@
 """Issue 21: a whole lab switched on in the same minute. Eight nodes join one host at the
-same instant with one code; Ray's start times out on this 2-core machine under the load, and
-every agent retries with backoff (visible in its status and log) until all are ALIVE."""
+same instant with one code. The host's start gate lets a few start Ray at a time (the others
+say they wait their turn, in their status and log); a start that still times out on this
+2-core machine is retried with backoff; in the end all are ALIVE."""
 
 from __future__ import annotations
 
@@ -73,7 +74,16 @@ def test_eight_nodes_join_at_once_with_one_code_and_all_end_alive(
         retried = [
             n.name for n, log in zip(joiners, logs, strict=True) if "Ray start failed" in log
         ]
+        waited = [
+            n.name
+            for n, log in zip(joiners, logs, strict=True)
+            if "waiting for the host's go" in log
+        ]
         print(f"{len(retried)} of {JOINERS} nodes retried their start: {retried}")
+        print(f"{len(waited)} of {JOINERS} nodes waited their turn: {waited}")
+        # the host lets as many start at once as it has CPUs (at least 2): on this 2-core
+        # machine most of the eight wait (a join that pairs late may find a free slot)
+        assert len(waited) >= JOINERS // 2, waited
         failed_for_good = [o for o in outputs if "could not start Ray" in o]
         assert failed_for_good == [], failed_for_good
     finally:
