@@ -617,10 +617,12 @@ def main() -> int:
     # on the epoch's exchange of numbers. Set this to 1 to use Ray Train's watcher and
     # ray.train.get_preemption_info() instead.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    # A restart may start while the drained node is still listed (its Ray stops a moment
-    # after its workers leave): a worker group that cannot be placed is given up sooner
-    # than Ray Train's default minute, and tried again with the nodes there are then.
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "30")
+    # A restart may be sized while the drained node is still listed (its Ray stops a
+    # moment after its workers leave, and Ray Train counts a draining node's CPUs): a
+    # worker group that cannot be placed is given up after 10 s instead of Ray Train's
+    # minute, and sized again with the nodes there are then. (This bounds only the wait
+    # for the placement group, which takes well under a second when the CPUs are free.)
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "10")
     ray.init(
         logging_level="WARNING",
         runtime_env={"worker_process_setup_hook": use_ray_interface_for_gloo},
