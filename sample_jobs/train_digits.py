@@ -443,10 +443,10 @@ def save_to_cluster_storage(*files: Path) -> list[str]:
     return [os.environ["LANRAY_OUTPUT_DIR"] + f.name for f in files]
 
 
-@ray.remote(num_cpus=0)
-class MetricsSink:
-    """Where rank 0 sends each epoch's numbers: the driver reads them from here, whichever
-    machine the workers ran on (no shared file system needed).
+class RunLog:
+    """Where rank 0 sends each epoch's numbers (as the actor :data:`MetricsSink`): the
+    driver reads them from there, whichever machine the workers ran on (no shared file
+    system needed).
 
     It also keeps the run's attempts. When Ray Train restarts the run (a worker's node
     left), the new attempt resumes from the last checkpoint: the epochs the old one did
@@ -495,6 +495,9 @@ class MetricsSink:
             "workers_by_attempt": [a["workers"] for a in self.attempts],
             "lost_work_s": self.lost_s,
         }
+
+
+MetricsSink = ray.remote(num_cpus=0)(RunLog)
 
 
 def use_ray_interface_for_gloo() -> None:

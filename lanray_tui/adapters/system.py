@@ -280,7 +280,7 @@ def process_title(pid: int) -> str:
             raw = f.read()
     except OSError:
         return ""
-    return raw.split(b"\0", 1)[0].decode(errors="replace")
+    return raw.split(b"\0", 1)[0].decode(errors="replace").strip()
 
 
 def ray_work(root: int) -> list[str] | None:
