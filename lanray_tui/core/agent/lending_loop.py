@@ -189,13 +189,16 @@ class LendingLoop:
         return p.LendingReply(view.get("state", "lending"), until=view.get("until", ""))
 
     async def withhold(self, state: str, reason: str, deadline: int) -> bool:
-        """Drain (no new work; running tasks get ``deadline``), then stop the worker."""
+        """Drain (no new work; running tasks get ``deadline``), then stop the worker.
+
+        No longer lent from the start: a raylet that is drained and idle ends by itself
+        (Ray 2.60), and the supervisor must take that for the end, not restart it."""
         self.node.lending = {"state": state, "reason": reason}
+        self.node.lent.clear()
         try:
             drained = await self.drain_and_wait(deadline, reason, state)
         finally:
             self.node.lending = {"state": state, "reason": reason}
-        self.node.lent.clear()
         await asyncio.to_thread(self.supervisor.stop_ray)
         return drained
 
