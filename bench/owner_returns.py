@@ -26,7 +26,8 @@ JSON keys (medians over the pairs):
                    (bench/storage.py's measure; the goal is >= 0.7 of it: write_ratio,
                    read_ratio)
 
-    python bench/owner_returns.py [--runs 3] [--epochs 12] [--quick] [--json]
+    python bench/owner_returns.py [--runs 3] [--epochs 12] [--quick] [--preemption-watcher]
+        [--json]
 
 --quick: one pair and a smaller storage copy (under 10 minutes).
 """
@@ -87,11 +88,11 @@ def wait_alive(lab: labmod.Lab, node: str, timeout: float = 120) -> None:
     die(f"{node} did not join within {timeout:g} s")
 
 
-def train(lab: labmod.Lab, epochs: int, keys: Path | None) -> dict[str, Any]:
+def train(lab: labmod.Lab, epochs: int, keys: Path | None, *extra: str) -> dict[str, Any]:
     """One run of train_digits on the three nodes; with ``keys``, n3's owner presses a key
     as epoch 2 begins, and the figures of the owner's return come back too."""
     argv = [*LANRAY, "submit", "sample_jobs/train_digits.py", "--follow", "--",
-            "--skip-baseline", "--workers", "3", "--epochs", str(epochs)]  # fmt: skip
+            "--skip-baseline", "--workers", "3", "--epochs", str(epochs), *extra]  # fmt: skip
     base = {k: v for k, v in os.environ.items() if k != "LANRAY_NO_LAN"}
     cmd = labmod.exec_argv(lab, "n1", argv, cwd=str(ROOT), env=base)
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -150,8 +151,14 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--storage-mb", type=int, help="storage copy in MB (100; 50 with --quick)")
     ap.add_argument("--quick", action="store_true", help="one pair, a smaller storage copy")
+    ap.add_argument(
+        "--preemption-watcher",
+        action="store_true",
+        help="train_digits learns of the drain from Ray Train's watcher actor instead",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    extra = ["--preemption-watcher"] if args.preemption_watcher else []
     runs = args.runs or (1 if args.quick else 3)
     mb = args.storage_mb or (50 if args.quick else 100)
     calm: list[dict[str, Any]] = []
@@ -170,10 +177,10 @@ def main() -> int:
         lend_n3()
         for run in range(1, runs + 1):
             settle()
-            calm.append(train(lab, args.epochs, None))
+            calm.append(train(lab, args.epochs, None, *extra))
             print(f"run {run}, undisturbed: {calm[-1]}", file=sys.stderr)
             settle()
-            back.append(train(lab, args.epochs, keys))
+            back.append(train(lab, args.epochs, keys, *extra))
             print(f"run {run}, owner back: {back[-1]}", file=sys.stderr)
             checked(on_node(lab, "n3", [*LANRAY, "leave"], timeout=120), "n3 leaves")
             if run < runs:
@@ -208,6 +215,7 @@ def main() -> int:
         "runs": runs,
         "epochs": args.epochs,
         "drain_deadline_s": DEADLINE_S,
+        "preemption_signal": "ray_train_watcher" if args.preemption_watcher else "own",
     }
     if args.json:
         print(json.dumps(result))

@@ -609,6 +609,11 @@ def main() -> int:
         default=3,
         help="restarts from the last checkpoint when a worker fails or its node leaves",
     )
+    ap.add_argument(
+        "--preemption-watcher",
+        action="store_true",
+        help="learn that a node drains from Ray Train's watcher actor (see below)",
+    )
     args = ap.parse_args()
 
     # How a worker learns that its node is going (lanray-tui drains a machine whose owner
@@ -618,7 +623,9 @@ def main() -> int:
     # up to 5 s before the checkpoint. Instead, each worker asks the GCS once an epoch
     # whether its own node drains (node_draining: one call, no actor) and the answer rides
     # on the epoch's exchange of numbers. Set this to 1 to use Ray Train's watcher and
-    # ray.train.get_preemption_info() instead.
+    # ray.train.get_preemption_info() instead (--preemption-watcher).
+    if args.preemption_watcher:
+        os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "1"
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # A restart may be sized while the drained node is still listed (its Ray stops a
     # moment after its workers leave, and Ray Train counts a draining node's CPUs): a
