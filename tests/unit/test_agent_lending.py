@@ -284,3 +284,18 @@ async def test_the_host_ends_the_cluster_at_its_expiry(tmp_path: Path) -> None:
     await loop.step()
     assert loop.node.stop_cause is StopCause.LEAVE
     assert loop.node.detail == "the cluster's time is up"
+
+
+async def test_idle_since_the_start_by_another_clock_is_consent(tmp_path: Path) -> None:
+    """The input reader's "idle since I started" (wall clock) may fall a hair short of the
+    agent's age (monotonic clock): still no input since the start, so it lends."""
+    loop, machine, view = make(tmp_path)
+    clock: FakeClock = loop.clock  # type: ignore[assignment]
+    loop.started_at = clock.now - 0.050421
+    machine.idle = InputIdle(0.050237, "keyboard or touchpad")
+    await loop.step()
+    assert loop.node.lent.is_set() and not view.drains
+    clock.now += 5
+    machine.idle = InputIdle(0.1, "keyboard or touchpad")  # then a key: the owner
+    await loop.step()
+    assert not loop.node.lent.is_set() and view.drains

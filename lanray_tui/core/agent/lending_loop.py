@@ -34,6 +34,10 @@ log = logging.getLogger("lanray.agent")
 DRAIN_POLL_S = 0.5
 INPUT_POLL_S = 0.25  # the owner's input, between the samples
 SAMPLE_S = 1.0
+# The input reader says "idle since it started" on the wall clock, the loop counts its own
+# time on the monotonic one: the two differ by a little (measured: 0.2 ms after 50 ms), and
+# "idle a hair less than the agent's age" must not read as the owner at the keyboard.
+CONSENT_SLACK_S = 1.0
 
 
 class Sampler(Protocol):
@@ -145,7 +149,8 @@ class LendingLoop:
     async def decide(self, sample: Sample) -> None:
         """Read the owner's input, ask the policy, follow its decision."""
         idle = await asyncio.to_thread(self.watcher)
-        if idle.seconds is not None and idle.seconds >= self.clock.monotonic() - self.started_at:
+        since_start = self.clock.monotonic() - self.started_at
+        if idle.seconds is not None and idle.seconds >= since_start - CONSENT_SLACK_S:
             # no input since lanray-tui was started by hand: that is consent
             idle = InputIdle(None, "", "no owner input since lanray-tui started")
         decision = self.policy.step(sample, idle, self.node.manual)
