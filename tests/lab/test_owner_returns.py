@@ -58,13 +58,13 @@ def test_owner_returns_mid_training(cluster: dict[str, Any], tmp_path: Path) -> 
     n3.leave()
     config, keys, env = owner_files(tmp_path / "owner", DEADLINE_S)
     join = [*LANRAY, "--config", str(config), "join", n1.address, "--token", "-"]
-    n3.run(
+    p = n3.run(
         [*join, "--headless", "--detach", "--cpus", "1"],
         input=n1.token() + "\n",
         env=env,
-        check=True,
         timeout=180,
     )
+    assert p.returncode == 0, (p.stderr, agent_log(n3).read_text()[-2000:])
     job = None
     try:
         wait_for(lambda: alive_row(n1, n3.address), timeout=90, interval=1.0)
