@@ -69,6 +69,7 @@ from tests.helpers.ownerkit import (
 )
 
 DEADLINE_S = 60  # lending.drain_deadline_s's default
+KEEP_LOG = ""  # --keep-log: where the last disturbed run's job log goes
 
 
 def alive(lab: labmod.Lab, node: str) -> bool:
@@ -118,6 +119,8 @@ def train(lab: labmod.Lab, epochs: int, keys: Path | None, *extra: str) -> dict[
             job.wait()
         if watch is not None:
             watch.join()
+    if KEEP_LOG and keys is not None:
+        Path(KEEP_LOG).write_text("".join(lines))
     par = result_of("".join(lines), "train_digits")["parallel"]
     got: dict[str, Any] = {
         "wall_s": par["wall_s"],
@@ -156,8 +159,11 @@ def main() -> int:
         action="store_true",
         help="train_digits learns of the drain from Ray Train's watcher actor instead",
     )
+    ap.add_argument("--keep-log", default="", help="write the last disturbed run's log here")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    global KEEP_LOG
+    KEEP_LOG = args.keep_log
     extra = ["--preemption-watcher"] if args.preemption_watcher else []
     runs = args.runs or (1 if args.quick else 3)
     mb = args.storage_mb or (50 if args.quick else 100)
