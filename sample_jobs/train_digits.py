@@ -340,7 +340,12 @@ def train_loop(config: dict[str, Any]) -> None:
         if going and epoch + 1 < config["epochs"]:
             # This epoch's checkpoint is the just-in-time one: leave now, all ranks at once,
             # so the drained node is free at once; Ray Train restarts the run on the nodes
-            # that remain, from this checkpoint (see FailureConfig in run()).
+            # that remain, from this checkpoint (see FailureConfig in run()). First wait
+            # for rank 0's report: the others report no checkpoint and are done sooner, and
+            # an error of theirs seen while rank 0 still uploads would restart the run from
+            # the epoch before (seen in the lab: one epoch done again).
+            if world > 1:
+                dist.barrier()
             raise RuntimeError(
                 f"a worker's node is being drained (its owner is back): checkpointed after "
                 f"epoch {epoch + 1}; the run goes on without it"
