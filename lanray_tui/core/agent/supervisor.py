@@ -64,7 +64,6 @@ class RaySupervisor:
         self.retry = retry or StartRetry()
         self.admit = admit
         self._retried = False
-        self.node_id = ""  # this node's Ray node id, once the head lists it (per start)
 
     # ----- what other parts ask -----------------------------------------------------------
 
@@ -90,10 +89,7 @@ class RaySupervisor:
         )
 
     def my_node_id(self, timeout: float = 5.0) -> str:
-        """This node's ALIVE Ray node id, or "" (blocking). The id seen when this Ray got
-        ready is kept: a drain asks nothing of the head before it starts."""
-        if self.node_id and self.running:
-            return self.node_id
+        """This node's ALIVE Ray node id, or "" (blocking)."""
         return next((n.node_id for n in self.ray_view.nodes(timeout) if self.is_me(n)), "")
 
     async def listed(self, timeout: float = 3.0) -> bool:
@@ -102,10 +98,7 @@ class RaySupervisor:
             nodes = await asyncio.to_thread(self.ray_view.nodes, timeout)
         except LanrayError:
             return False
-        me = next((n for n in nodes if self.is_me(n)), None)
-        if me is not None:
-            self.node_id = me.node_id
-        return me is not None
+        return any(self.is_me(n) for n in nodes)
 
     async def restart_now(self, why: str) -> None:
         """Restart Ray at once (no backoff): the supervisor starts it again after it stops."""
@@ -142,7 +135,6 @@ class RaySupervisor:
         """Start Ray and follow it until it exits; False when the agent must stop."""
         node = self.node
         node.kick.clear()
-        self.node_id = ""
         self._retried = False  # a failed start waits its backoff in _start_failed
         if not await self._wait_turn():
             self._retried = True  # nothing started: nothing to clean up after
