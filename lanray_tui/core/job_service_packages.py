@@ -112,17 +112,14 @@ class PackageKeeper:
         """Whether a job sent with ``uri`` would find its package: the host keeps a copy, or
         Ray holds it (asking also keeps it there 10 more minutes). False when it cannot
         tell: the submitter then uploads again, which says what is wrong."""
-        if not is_package_uri(uri):
-            return False
-        if self.copy_path(uri).is_file():
-            return True
-        try:
-            return self.api().package_exists(uri)
-        except RayJobsError:
-            return False
+        return self._has(uri, unknown=False)
 
     def available(self, uri: str) -> bool:
-        """Whether a retried job's package can still be had (a copy, or Ray still holds it)."""
+        """Whether a retried job's package can still be had (a copy, or Ray still holds it);
+        True when it cannot tell now: the scheduler decides when it runs the job."""
+        return self._has(uri, unknown=True)
+
+    def _has(self, uri: str, unknown: bool) -> bool:
         if not is_package_uri(uri):
             return False
         if self.copy_path(uri).is_file():
@@ -130,7 +127,7 @@ class PackageKeeper:
         try:
             return self.api().package_exists(uri)
         except RayJobsError:
-            return True  # cannot tell now: the scheduler decides when it runs the job
+            return unknown
 
     async def _loop(self) -> None:
         assert self._wake is not None
