@@ -2,8 +2,10 @@
 the training stays that of the whole global batch however it is split.
 
 The last tests train for real: two processes (gloo on loopback), under PyTorch DDP or with
-their models averaged at each epoch's end, each on a CPU of its own, the second sharing its
-CPU with a busy loop, as a slower machine would.
+their models averaged at each epoch's end, each on a CPU of its own. The second is a slower
+machine: each image costs it SLOW_S more (a sleep in its model's forward), a fixed cost that
+whatever else runs on this machine cannot even out (a busy loop sharing its CPU did, when
+the suite's other run loaded both CPUs).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import multiprocessing as mp
 import os
 import queue
 import socket
-import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from hypothesis import strategies as st
 pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[samples]')")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sample_jobs"))
 from train_digits import Balancer, split
+
+SLOW_S = 1e-3  # the slower worker's extra time per image: several times a CPU's own
 
 
 @given(st.lists(st.floats(0.05, 1.0), min_size=1, max_size=5), st.integers(0, 2000))
@@ -82,16 +86,11 @@ def _train(rank: int, cpus: tuple[int, int], port: int, balance: bool, sync: str
     balancer.attach(model)
     opt, schedule = make_optimizer(model, 3e-3, 2, 2 * len(loader))
     shares = []
-    # worker 1 shares its CPU with a busy loop (which inherits its CPU): about half of it
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if rank == 1 else None
-    try:
-        for epoch in range(2):
-            train_epoch(model, loader, opt, schedule, nn.CrossEntropyLoss(), balancer, epoch, sync)
-            shares.append(balancer.shares[0])
-    finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+    if rank == 1:  # the slower machine: a fixed extra cost per image
+        model.register_forward_pre_hook(lambda _m, args: time.sleep(SLOW_S * len(args[0])))
+    for epoch in range(2):
+        train_epoch(model, loader, opt, schedule, nn.CrossEntropyLoss(), balancer, epoch, sync)
+        shares.append(balancer.shares[0])
     weights = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     dist.destroy_process_group()
     out.put((rank, shares, weights.numpy()))
