@@ -229,13 +229,14 @@ def test_docker_sdk_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def ray_image() -> str:
-    """dockerd running (started by scripts/dockerd.sh if none was) and the Ray image built."""
+def ray_image() -> Iterator[str]:
+    """dockerd running (started by scripts/dockerd.sh if none was, and stopped again at the
+    session's end) and the Ray image built."""
     if not ROOT:
         pytest.skip("the docker runtime tests need root (dockerd, building the image)")
-    p = subprocess.run(
-        [str(REPO / "scripts" / "dockerd.sh")], capture_output=True, text=True, timeout=600
-    )
+    script = str(REPO / "scripts" / "dockerd.sh")
+    was_up = subprocess.run([script, "status"], capture_output=True, timeout=60).returncode == 0
+    p = subprocess.run([script], capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         why = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
         pytest.skip(f"dockerd cannot be started: {why[0]}")
@@ -245,10 +246,14 @@ def ray_image() -> str:
         text=True,
         timeout=900,
     )
-    if p.returncode != 0:
-        why = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
-        pytest.skip(f"the Ray image cannot be built here: {why[0]}")
-    return p.stdout.strip().splitlines()[-1]
+    try:
+        if p.returncode != 0:
+            why = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
+            pytest.skip(f"the Ray image cannot be built here: {why[0]}")
+        yield p.stdout.strip().splitlines()[-1]
+    finally:
+        if not was_up:  # the daemon this session started goes with it
+            subprocess.run([script, "stop"], capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="session")
