@@ -71,18 +71,33 @@ class HeartbeatReceiver:
     """The host's side: the ``heartbeat`` op records each worker's beat, and the ``start``
     op lets a few workers start Ray at a time (:class:`~.start_gate.StartGate`)."""
 
-    def __init__(self, node: NodeState, book: HeartbeatBook, gate: StartGate) -> None:
+    def __init__(
+        self,
+        node: NodeState,
+        book: HeartbeatBook,
+        gate: StartGate,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.node = node
         self.book = book
         self.gate = gate
+        self.on_change = on_change  # a worker came, or its state or lending state moved
 
     async def op_heartbeat(self, req: HeartbeatRequest | dict[str, Any]) -> HeartbeatReply:
         if not self.node.is_host:
             raise LanrayError("heartbeats go to the host")
         if not isinstance(req, HeartbeatRequest):
             req = HeartbeatRequest.from_json({**req, "op": HeartbeatRequest.OP})
+        last = self.book.beats.get(req.node_ip)
         self.book.record(req)
         self.gate.beat(req.node_ip, req.state)
+        # what moves Ray's node list: a worker's Ray starting or stopping (its reasons and
+        # figures come from the beats themselves, fresh on every status)
+        if last is None or (last.state, last.lending.get("state")) != (
+            req.state,
+            req.lending.get("state"),
+        ):
+            self.on_change()
         return HeartbeatReply()
 
     async def op_start(self, req: StartRequest | dict[str, Any]) -> StartReply:

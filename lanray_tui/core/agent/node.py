@@ -39,6 +39,7 @@ from .member_ops import MemberOps
 from .node_ops import NodeOps, host_only
 from .ray_link import RayLink, RayView
 from .ray_start import RayStarter
+from .recent_nodes import RecentNodes
 from .start_gate import StartGate
 from .state import AgentState, Clock, NodeState, RealClock, Role, StopCause
 from .supervisor import RaySupervisor
@@ -115,8 +116,12 @@ class Wiring:
         self._prepare()
         self.beats = cluster_api.Link(self._host_api, self.client_tls)
         local_ray = RayLink(lambda: node.creds, paths.tls_dir)
+        # the host keeps its last node list for status (see recent_nodes)
+        self.recent = RecentNodes(local_ray) if node.is_host else None
         self.ray: RayView = (
-            local_ray if node.is_host else HostRayView(self._host_api, self.client_tls, local_ray)
+            self.recent
+            if self.recent is not None
+            else HostRayView(self._host_api, self.client_tls, local_ray)
         )
         self.book = HeartbeatBook(
             cfg["cluster.heartbeat_interval_s"], cfg["cluster.missed_heartbeats"]
@@ -125,7 +130,9 @@ class Wiring:
         # the host's start gate: a slot is held at most a whole start's time, and a little
         slots = cfg["cluster.parallel_starts"] or max(2, os.cpu_count() or 2)
         self.gate = StartGate(slots, cfg["ray.start_timeout_s"] + 30.0)
-        self.receiver = HeartbeatReceiver(node, self.book, self.gate)
+        self.receiver = HeartbeatReceiver(
+            node, self.book, self.gate, self.recent.changed if self.recent else lambda: None
+        )
         self.supervisor = RaySupervisor(
             node,
             self.clock,
@@ -168,6 +175,7 @@ class Wiring:
             self.book,
             ask_host=None if node.is_host else self._status_from_host,
             pairing=self.host.pairing_view if self.host is not None else dict,
+            recent_nodes=self.recent.recent if self.recent is not None else None,
         )
         self.server = ControlServer(
             forward_to=None if node.is_host else self._host_api,

@@ -41,6 +41,7 @@ class NodeOps:
         book: HeartbeatBook,
         ask_host: AskHost | None = None,
         pairing: Callable[[], dict[str, Any]] = dict,
+        recent_nodes: Callable[[], list[NodeInfo]] | None = None,
     ) -> None:
         self.node = node
         self.ray = ray
@@ -51,6 +52,8 @@ class NodeOps:
         self.book = book
         self.ask_host = ask_host
         self.pairing = pairing
+        # the host's last node list while young (RecentNodes.recent); else ask Ray each time
+        self.recent_nodes = recent_nodes
 
     def info(self) -> AgentInfo:
         n, c = self.node, self.node.creds
@@ -83,7 +86,7 @@ class NodeOps:
                 return replace(host, agent=self.info())
         note = ""
         try:
-            nodes = await asyncio.to_thread(self.ray.nodes)
+            nodes = await asyncio.to_thread(self.recent_nodes or self.ray.nodes)
         except LanrayError as exc:  # Ray restarting, or stopped: the agent still answers
             nodes, note = [], f"Ray's view of the nodes is not available: {exc}"
         return p.StatusReply(
