@@ -175,7 +175,7 @@ def _watch(paths: Any, pid: int) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from .core.control import ControlClient  # not lifecycle: status stays quick to start
-    from .core.protocol import StatusRequest
+    from .core.protocol_status import StatusRequest  # not the whole protocol: the same
 
     paths = load_config(args).paths()
     result = ControlClient(paths.socket).request(StatusRequest(), timeout=15.0)

@@ -65,12 +65,10 @@ class ControlClient:
     def request(self, req: Request[T], timeout: float | None = None) -> T:
         """Send one request and return its reply, or raise :class:`AgentError` with the
         agent's one line (:class:`~.framing.ProtocolError` for a bad reply)."""
-        from .protocol import OPS, parse_reply
-
-        if OPS[req.OP].stream:
+        if req.STREAM:
             raise TypeError(f"'{req.OP}' is a stream: use stream()")
         self._handshake(req.OP)
-        reply: T = parse_reply(req.OP, self._exchange(req.to_json(), timeout))
+        reply: T = req.read_reply(self._exchange(req.to_json(), timeout))
         if isinstance(reply, AgentInfo) and not self._checked:
             self._checked = reply.protocol == PROTOCOL_VERSION
         return reply
@@ -89,9 +87,7 @@ class ControlClient:
 
     def stream(self, req: Request[T]) -> Iterator[T]:
         """Send one request and yield each streamed item until the agent ends the stream."""
-        from .protocol import OPS, parse_reply
-
-        if not OPS[req.OP].stream:
+        if not req.STREAM:
             raise TypeError(f"'{req.OP}' is not a stream: use request()")
         self._handshake(req.OP)
         with self._connect(None) as s:
@@ -104,7 +100,7 @@ class ControlClient:
                 msg = json.loads(line)
                 if isinstance(msg, dict) and msg.get("end"):
                     return
-                item: T = parse_reply(req.OP, _result(line, req.OP))
+                item: T = req.read_reply(_result(line, req.OP))
                 yield item
 
     def info(self, timeout: float | None = None) -> AgentInfo:
@@ -122,11 +118,13 @@ class ControlClient:
         return info
 
     def _handshake(self, op: str) -> None:
-        from .protocol import check_version
-
         if self._checked or op in UNCHECKED_OPS:
             return
-        check_version(self.info(min(self.timeout, 5.0)))
+        info = self.info(min(self.timeout, 5.0))
+        if info.protocol != PROTOCOL_VERSION:
+            from .protocol import check_version
+
+            check_version(info)  # the line that says what to do
         self._checked = True
 
     def alive(self) -> bool:

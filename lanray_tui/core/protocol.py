@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import LanrayError
 from .framing import END_LINE, MAX_LINE, ProtocolError, encode, error_line, ok_line
 from .models import PROTOCOL_VERSION, AgentInfo
 from .protocol_checks import (
@@ -68,11 +67,8 @@ from .protocol_replies import (
     ProbeReply,
     RayNodesReply,
     StartReply,
-    StatusReply,
     TokenReply,
     TunnelReply,
-    _InfoReply,
-    _JobReply,
 )
 from .protocol_requests import (
     CancelRequest,
@@ -97,11 +93,11 @@ from .protocol_requests import (
     RetryRequest,
     RunningTasksRequest,
     StartRequest,
-    StatusRequest,
     StopRayRequest,
     SubmitRequest,
     TokenRequest,
 )
+from .protocol_status import StatusReply, StatusRequest
 
 __all__ = [
     "DEADLINE",
@@ -198,43 +194,50 @@ class OpSpec:
     """
 
     request: type[Request[Any]]
-    reply: Any  # a class with from_json (AgentInfo, JobView: their own records)
     local: bool = True
     remote: bool = False
     forwarded: bool = False
-    stream: bool = False
     tunnel: bool = False  # after its reply, the connection carries raw bytes
+
+    @property
+    def reply(self) -> Any:
+        """A class with from_json (AgentInfo, JobView: their own records): the request's."""
+        return self.request.REPLY
+
+    @property
+    def stream(self) -> bool:
+        return self.request.STREAM
 
 
 OPS: dict[str, OpSpec] = {
     spec.request.OP: spec
     for spec in (
-        OpSpec(InfoRequest, _InfoReply),
-        OpSpec(StatusRequest, StatusReply, remote=True),
-        OpSpec(TokenRequest, TokenReply),
-        OpSpec(LeaveRequest, LeaveReply),
-        OpSpec(CodeRequest, CodeReply),
-        OpSpec(HeartbeatRequest, HeartbeatReply, remote=True),
-        OpSpec(PauseRequest, LendingReply),
-        OpSpec(ResumeRequest, LendingReply),
-        OpSpec(RestartRayRequest, LendingReply),
-        OpSpec(StopRayRequest, LendingReply),
-        OpSpec(LendRequest, LendingReply),
-        OpSpec(LogsRequest, LogLine, stream=True),
-        OpSpec(SubmitRequest, _JobReply, remote=True, forwarded=True),
-        OpSpec(JobsRequest, JobsReply, remote=True, forwarded=True),
-        OpSpec(JobRequest, _JobReply, remote=True, forwarded=True),
-        OpSpec(CancelRequest, CancelReply, remote=True, forwarded=True),
-        OpSpec(RetryRequest, _JobReply, remote=True, forwarded=True),
-        OpSpec(JobLogsRequest, JobLogItem, remote=True, forwarded=True, stream=True),
-        OpSpec(MetricsRequest, MetricsReply, remote=True, forwarded=True),
-        OpSpec(PackageRequest, HeldReply, remote=True, forwarded=True),
-        OpSpec(RayNodesRequest, RayNodesReply, local=False, remote=True),
-        OpSpec(RunningTasksRequest, CountReply, local=False, remote=True),
-        OpSpec(CertifyRequest, CertifyReply, local=False, remote=True),
-        OpSpec(DashboardRequest, TunnelReply, local=False, remote=True, tunnel=True),
-        OpSpec(ProbeRequest, ProbeReply, local=False, remote=True),
-        OpSpec(StartRequest, StartReply, local=False, remote=True),
+        OpSpec(InfoRequest),
+        OpSpec(StatusRequest, remote=True),
+        OpSpec(TokenRequest),
+        OpSpec(LeaveRequest),
+        OpSpec(CodeRequest),
+        OpSpec(HeartbeatRequest, remote=True),
+        OpSpec(PauseRequest),
+        OpSpec(ResumeRequest),
+        OpSpec(RestartRayRequest),
+        OpSpec(StopRayRequest),
+        OpSpec(LendRequest),
+        OpSpec(LogsRequest),
+        OpSpec(SubmitRequest, remote=True, forwarded=True),
+        OpSpec(JobsRequest, remote=True, forwarded=True),
+        OpSpec(JobRequest, remote=True, forwarded=True),
+        OpSpec(CancelRequest, remote=True, forwarded=True),
+        OpSpec(RetryRequest, remote=True, forwarded=True),
+        OpSpec(JobLogsRequest, remote=True, forwarded=True),
+        OpSpec(MetricsRequest, remote=True, forwarded=True),
+        OpSpec(PackageRequest, remote=True, forwarded=True),
+        OpSpec(RayNodesRequest, local=False, remote=True),
+        OpSpec(RunningTasksRequest, local=False, remote=True),
+        OpSpec(CertifyRequest, local=False, remote=True),
+        OpSpec(DashboardRequest, local=False, remote=True, tunnel=True),
+        OpSpec(ProbeRequest, local=False, remote=True),
+        OpSpec(StartRequest, local=False, remote=True),
     )
 }
 
@@ -276,10 +279,10 @@ def parse_request(line: bytes | str | Mapping[str, Any]) -> Request[Any]:
 
 def parse_reply(op: str, result: Any) -> Any:
     """The ``result`` of an ``ok`` reply to ``op`` (or of one stream item) as its class."""
-    try:
-        return OPS[op].reply.from_json(result)
-    except (LanrayError, KeyError, TypeError, ValueError, AttributeError):
-        raise ProtocolError(f"the agent sent a bad reply to '{op}'") from None
+    spec = OPS.get(op)
+    if spec is None:
+        raise ProtocolError(f"the agent sent a bad reply to '{_short(op)}'")
+    return spec.request.read_reply(result)
 
 
 def version_problem(info: AgentInfo) -> str:

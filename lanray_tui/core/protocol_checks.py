@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
+from .errors import LanrayError
 from .framing import ProtocolError
 from .jobs_records import JobError, JobSpec
 
@@ -150,6 +151,8 @@ class Request(Generic[T]):
     TLS client certificate says who sent it."""
 
     OP: ClassVar[str] = ""
+    REPLY: ClassVar[Any] = None  # the class its reply (each item, for a stream) is read into
+    STREAM: ClassVar[bool] = False  # many replies, then {"end": true}
     FIELDS: ClassVar[Mapping[str, Check]] = {}
     REQUIRED: ClassVar[Mapping[str, str]] = {}  # field -> the error when it is missing
 
@@ -160,6 +163,16 @@ class Request(Generic[T]):
             if value is not None:
                 out[f.name] = value.to_json() if hasattr(value, "to_json") else value
         return out
+
+    @classmethod
+    def read_reply(cls, result: Any) -> T:
+        """The ``result`` of an ``ok`` reply (or of one stream item) as :attr:`REPLY`, or
+        :class:`ProtocolError` with one line."""
+        try:
+            reply: T = cls.REPLY.from_json(result)
+        except (LanrayError, KeyError, TypeError, ValueError, AttributeError):
+            raise ProtocolError(f"the agent sent a bad reply to '{cls.OP}'") from None
+        return reply
 
     @classmethod
     def of(cls: type[R], **values: Any) -> R:

@@ -42,9 +42,10 @@ from .protocol_replies import (
     ProbeReply,
     RayNodesReply,
     StartReply,
-    StatusReply,
     TokenReply,
     TunnelReply,
+    _InfoReply,
+    _JobReply,
 )
 
 
@@ -53,13 +54,7 @@ class InfoRequest(Request[AgentInfo]):
     """This node's agent: who it is, its state and its protocol."""
 
     OP = "info"
-
-
-@dataclass(frozen=True)
-class StatusRequest(Request[StatusReply]):
-    """The cluster's nodes with their links, lending and resources."""
-
-    OP = "status"
+    REPLY = _InfoReply
 
 
 @dataclass(frozen=True)
@@ -67,6 +62,7 @@ class TokenRequest(Request[TokenReply]):
     """The cluster token (host only)."""
 
     OP = "token"
+    REPLY = TokenReply
 
 
 @dataclass(frozen=True)
@@ -74,6 +70,7 @@ class LeaveRequest(Request[LeaveReply]):
     """Stop Ray and the agent; a host's Ray cluster goes with it."""
 
     OP = "leave"
+    REPLY = LeaveReply
 
 
 @dataclass(frozen=True)
@@ -83,6 +80,7 @@ class CodeRequest(Request[CodeReply]):
     those limits; ``close`` closes pairing (see :class:`.joincode.CodeBook`)."""
 
     OP = "code"
+    REPLY = CodeReply
     FIELDS: ClassVar[Mapping[str, Check]] = {
         "close": flag,
         "open": flag,
@@ -101,6 +99,7 @@ class HeartbeatRequest(Request[HeartbeatReply]):
     """A worker's beat, sent to the host's cluster API once per interval."""
 
     OP = "heartbeat"
+    REPLY = HeartbeatReply
     FIELDS: ClassVar[Mapping[str, Check]] = {
         "node_ip": text(64, nonempty=True),
         "name": text(255),
@@ -124,6 +123,7 @@ class PauseRequest(Request[LendingReply]):
     """Withhold this machine: drain Ray (running tasks get ``deadline_s``), then stop it."""
 
     OP = "pause"
+    REPLY = LendingReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"reason": text(300), "deadline_s": DEADLINE}
 
     reason: str | None = None  # None: "paused by hand"
@@ -135,6 +135,7 @@ class ResumeRequest(Request[LendingReply]):
     """Lend this machine again (start Ray)."""
 
     OP = "resume"
+    REPLY = LendingReply
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class RestartRayRequest(Request[LendingReply]):
     """Restart this node's Ray now."""
 
     OP = "restart_ray"
+    REPLY = LendingReply
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class StopRayRequest(Request[LendingReply]):
     """Stop this node's Ray and keep the agent until ``resume``."""
 
     OP = "stop_ray"
+    REPLY = LendingReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"deadline_s": DEADLINE}
 
     deadline_s: int | None = None
@@ -159,6 +162,8 @@ class LogsRequest(Request[LogLine]):
     """Stream a log of this node (``source``: ``ray`` or ``agent``)."""
 
     OP = "logs"
+    REPLY = LogLine
+    STREAM = True
     FIELDS: ClassVar[Mapping[str, Check]] = {
         "source": text(32),
         "lines": whole(0, 1_000_000),
@@ -175,6 +180,7 @@ class SubmitRequest(Request[JobView]):
     """Queue a job."""
 
     OP = "submit"
+    REPLY = _JobReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"spec": job_spec, "submitter": text(256)}
     REQUIRED: ClassVar[Mapping[str, str]] = {"spec": "a job spec must be a JSON object"}
 
@@ -187,6 +193,7 @@ class JobsRequest(Request[JobsReply]):
     """The whole queue."""
 
     OP = "jobs"
+    REPLY = JobsReply
 
 
 @dataclass(frozen=True)
@@ -194,6 +201,7 @@ class JobRequest(Request[JobView]):
     """One job, with its spec and the tail of its log."""
 
     OP = "job"
+    REPLY = _JobReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"id": job_id}
     REQUIRED: ClassVar[Mapping[str, str]] = {"id": WHICH_JOB}
 
@@ -203,6 +211,7 @@ class JobRequest(Request[JobView]):
 @dataclass(frozen=True)
 class CancelRequest(Request[CancelReply]):
     OP = "cancel"
+    REPLY = CancelReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"id": job_id}
     REQUIRED: ClassVar[Mapping[str, str]] = {"id": WHICH_JOB}
 
@@ -212,6 +221,7 @@ class CancelRequest(Request[CancelReply]):
 @dataclass(frozen=True)
 class RetryRequest(Request[JobView]):
     OP = "retry"
+    REPLY = _JobReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"id": job_id}
     REQUIRED: ClassVar[Mapping[str, str]] = {"id": WHICH_JOB}
 
@@ -223,6 +233,8 @@ class JobLogsRequest(Request[JobLogItem]):
     """Stream a job's log; with ``follow``, until it ends."""
 
     OP = "job_logs"
+    REPLY = JobLogItem
+    STREAM = True
     FIELDS: ClassVar[Mapping[str, Check]] = {"id": job_id, "follow": flag}
     REQUIRED: ClassVar[Mapping[str, str]] = {"id": WHICH_JOB}
 
@@ -235,6 +247,7 @@ class RayNodesRequest(Request[RayNodesReply]):
     """Ray's rows of the cluster's nodes (a worker's agent asks the host)."""
 
     OP = "ray_nodes"
+    REPLY = RayNodesReply
 
 
 @dataclass(frozen=True)
@@ -242,6 +255,7 @@ class RunningTasksRequest(Request[CountReply]):
     """How many tasks run on one Ray node now (a draining worker asks the host)."""
 
     OP = "running_tasks"
+    REPLY = CountReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"node_id": text(64)}
     REQUIRED: ClassVar[Mapping[str, str]] = {"node_id": "running_tasks needs a node_id"}
 
@@ -254,6 +268,7 @@ class CertifyRequest(Request[CertifyReply]):
     with the certificate it has)."""
 
     OP = "certify"
+    REPLY = CertifyReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"csr": text(4096)}
     REQUIRED: ClassVar[Mapping[str, str]] = {"csr": "certify needs a signing request"}
 
@@ -266,6 +281,7 @@ class DashboardRequest(Request[TunnelReply]):
     ``lanray-tui dashboard`` opens one per browser connection, over mutual TLS."""
 
     OP = "dashboard"
+    REPLY = TunnelReply
 
 
 @dataclass(frozen=True)
@@ -274,6 +290,7 @@ class ProbeRequest(Request[ProbeReply]):
     "from the head back to this node" check: Ray needs both ways)."""
 
     OP = "probe"
+    REPLY = ProbeReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"ports": wholes(1, 65535, 256)}
     REQUIRED: ClassVar[Mapping[str, str]] = {"ports": "probe needs the ports to dial"}
 
@@ -285,6 +302,7 @@ class LendRequest(Request[LendingReply]):
     """When this joined machine stops lending and leaves: ``until`` a Unix time, 0 never."""
 
     OP = "lend"
+    REPLY = LendingReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"until": number(0, 1e11)}
 
     until: float = 0.0
@@ -296,6 +314,7 @@ class MetricsRequest(Request[MetricsReply]):
     ``metric`` and ``mode`` choose how the best trial is picked."""
 
     OP = "metrics"
+    REPLY = MetricsReply
     FIELDS: ClassVar[Mapping[str, Check]] = {
         "id": job_id,
         "metric": text(80),
@@ -314,6 +333,7 @@ class PackageRequest(Request[HeldReply]):
     ``submit`` then sends its URI without uploading it again."""
 
     OP = "package"
+    REPLY = HeldReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"uri": text(200, nonempty=True)}
     REQUIRED: ClassVar[Mapping[str, str]] = {"uri": "which package? (its gcs:// URI)"}
 
@@ -326,6 +346,7 @@ class StartRequest(Request[StartReply]):
     :mod:`..agent.start_gate`): a lab switched on at once starts a few nodes at a time."""
 
     OP = "start"
+    REPLY = StartReply
     FIELDS: ClassVar[Mapping[str, Check]] = {"node_ip": text(64, nonempty=True)}
     REQUIRED: ClassVar[Mapping[str, str]] = {"node_ip": "start needs the node's node_ip"}
 
