@@ -44,6 +44,7 @@ _ADD_PARSERS: tuple[Callable[[Any], None], ...] = (
     cli_doctor.add_parser,  # doctor
     cli_node.add_agent_parser,  # agent (internal: not listed)
 )
+_MODULES = (cli_cluster, cli_node, cli_lab, cli_jobs, cli_results, cli_service, cli_doctor)
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     **cli_cluster.HANDLERS,
@@ -56,7 +57,11 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def build_parser() -> Parser:
+def build_parser(argv: Sequence[str] | None = None) -> Parser:
+    """The whole parser; or, when ``argv`` starts with a command, one with just the
+    subcommands of that command's module: the same parse for that command line, without
+    building some 40 parsers that ``lanray-tui status`` (run by scripts and watch loops)
+    never uses. Anything else (no command, an option first, a typo) gets the whole one."""
     parser = Parser(
         prog=PROG,
         description="Turn the machines on one LAN into one Ray cluster. "
@@ -65,14 +70,23 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("--config", type=Path, metavar="FILE", help="config file to apply last")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for add_parsers in _ADD_PARSERS:
+    for add_parsers in _adders(argv):
         add_parsers(sub)
     return parser
 
 
+def _adders(argv: Sequence[str] | None) -> tuple[Callable[[Any], None], ...]:
+    command = argv[0] if argv else None
+    for module in _MODULES:
+        if command in module.HANDLERS:
+            return tuple(a for a in _ADD_PARSERS if a.__module__ == module.__name__)
+    return _ADD_PARSERS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return _run(build_parser().parse_args(argv))  # --help and --version exit in here
+        args = sys.argv[1:] if argv is None else list(argv)
+        return _run(build_parser(args).parse_args(args))  # --help and --version exit in here
     finally:
         if _stdout_reader_left():
             # Python docs, "Note on SIGPIPE": what is still buffered goes to /dev/null, so

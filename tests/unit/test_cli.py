@@ -142,3 +142,26 @@ def test_a_broken_pipe_that_is_not_stdout_is_an_error(
     monkeypatch.setitem(cli.HANDLERS, "token", agent_went_away)
     assert cli.main(["token"]) == 70
     assert "internal error: BrokenPipeError" in capsys.readouterr().err
+
+
+def test_a_command_gets_the_same_parser_built_alone_as_in_the_whole() -> None:
+    """`lanray-tui CMD ...` builds only CMD's module's subcommands: each must parse and
+    read its help exactly as the whole parser does; anything else gets the whole parser."""
+    import argparse
+
+    from lanray_tui import cli
+
+    def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return dict(action.choices)
+
+    whole = subparsers(cli.build_parser())
+    assert set(whole) == set(cli.HANDLERS)
+    for name, full in whole.items():
+        alone = subparsers(cli.build_parser([name]))
+        assert len(alone) < len(whole)
+        assert alone[name].format_help() == full.format_help(), name
+    assert set(subparsers(cli.build_parser(["--config", "x", "status"]))) == set(whole)
+    assert set(subparsers(cli.build_parser(["stauts"]))) == set(whole)
+    args = cli.build_parser(["status", "--json"]).parse_args(["status", "--json"])
+    assert args.command == "status" and args.json
