@@ -10,6 +10,7 @@ Every key must be known, of the right type and in range; otherwise loading stops
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
@@ -17,8 +18,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from .errors import ConfigError
 from .paths import Paths
@@ -179,8 +178,12 @@ def read_file(path: Path | Traversable) -> dict[str, Any]:
         raise ConfigError(f"{file}: no such config file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read it ({exc})") from None
+    import yaml  # only when a file changed since the last command: see _cached
+
+    # libyaml's parser where PyYAML has it (its wheels do): the same safe subset, quicker
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -248,11 +251,80 @@ def load(explicit: Path | None = None, paths: Paths | None = None) -> Config:
         files.append(paths.user_config)
     if explicit is not None:
         files.append(explicit)
-    values: dict[str, Any] = {}
-    for file in files:
-        values.update(read_file(file))
-    missing = sorted(set(SCHEMA) - set(values))
-    if missing:
-        raise ConfigError(f"{DEFAULT_FILE}: default for '{missing[0]}' is missing")
-    _check_cross(values, str(files[-1]))
+    stamp = _stamp(files)
+    cache = paths.runtime_dir / CACHE_NAME
+    values = _cached(cache, stamp)
+    if values is None:
+        values = {}
+        for file in files:
+            values.update(read_file(file))
+        missing = sorted(set(SCHEMA) - set(values))
+        if missing:
+            raise ConfigError(f"{DEFAULT_FILE}: default for '{missing[0]}' is missing")
+        _check_cross(values, str(files[-1]))
+        _keep(cache, stamp, values)
     return Config(values, files)
+
+
+# ----- the parsed settings, kept between commands ----------------------------------------
+# Every command reads the config first; parsing YAML (and loading PyYAML) is most of what a
+# quick command like `status` costs. So the merged, validated settings are kept, as JSON, in
+# the runtime dir, stamped with each file's path and whole text (and this version of
+# lanray-tui): any change to any file, or a file added, parses them all again. The text, not
+# the modification time: two writes within one clock tick share a time.
+
+CACHE_NAME = "config.json"
+
+
+def _stamp(files: list[Path | Traversable]) -> list[Any] | None:
+    from .. import __version__
+
+    out: list[Any] = [__version__]
+    for file in files:
+        try:
+            out.append([str(file), file.read_text(encoding="utf-8")])
+        except (OSError, UnicodeDecodeError):
+            return None  # read_file says what is wrong with it
+    return out
+
+
+def _cached(cache: Path, stamp: list[Any] | None) -> dict[str, Any] | None:
+    if stamp is None:
+        return None
+    import json
+
+    try:
+        doc = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("stamp") != stamp:
+        return None
+    values = doc.get("values")
+    if not isinstance(values, dict) or set(values) != set(SCHEMA):
+        return None
+    return values
+
+
+def _keep(cache: Path, stamp: list[Any] | None, values: dict[str, Any]) -> None:
+    """Write the settings for the next command; a cache that cannot be written is no error."""
+    if stamp is None:
+        return
+    import json
+    import os
+    import tempfile
+
+    from .paths import ensure_private_dir
+
+    try:
+        text = json.dumps({"stamp": stamp, "values": values})  # a YAML date is no JSON: not kept
+        ensure_private_dir(cache.parent)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".config-")
+    except (OSError, TypeError, ValueError):
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, cache)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,34 @@ def test_overrides_are_validated() -> None:
 def test_default_file_is_plain_yaml() -> None:
     doc = yaml.safe_load(config.DEFAULT_FILE.read_text())
     assert doc["ray"]["min_worker_port"] <= doc["ray"]["max_worker_port"]
+
+
+def _loads_yaml() -> bool:
+    """Whether a fresh process had to load PyYAML to read the config."""
+    code = "import sys; from lanray_tui.core import config; config.load(); print('yaml' in sys.modules)"  # noqa: E501
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return p.stdout.strip() == "True"
+
+
+def test_the_parsed_settings_are_kept_until_any_file_changes(isolated_home: Path) -> None:
+    user = write(isolated_home / ".config/lanray-tui/config.yaml", "cluster_name: dorm\n")
+    assert _loads_yaml()  # the first command parses
+    assert not _loads_yaml()  # the next one reads what it kept
+    assert config.load()["cluster_name"] == "dorm"
+    write(user, "cluster_name: flat\n")  # the same size, at once: still seen
+    assert config.load()["cluster_name"] == "flat"
+    write(user, "cluster_name: [not, a, name]\n")
+    with pytest.raises(ConfigError, match="cluster_name"):
+        config.load()  # a bad file is never hidden by what was kept
+    user.unlink()
+    assert config.load()["cluster_name"] == config.load(config.DEFAULT_FILE)["cluster_name"]
+
+
+@pytest.mark.parametrize("junk", ["", "{", "[]", '{"stamp": 1, "values": {}}'])
+def test_a_damaged_kept_file_is_parsed_again(isolated_home: Path, junk: str) -> None:
+    write(isolated_home / ".config/lanray-tui/config.yaml", "cluster_name: dorm\n")
+    config.load()
+    kept = Path(os.environ["XDG_RUNTIME_DIR"]) / "lanray-tui" / config.CACHE_NAME
+    assert kept.exists()
+    kept.write_text(junk)
+    assert config.load()["cluster_name"] == "dorm"
