@@ -11,6 +11,7 @@ request a key sends are :mod:`.cluster_texts`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from typing import TYPE_CHECKING, ClassVar
 
@@ -107,6 +108,10 @@ class ClusterScreen(Screen[None]):
         if self.agent.role == "host":
             self._fetch_code()
         self.query_one(NodeTable).focus()
+        # What exists once the screen is up (Textual, Rich, the widgets) lives as long as the
+        # app: out of the collector's way, a full collection no longer walks it, which
+        # otherwise cost a keystroke now and then a pause of tens of ms.
+        self.call_after_refresh(gc.freeze)
 
     def on_unmount(self) -> None:
         # Wakes every blocked read, so the workers (and the process exit) never hang.
@@ -176,22 +181,9 @@ class ClusterScreen(Screen[None]):
         if str(tab.label) != label:
             tab.label = label
 
-    def action_filter_nodes(self) -> None:
-        self.query_one(NodeFilter).open(self.query_one(NodeTable).filter_text)
-
-    @on(NodeFilter.Changed, "#node-filter")
-    def _node_filter_changed(self, event: NodeFilter.Changed) -> None:
-        event.stop()
-        self.query_one(NodeTable).set_filter(event.value)
-
-    @on(NodeFilter.Submitted, "#node-filter")
-    def _node_filter_submitted(self, event: NodeFilter.Submitted) -> None:
-        event.stop()
-        self.query_one(NodeFilter).close()
-
-    @on(NodeFilter.Done)
-    def _node_filter_done(self, event: NodeFilter.Done) -> None:
-        self.query_one(NodeTable).focus()
+    @on(NodeTable.FilterEdited)
+    def _node_filter_edited(self, event: NodeTable.FilterEdited) -> None:
+        self.query_one(NodeFilter).show_filter(event.text, event.editing)
 
     def action_node_details(self) -> None:
         from .node_details import NodeDetailsScreen

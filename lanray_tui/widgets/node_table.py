@@ -10,12 +10,16 @@ out, so the pane reads the same with NO_COLOR.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.style import Style
 from rich.text import Text
+from textual import events
+from textual._types import SegmentLines
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.message import Message
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Static
 
 from ..core.sparkline import (
     CPU_THRESHOLDS,
@@ -109,8 +113,16 @@ class NodeTable(DataTable[Text]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "screen.node_details", "Node details", show=False),
         Binding("s", "cycle_sort", "Sort nodes", show=False),
-        Binding("slash", "screen.filter_nodes", "Filter nodes", show=False),
+        Binding("slash", "start_filter", "Filter nodes", show=False),
     ]
+
+    class FilterEdited(Message):
+        """The filter while it is typed (``editing``), and once Enter or Esc ends it."""
+
+        def __init__(self, text: str, editing: bool) -> None:
+            super().__init__()
+            self.text = text
+            self.editing = editing
 
     DEFAULT_CSS = """
     NodeTable { height: auto; max-height: 12; }
@@ -123,10 +135,41 @@ class NodeTable(DataTable[Text]):
         self._shown: list[tuple[str, list[str], bool]] = []
         self.sort_by = next(iter(SORTS))
         self.filter_text = ""
+        self.filtering = False  # keys type the filter (see on_key)
+        self._cells: LRUCache[Any, SegmentLines] = LRUCache(2000)  # see _render_cell
+        self._typed = ""
 
     def on_mount(self) -> None:
         for label in COLUMNS:
             self.add_column(label, key=label.lower())
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> SegmentLines:
+        """DataTable's own cell, kept by what the cell shows rather than by the table's
+        update count. DataTable paints every visible cell again after any change (each poll,
+        each filter keystroke: some 180 cells at 200x50, a few tenths of a ms each), though
+        most cells show what they showed before; here those come from this cache."""
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        try:
+            cell = self._data[row_key][column_key]  # type: ignore[index]
+        except KeyError:  # the header, a row label: DataTable's own caching
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        shown = (cell.plain, tuple(cell.spans), cell.style) if isinstance(cell, Text) else cell
+        key = (row_index, column_index, base_style, width, cursor, hover, shown,
+               self._show_hover_cursor, self._pseudo_class_state)  # fmt: skip
+        lines = self._cells.get(key)
+        if lines is None:
+            lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+            self._cells[key] = lines
+        return lines
 
     @property
     def nodes(self) -> list[NodeInfo]:
@@ -162,7 +205,40 @@ class NodeTable(DataTable[Text]):
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()
+        # While a filter hides rows the pane keeps its height: shrinking it would move every
+        # pane below, and lay out and paint the whole screen for one keystroke.
+        if self.filter_text and self.styles.height is not None and self.styles.height.is_auto:
+            self.styles.height = self.outer_size.height
+        elif not self.filter_text:
+            self.styles.height = "auto"
         self.redraw()
+
+    # The filter is typed with the table focused, and shown in a box (:class:`NodeFilter`)
+    # that never takes the focus: a focus change makes the table paint every cell again.
+
+    def action_start_filter(self) -> None:
+        self.filtering, self._typed = True, self.filter_text
+        self.post_message(self.FilterEdited(self._typed, True))
+
+    def on_key(self, event: events.Key) -> None:
+        """While filtering: a character or Backspace edits the filter, Enter keeps it, Esc
+        clears it; other keys (the arrows) do what they always do."""
+        if not self.filtering:
+            return
+        if event.key == "escape":
+            self.filtering, self._typed = False, ""
+        elif event.key == "enter":
+            self.filtering = False
+        elif event.key == "backspace":
+            self._typed = self._typed[:-1]
+        elif event.is_printable and event.character:
+            self._typed += event.character
+        else:
+            return
+        event.stop()
+        event.prevent_default()
+        self.set_filter(self._typed)
+        self.post_message(self.FilterEdited(self._typed, self.filtering))
 
     def title(self) -> str:
         """The pane's title: its key, the order, and the filter with what it leaves."""
@@ -251,36 +327,25 @@ class NodeTable(DataTable[Text]):
         return [str(row.key.value) for row in self.ordered_rows]
 
 
-class NodeFilter(Input):
-    """The nodes pane's filter box: each keystroke filters, Enter keeps the filter and goes
-    back to the table, Esc clears it."""
+class NodeFilter(Static):
+    """The nodes pane's filter box, shown while the filter is typed (the table, which keeps
+    the focus, takes the keys): each keystroke filters, Enter keeps the filter, Esc clears
+    it."""
 
-    # On a layer of its own, docked above the footer: opening it moves no other widget, so
-    # the screen does not lay out and paint every pane again for a keystroke.
+    # On a layer of its own, docked above the footer, and hidden rather than removed from the
+    # layout: opening it moves no other widget, so the screen does not lay out and paint
+    # every pane again for a keystroke.
     DEFAULT_CSS = """
-    NodeFilter { display: none; height: 3; layer: overlay; dock: bottom; margin-bottom: 1; }
-    NodeFilter.-shown { display: block; }
+    NodeFilter {
+        visibility: hidden; height: 3; layer: overlay; dock: bottom; margin-bottom: 1;
+        border: tall $accent; background: $surface; padding: 0 1;
+    }
+    NodeFilter.-shown { visibility: visible; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "clear", "Clear filter", show=False),
-    ]
+    PLACEHOLDER = "filter nodes: name, IP, state... (Enter keeps, Esc clears)"
 
-    class Done(Message):
-        """The box closed (Enter or Esc)."""
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(placeholder="filter nodes: name, IP, state... (Enter keeps, Esc clears)",
-                         id=id)  # fmt: skip
-
-    def open(self, text: str) -> None:
-        self.value = text
-        self.add_class("-shown")
-        self.focus()
-
-    def close(self) -> None:
-        self.remove_class("-shown")
-        self.post_message(self.Done())
-
-    def action_clear(self) -> None:
-        self.value = ""
-        self.close()
+    def show_filter(self, text: str, editing: bool) -> None:
+        self.set_class(editing, "-shown")
+        if editing:
+            typed = (text, "") if text else (self.PLACEHOLDER, "dim")
+            self.update(Text.assemble(("/ ", "bold"), typed, (" ", "reverse") if text else ""))

@@ -247,15 +247,20 @@ async def test_sixteen_nodes_sort_by_state_load_or_name_and_filter(fake: FakeAge
         assert names() == sorted(names())
         await pilot.press("slash")
         box = app.screen.query_one("#node-filter")
-        assert box.has_focus
-        await pilot.press("p", "c", "1")
+        assert box.visible and table.has_focus  # the table keeps the focus and takes the keys
+        await pilot.press("s")  # typed into the filter, not a new order
+        assert table.filter_text == "s" and "sorted: name" in str(table.border_title)
+        await pilot.press("backspace", "p", "c", "1")
         await wait_for(pilot, lambda: table.row_count == 7, "the pc1x nodes")
         assert all(n.startswith("pc1") for n in names())
         assert "7 of 16 matching 'pc1'" in str(table.border_title)
-        await pilot.press("enter")  # keeps the filter, back to the table
-        assert table.has_focus and table.row_count == 7
+        assert "/ pc1" in str(box.render())
+        await pilot.press("enter")  # keeps the filter, closes the box
+        assert table.has_focus and table.row_count == 7 and not box.visible
+        await pilot.press("s")  # a key of the table again
+        assert "sorted: problems first" in str(table.border_title)
         await pilot.press("slash", "escape")  # clears it
-        assert table.row_count == 16 and table.has_focus
+        assert table.row_count == 16 and table.has_focus and not box.visible
         await pilot.press("slash", "D", "E", "A", "D", "enter")  # states too, any case
         assert names() == ["pc05", "pc09"]
 
