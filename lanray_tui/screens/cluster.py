@@ -28,7 +28,7 @@ from ..core import lend_time, texts
 from ..widgets.header import CODE_NOT_AVAILABLE, ClusterHeader
 from ..widgets.job_table import JobTable
 from ..widgets.log_pane import LogPane
-from ..widgets.node_table import NodeFilter, NodeTable
+from ..widgets.node_table import NodeTable
 from .agent_link import AgentLink, pump_lines
 from .cluster_texts import COMMANDS, leave_question, lending_toggle, stop_question
 from .confirm import ConfirmScreen
@@ -83,7 +83,6 @@ class ClusterScreen(Screen[None]):
         nodes = NodeTable(id="nodes")
         nodes.border_title = "Nodes (1)"
         yield nodes
-        yield NodeFilter(id="node-filter")
         save_dir = self.session.paths.state_dir / "saved-logs"
         with TabbedContent(initial="tab-ray", id="panes"):
             with TabPane("Logs: Ray (2)", id="tab-ray"):
@@ -180,10 +179,6 @@ class ClusterScreen(Screen[None]):
         tab = self.query_one(TabbedContent).get_tab("tab-ray")
         if str(tab.label) != label:
             tab.label = label
-
-    @on(NodeTable.FilterEdited)
-    def _node_filter_edited(self, event: NodeTable.FilterEdited) -> None:
-        self.query_one(NodeFilter).show_filter(event.text, event.editing)
 
     def action_node_details(self) -> None:
         from .node_details import NodeDetailsScreen

@@ -18,8 +18,8 @@ from textual import events
 from textual._types import SegmentLines
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
-from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.content import Content
+from textual.widgets import DataTable
 
 from ..core.sparkline import (
     CPU_THRESHOLDS,
@@ -116,14 +116,6 @@ class NodeTable(DataTable[Text]):
         Binding("slash", "start_filter", "Filter nodes", show=False),
     ]
 
-    class FilterEdited(Message):
-        """The filter while it is typed (``editing``), and once Enter or Esc ends it."""
-
-        def __init__(self, text: str, editing: bool) -> None:
-            super().__init__()
-            self.text = text
-            self.editing = editing
-
     DEFAULT_CSS = """
     NodeTable { height: auto; max-height: 12; }
     """
@@ -213,12 +205,13 @@ class NodeTable(DataTable[Text]):
             self.styles.height = "auto"
         self.redraw()
 
-    # The filter is typed with the table focused, and shown in a box (:class:`NodeFilter`)
-    # that never takes the focus: a focus change makes the table paint every cell again.
+    # The filter is typed with the table focused and shows in the pane's title: a box of
+    # its own would take the focus (the table then paints every cell again) or lay out the
+    # screen as it opens and closes.
 
     def action_start_filter(self) -> None:
         self.filtering, self._typed = True, self.filter_text
-        self.post_message(self.FilterEdited(self._typed, True))
+        self.border_title = self.title()
 
     def on_key(self, event: events.Key) -> None:
         """While filtering: a character or Backspace edits the filter, Enter keeps it, Esc
@@ -238,16 +231,19 @@ class NodeTable(DataTable[Text]):
         event.stop()
         event.prevent_default()
         self.set_filter(self._typed)
-        self.post_message(self.FilterEdited(self._typed, self.filtering))
 
-    def title(self) -> str:
-        """The pane's title: its key, the order, and the filter with what it leaves."""
+    def title(self) -> Content:
+        """The pane's title: its key, the order, and the filter with what it leaves; while
+        the filter is typed, what was typed (plain text: a '[' is no markup)."""
         shown, total = len(self._shown), len(self._known)
         parts = [f"Nodes (1): {total}"]
-        if self.filter_text:
+        if self.filtering:
+            parts[0] = f"Nodes (1): {shown} of {total}"
+            parts.append(f"filter: {self._typed}\u258f (Enter keeps, Esc clears)")
+        elif self.filter_text:
             parts[0] = f"Nodes (1): {shown} of {total} matching '{self.filter_text}'"
         parts.append(f"sorted: {self.sort_by} (s)")
-        return " · ".join(parts)
+        return Content(" · ".join(parts))
 
     def redraw(self) -> None:
         order = SORTS[self.sort_by]
@@ -325,27 +321,3 @@ class NodeTable(DataTable[Text]):
 
     def _shown_keys(self) -> list[str]:
         return [str(row.key.value) for row in self.ordered_rows]
-
-
-class NodeFilter(Static):
-    """The nodes pane's filter box, shown while the filter is typed (the table, which keeps
-    the focus, takes the keys): each keystroke filters, Enter keeps the filter, Esc clears
-    it."""
-
-    # On a layer of its own, docked above the footer, and hidden rather than removed from the
-    # layout: opening it moves no other widget, so the screen does not lay out and paint
-    # every pane again for a keystroke.
-    DEFAULT_CSS = """
-    NodeFilter {
-        visibility: hidden; height: 3; layer: overlay; dock: bottom; margin-bottom: 1;
-        border: tall $accent; background: $surface; padding: 0 1;
-    }
-    NodeFilter.-shown { visibility: visible; }
-    """
-    PLACEHOLDER = "filter nodes: name, IP, state... (Enter keeps, Esc clears)"
-
-    def show_filter(self, text: str, editing: bool) -> None:
-        self.set_class(editing, "-shown")
-        if editing:
-            typed = (text, "") if text else (self.PLACEHOLDER, "dim")
-            self.update(Text.assemble(("/ ", "bold"), typed, (" ", "reverse") if text else ""))
