@@ -150,7 +150,8 @@ def main() -> int:
                 argv = [ray_executable(), "start", "--num-cpus", "1",
                         "--disable-usage-stats", "--node-ip-address", lab.node(node).address,
                         "--temp-dir", str(lab.node(node).root / "ray")]  # fmt: skip
-                argv += ["--head", "--port", "6379"] if node == "n1" else ["--address", head]
+                gcs = f"{head}:6379"
+                argv += ["--head", "--port", "6379"] if node == "n1" else ["--address", gcs]
                 if node == "n2":
                     settle()
                     bare_pm[1].append(bare_map(bare, head))
