@@ -12,6 +12,7 @@ from lanray_tui.core.agent.state import AgentState, NodeState, Role, StopCause
 from lanray_tui.core.agent.supervisor import RESTART_BACKOFF_S, RaySupervisor
 from lanray_tui.core.credentials import Credentials
 from lanray_tui.core.errors import LanrayError
+from lanray_tui.core.models import NodeInfo
 from tests.helpers.clock import FakeClock
 from tests.helpers.fake_ray import NODE_IP, FakeRayView, FakeStarter
 
@@ -198,4 +199,62 @@ async def test_rejoin_if_lost_restarts_only_when_not_listed(
         assert len(starter.started) == 1
     sup.node.stop(StopCause.SIGNAL)
     starter.current.stop()
+    await asyncio.wait_for(task, 5)
+
+
+class NewIdsView(FakeRayView):
+    """Each start of Ray is a Ray node of its own id; an earlier one may still read ALIVE
+    (the head has not noticed it died yet)."""
+
+    stale_alive = False
+
+    def nodes(self, timeout: float = 5.0) -> list[NodeInfo]:
+        out = []
+        for i, ray in enumerate(self.starter.started):
+            alive = ray.poll() is None or (self.stale_alive and i < len(self.starter.started) - 1)
+            out.append(NodeInfo(f"id-{i}", self.ip, "me", self.role,
+                                "ALIVE" if alive else "DEAD", 1.0, 0.0, 1.0))  # fmt: skip
+        return out
+
+
+async def test_a_worker_is_ready_once_the_head_lists_its_new_node(tmp_path: Path) -> None:
+    """Ray says it started only on its next look at the GCS (once a second); the head's
+    list shows the new node sooner, and a node the head knew before this start (its
+    earlier Ray, not yet marked DEAD) does not count."""
+    node = NodeState(role=Role.WORKER, creds=Credentials.new("t"), node_ip=NODE_IP)
+    log = tmp_path / "ray.log"
+    starter = FakeStarter(log, marker=False)  # Ray has not said it started
+    view = NewIdsView(starter)
+    sup = RaySupervisor(node, FakeClock(), starter, view, log, start_timeout_s=5.0)
+    task = asyncio.create_task(sup.run())
+    await until(lambda: sup.node.state is AgentState.READY)  # id-0: new, ALIVE
+    view.stale_alive = True  # from now on the head still lists id-0 ALIVE after it dies
+    starter.current.crash(1)
+    await until(lambda: len(starter.started) == 2)
+    await until(lambda: sup.node.state is AgentState.READY)  # id-1, not the stale id-0
+    assert sup._earlier == frozenset({"id-0"})
+    sup.node.stop(StopCause.SIGNAL)
+    starter.current.stop()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_stale_node_alone_does_not_make_a_worker_ready(tmp_path: Path) -> None:
+    node = NodeState(role=Role.WORKER, creds=Credentials.new("t"), node_ip=NODE_IP)
+    log = tmp_path / "ray.log"
+    starter = FakeStarter(log, marker=False)
+    view = NewIdsView(starter)
+    sup = RaySupervisor(node, FakeClock(), starter, view, log, start_timeout_s=5.0)
+    task = asyncio.create_task(sup.run())
+    await until(lambda: sup.node.state is AgentState.READY)
+    listed = view.nodes
+
+    def only_the_old(timeout: float = 5.0) -> list[NodeInfo]:
+        return [n for n in listed(timeout) if n.node_id == "id-0"]
+
+    view.stale_alive = True
+    view.nodes = only_the_old  # type: ignore[method-assign]  # the new node never registers
+    starter.current.crash(1)
+    await until(lambda: "not ready after 5 s" in sup.node.detail)
+    assert sup.node.state is not AgentState.READY
+    sup.node.stop(StopCause.SIGNAL)
     await asyncio.wait_for(task, 5)

@@ -29,6 +29,7 @@ from .state import AgentState, Clock, NodeState
 log = logging.getLogger("lanray.agent")
 
 READY_POLL_S = 0.05
+EARLY_POLL_S = 0.25  # how often the head is asked before Ray says it started
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
 ADMIT_POLL_S = 1.0  # how often a node waiting for the host's go asks again
 
@@ -64,6 +65,7 @@ class RaySupervisor:
         self.retry = retry or StartRetry()
         self.admit = admit
         self._retried = False
+        self._earlier: frozenset[str] | None = None  # see _earlier_nodes
 
     # ----- what other parts ask -----------------------------------------------------------
 
@@ -92,13 +94,27 @@ class RaySupervisor:
         """This node's ALIVE Ray node id, or "" (blocking)."""
         return next((n.node_id for n in self.ray_view.nodes(timeout) if self.is_me(n)), "")
 
-    async def listed(self, timeout: float = 3.0) -> bool:
-        """True if the head lists this node ALIVE now."""
+    async def listed(self, timeout: float = 3.0, not_in: frozenset[str] = frozenset()) -> bool:
+        """True if the head lists this node ALIVE now; with ``not_in``, only a Ray node of
+        this machine other than those (the one just spawned, not an earlier one that the
+        head has not marked DEAD yet)."""
         try:
             nodes = await asyncio.to_thread(self.ray_view.nodes, timeout)
         except LanrayError:
             return False
-        return any(self.is_me(n) for n in nodes)
+        return any(self.is_me(n) and n.node_id not in not_in for n in nodes)
+
+    async def _earlier_nodes(self) -> frozenset[str] | None:
+        """The Ray nodes of this machine the head knows before a worker's start (None: cannot
+        tell). Not on the host: until its dashboard is up, each look at the node list loads
+        Ray in a child process, which would slow the very start it waits for."""
+        if self.node.is_host:
+            return None
+        try:
+            nodes = await asyncio.to_thread(self.ray_view.nodes, 2.0)
+        except LanrayError:
+            return None
+        return frozenset(n.node_id for n in nodes if n.ip == self.node.node_ip)
 
     async def restart_now(self, why: str) -> None:
         """Restart Ray at once (no backoff): the supervisor starts it again after it stops."""
@@ -140,6 +156,7 @@ class RaySupervisor:
             self._retried = True  # nothing started: nothing to clean up after
             return not node.stopping.is_set()
         log_start = self.ray_log.stat().st_size if self.ray_log.exists() else 0
+        self._earlier = await self._earlier_nodes()
         try:
             # in a thread: the docker runtime may pull an image for minutes, and the
             # control socket must answer meanwhile (the detail shows the pull's progress)
@@ -223,11 +240,16 @@ class RaySupervisor:
             self.node.detail = line
 
     async def _wait_ready(self, log_start: int) -> bool:
-        """Wait for Ray to say it started, then for the head to list this node ALIVE."""
+        """Wait for the head to list this node ALIVE: once Ray said it started, or, before
+        that, a Ray node of this machine that started after this spawn. (``ray start`` says
+        so only on its next check of the GCS, once a second: up to a second after the head
+        lists the node.) A node of this machine counts before that only if the head did
+        not know it before this start."""
         assert self.ray is not None
         node = self.node
         deadline = self.clock.monotonic() + self.start_timeout_s
         started = bool(getattr(self.ray, "adopted", False))  # it said so to the last agent
+        early_at = self.clock.monotonic() + EARLY_POLL_S
         while self.clock.monotonic() < deadline and not node.stopping.is_set():
             if node.kick.is_set() or not node.lent.is_set():
                 node.detail = "start abandoned"
@@ -240,6 +262,10 @@ class RaySupervisor:
                 started = contains(self.ray_log, log_start, ray_process.STARTED_MARKER)
             if started and await self.listed(2.0):
                 return True
+            if not started and self._earlier is not None and self.clock.monotonic() >= early_at:
+                early_at = self.clock.monotonic() + EARLY_POLL_S
+                if await self.listed(2.0, not_in=self._earlier):
+                    return True
             await self.clock.sleep(READY_POLL_S)
         if not node.stopping.is_set():
             node.detail = f"Ray was not ready after {self.start_timeout_s:g} s"
