@@ -55,7 +55,7 @@ class RayStarter:
 
     def __init__(self, cfg: Config, paths: Paths, node: NodeState) -> None:
         self.cfg, self.paths, self.node = cfg, paths, node
-        self._memory: tuple[float, dict[str, float | None]] = (-1e9, {})
+        self._memory: tuple[float, int | None, dict[str, float | None]] = (-1e9, None, {})
 
     @property
     def native(self) -> bool:
@@ -126,13 +126,14 @@ class RayStarter:
     def memory(self, ray_pid: int | None) -> dict[str, float | None]:
         """The agent's resident memory and Ray's in MiB (Ray's: the proportional set size of
         its process tree, so shared pages count once; None when it does not run here or runs
-        in a container), read at most every few seconds."""
-        at, last = self._memory
-        if time.monotonic() - at < MEMORY_EVERY_S and last:
+        in a container), read at most every few seconds, and at once when Ray started or
+        stopped since."""
+        at, pid, last = self._memory
+        if time.monotonic() - at < MEMORY_EVERY_S and last and pid == ray_pid:
             return last
         ray_mb = None
         if ray_pid is not None and self.native:
             ray_mb = round(system.pss_bytes(system.process_tree(ray_pid)) / 2**20, 1)
         got = {"agent_mb": round(system.rss_bytes([os.getpid()]) / 2**20, 1), "ray_mb": ray_mb}
-        self._memory = (time.monotonic(), got)
+        self._memory = (time.monotonic(), ray_pid, got)
         return got
