@@ -18,8 +18,10 @@ from .cli_base import (
     config_with_overrides,
     load_config,
 )
+from .core.errors import NotRunningError
 
 if TYPE_CHECKING:
+    from .core.paths import Paths
     from .core.protocol import LendingReply, PauseRequest, StopRayRequest
 
 
@@ -59,15 +61,30 @@ def _leave(args: argparse.Namespace) -> int:
     from .core import lifecycle, texts
 
     paths = load_config(args).paths()
-    if args.force and lifecycle.running_agent(paths) is None:
-        ray_pid = lifecycle.stop_orphan_ray(paths)
-        print(f"stopped this node's Ray (pid {ray_pid})")
-        return 0
-    pid = lifecycle.leave(paths)
+    if args.force:
+        # no agent, or one that failed (it lingers a few seconds so that the command that
+        # started it can read why) and may be gone by the time it is asked to leave
+        info = lifecycle.running_agent(paths)
+        if info is None or info.state == "failed":
+            return _stop_orphan_ray(paths)
+        try:
+            pid = lifecycle.leave(paths)
+        except NotRunningError:  # it ended between the two questions
+            return _stop_orphan_ray(paths)
+    else:
+        pid = lifecycle.leave(paths)
     print(texts.left(pid))
     note = after_leave()
     if note:
         print(note)
+    return 0
+
+
+def _stop_orphan_ray(paths: Paths) -> int:
+    from .core import lifecycle
+
+    ray_pid = lifecycle.stop_orphan_ray(paths)
+    print(f"stopped this node's Ray (pid {ray_pid})")
     return 0
 
 
