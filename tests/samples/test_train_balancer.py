@@ -2,10 +2,11 @@
 the training stays that of the whole global batch however it is split.
 
 The last tests train for real: two processes (gloo on loopback), under PyTorch DDP or with
-their models averaged at each epoch's end, each on a CPU of its own. The second is a slower
-machine: each image costs it SLOW_S more (a sleep in its model's forward), a fixed cost that
-whatever else runs on this machine cannot even out (a busy loop sharing its CPU did, when
-the suite's other run loaded both CPUs).
+their models averaged at each epoch's end. The second is a slower machine: each image costs
+it SLOW_S more (a sleep in its model's forward), a fixed cost that whatever else runs on this
+machine cannot even out. (A busy loop sharing the second worker's CPU did, when the suite's
+other run loaded both CPUs; and with each worker pinned to a CPU, a load on the first
+worker's CPU alone made it the slower one.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[s
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sample_jobs"))
 from train_digits import Balancer, split
 
-SLOW_S = 1e-3  # the slower worker's extra time per image: several times a CPU's own
+SLOW_S = 2e-3  # the slower worker's extra time per image: many times a loaded CPU's own
 
 
 @given(st.lists(st.floats(0.05, 1.0), min_size=1, max_size=5), st.integers(0, 2000))
@@ -65,8 +66,7 @@ def test_a_last_global_batch_too_small_to_share_is_left_out() -> None:
     assert len(b) == 1 == len(list(b))
 
 
-def _train(rank: int, cpus: tuple[int, int], port: int, balance: bool, sync: str, out: Any) -> None:
-    os.sched_setaffinity(0, {cpus[rank]})
+def _train(rank: int, port: int, balance: bool, sync: str, out: Any) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     import torch
     import torch.distributed as dist
@@ -96,16 +96,14 @@ def _train(rank: int, cpus: tuple[int, int], port: int, balance: bool, sync: str
     out.put((rank, shares, weights.numpy()))
 
 
-def _two_workers(
-    cpus: tuple[int, int], balance: bool, sync: str = "step"
-) -> list[tuple[int, list[float], Any]]:
+def _two_workers(balance: bool, sync: str = "step") -> list[tuple[int, list[float], Any]]:
     """Each rank's share after each epoch and its final weights, by rank."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [ctx.Process(target=_train, args=(r, cpus, port, balance, sync, out)) for r in (0, 1)]
+    procs = [ctx.Process(target=_train, args=(r, port, balance, sync, out)) for r in (0, 1)]
     for p in procs:
         p.start()
     try:
@@ -120,11 +118,8 @@ def _two_workers(
 
 
 def test_a_slower_worker_gets_a_smaller_slice_and_the_training_is_unchanged() -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        pytest.skip("needs 2 CPUs: one per worker")
-    _, balanced, weights = _two_workers((cpus[0], cpus[1]), balance=True)[0]
-    _, equal, equal_weights = _two_workers((cpus[0], cpus[1]), balance=False)[0]
+    _, balanced, weights = _two_workers(balance=True)[0]
+    _, equal, equal_weights = _two_workers(balance=False)[0]
     assert equal == [0.5, 0.5]
     assert min(balanced) > 0.55, balanced  # the faster worker takes more of each batch
     # same global batches, same averaged gradients: the same model, but for rounding
@@ -133,10 +128,7 @@ def test_a_slower_worker_gets_a_smaller_slice_and_the_training_is_unchanged() ->
 
 
 def test_epoch_sync_leaves_every_worker_with_the_same_averaged_model() -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        pytest.skip("needs 2 CPUs: one per worker")
-    (_, shares, weights), (_, _, weights1) = _two_workers((cpus[0], cpus[1]), True, "epoch")
+    (_, shares, weights), (_, _, weights1) = _two_workers(True, "epoch")
     assert min(shares) > 0.55, shares  # still balanced: the faster worker takes more
     assert (weights == weights1).all()  # averaged at the epoch's end: one model
 
