@@ -47,13 +47,7 @@ _ADD_PARSERS: tuple[Callable[[Any], None], ...] = (
 _MODULES = (cli_cluster, cli_node, cli_lab, cli_jobs, cli_results, cli_service, cli_doctor)
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    **cli_cluster.HANDLERS,
-    **cli_node.HANDLERS,
-    **cli_lab.HANDLERS,
-    **cli_jobs.HANDLERS,
-    **cli_results.HANDLERS,
-    **cli_service.HANDLERS,
-    **cli_doctor.HANDLERS,
+    name: handler for module in _MODULES for name, handler in module.HANDLERS.items()
 }
 
 
