@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 from _common import LANRAY, bench_lab, checked, host_on_n1, last_json, median, on_node
 
@@ -109,66 +110,44 @@ def shape(lab: object, node: str, mbit: int) -> None:
     subprocess.run(["ip", "netns", "exec", netns, *tbf.split()], check=True)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mb", type=int, default=100, help="file size in MB (default 100)")
-    ap.add_argument("--runs", type=int, default=3, help="copies each way (default 3)")
-    ap.add_argument("--link-mbit", type=int, default=0, help="cable speed (default: unlimited)")
-    ap.add_argument("--json", action="store_true", help="print JSON")
-    args = ap.parse_args()
+def measure(lab: Any, mb: int, runs: int) -> dict[str, Any]:
+    """The copies between n2 and n1 of ``lab``, where n1 hosts and n2 is joined: storage
+    and plain TCP, ``runs`` of each way, of a file of ``mb`` MB. Returns the figures."""
+    from lanray_tui.core import lab as labmod
+
     py = sys.executable
-    with (
-        tempfile.TemporaryDirectory(prefix="lanray-bench-storage-") as tmp,
-        bench_lab("stor2", 2) as lab,
-    ):
+    with tempfile.TemporaryDirectory(prefix="lanray-bench-storage-") as tmp:
         os.chmod(tmp, 0o755)
         src, sink = os.path.join(tmp, "file.bin"), os.path.join(tmp, "sink.bin")
         with open(src, "wb") as f:
-            for _ in range(args.mb):
+            for _ in range(mb):
                 f.write(os.urandom(1_000_000))
-        if args.link_mbit:
-            for node in ("n1", "n2"):
-                shape(lab, node, args.link_mbit)
-        join = host_on_n1(lab, 1)
-        server = None
+        host = lab.node("n1").address
+        server = labmod.run(
+            lab,
+            "n1",
+            [py, INSIDE, "--tcp-server", host, str(TCP_PORT), src, sink],
+            text=True,
+            stdout=subprocess.PIPE,
+        )
         try:
-            checked(on_node(lab, "n2", join), "join")
-            from lanray_tui.core import lab as labmod
-
-            host = lab.node("n1").address
-            server = labmod.run(
-                lab,
-                "n1",
-                [py, INSIDE, "--tcp-server", host, str(TCP_PORT), src, sink],
-                text=True,
-                stdout=subprocess.PIPE,
-            )
             assert server.stdout is not None and server.stdout.readline().strip() == "ready"
             out = checked(
-                on_node(
-                    lab,
-                    "n2",
-                    [py, INSIDE, "--client", host, "47477", src, str(args.runs)],
-                    timeout=600,
-                ),
+                on_node(lab, "n2", [py, INSIDE, "--client", host, "47477", src, str(runs)],
+                        timeout=600),
                 "the copies",
-            )
+            )  # fmt: skip
         finally:
-            if server is not None:
-                server.kill()
-                server.wait()
-            for node in ("n2", "n1"):
-                on_node(lab, node, [*LANRAY, "leave"], timeout=120)
+            server.kill()
+            server.wait()
     times = last_json(out)
-    mb = args.mb
 
     def rate(key: str) -> float:
         return round(mb / median(times[key]), 1)
 
-    result = {
+    result: dict[str, Any] = {
         "file_mb": mb,
-        "runs": args.runs,
-        "link_mbit": args.link_mbit or None,
+        "runs": runs,
         "storage_write_mb_s": rate("dav_w"),
         "storage_read_mb_s": rate("dav_r"),
         "tcp_write_mb_s": rate("tcp_w"),
@@ -176,6 +155,33 @@ def main() -> int:
     }
     result["write_ratio"] = round(result["storage_write_mb_s"] / result["tcp_write_mb_s"], 2)
     result["read_ratio"] = round(result["storage_read_mb_s"] / result["tcp_read_mb_s"], 2)
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=int, default=100, help="file size in MB (default 100)")
+    ap.add_argument("--runs", type=int, default=3, help="copies each way (default 3)")
+    ap.add_argument("--link-mbit", type=int, default=0, help="cable speed (default: unlimited)")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args()
+    with bench_lab("stor2", 2) as lab:
+        if args.link_mbit:
+            for node in ("n1", "n2"):
+                shape(lab, node, args.link_mbit)
+        join = host_on_n1(lab, 1)
+        try:
+            checked(on_node(lab, "n2", join), "join")
+            figures = measure(lab, args.mb, args.runs)
+        finally:
+            for node in ("n2", "n1"):
+                on_node(lab, node, [*LANRAY, "leave"], timeout=120)
+    result = {
+        "file_mb": figures["file_mb"],
+        "runs": figures["runs"],
+        "link_mbit": args.link_mbit or None,
+        **{k: v for k, v in figures.items() if k not in ("file_mb", "runs")},
+    }
     if args.json:
         print(json.dumps(result))
     else:

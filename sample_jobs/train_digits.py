@@ -19,8 +19,16 @@ JOB`` fetches them); elsewhere they stay on the driver's machine. GPUs are
 used when the cluster has one per worker. The digits ship with scikit-learn: nothing is
 downloaded.
 
+A node may leave mid-run: its owner comes back, and lanray-tui drains it. Every worker asks
+once an epoch whether its node is being drained; if one is, that epoch's checkpoint is the
+just-in-time one and all workers leave at once, so the machine is free within about an
+epoch. Ray Train then restarts the run from its last checkpoint on the nodes that remain,
+with fewer workers (elastic, down to ``--min-workers``; up to ``--max-failures`` restarts),
+and grows back when nodes return. The results say how many restarts there were, after which
+epochs they resumed, and how much training was done again; no epoch counts twice.
+
     python train_digits.py [--epochs 12] [--workers N] [--batch-size 128] [--skip-baseline]
-        [--sync epoch|step] [--no-balance]
+        [--sync epoch|step] [--no-balance] [--min-workers 1] [--max-failures 3]
         [--metrics ~/lanray_results/train_digits_metrics.jsonl]
         [--results ~/lanray_results/train_digits_results.json]
 """
@@ -239,7 +247,8 @@ def train_epoch(
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """What every Ray Train worker runs."""
+    """What every Ray Train worker runs. A run that Ray Train restarts (a worker's node
+    left) resumes from its last checkpoint, with however many workers it now has."""
     import ray.train
     import ray.train.torch
     import torch
@@ -264,27 +273,40 @@ def train_loop(config: dict[str, Any]) -> None:
     loader = DataLoader(TensorDataset(xtr, ytr), batch_sampler=balancer)
     # the balancer shards the data; Ray Train moves the batches to the device
     loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
+    saved = load_checkpoint()
+    first = int(saved["epoch"]) if saved else 0  # epochs already done
+    net = make_model()
+    if saved:
+        net.load_state_dict(saved["model"])
     # DDP when world > 1, unless the models are averaged at each epoch's end instead
     strategy = "ddp" if config["sync"] == "step" else None
-    model = ray.train.torch.prepare_model(make_model(), parallel_strategy=strategy)
+    model = ray.train.torch.prepare_model(net, parallel_strategy=strategy)
     balancer.attach(model)
     opt, schedule = make_optimizer(model, config["lr"], world, config["epochs"] * len(loader))
+    if saved:
+        resume_optimizer(opt, schedule, saved["optimizer"], first * len(loader))
+    if rank == 0:
+        ray.get(config["sink"].attempt.remote(world, first))
     loss_fn = nn.CrossEntropyLoss()
-    history: list[dict[str, Any]] = []
-    train_s = 0.0
-    for epoch in range(config["epochs"]):
+    watcher = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1") != "0"
+    for epoch in range(first, config["epochs"]):
         if world > 1:
             # Every worker starts the epoch at once. Between epochs the workers evaluate,
             # and rank 0 also reports; without this the first step of an epoch waits for
             # the slower of those, and that wait (tens of ms, measured in the lab) would be
             # counted as training time, on some ranks and not on others.
             dist.barrier()
+        if rank == 0:
+            config["sink"].begin.remote(epoch + 1)
         t0 = time.perf_counter()
         total, count = train_epoch(
             model, loader, opt, schedule, loss_fn, balancer, epoch, config["sync"]
         )
-        train_s += time.perf_counter() - t0
-        stats = torch.tensor([total, float(count)], device=device)
+        epoch_train_s = time.perf_counter() - t0
+        # the loss, and whether a worker's node is being drained (its owner is back): the
+        # one exchange of numbers each epoch carries both
+        going = 0.0 if watcher else float(node_draining())
+        stats = torch.tensor([total, float(count), going], device=device)
         if world > 1:
             dist.all_reduce(stats)
         model.eval()
@@ -298,10 +320,9 @@ def train_loop(config: dict[str, Any]) -> None:
             "epoch_s": time.perf_counter() - t0,
             "shares": [round(x, 3) for x in balancer.shares],  # for the next epoch
         }
-        history.append(row)
         report_epoch(model, opt, schedule, row, rank)
         if rank == 0:
-            ray.get(config["sink"].add.remote(row))
+            ray.get(config["sink"].add.remote(row, epoch_train_s))
             print(
                 f"  [{world} worker(s)] epoch {epoch + 1}: loss {row['loss']:.4f}, "
                 f"test accuracy {acc:.4f}"
@@ -309,11 +330,69 @@ def train_loop(config: dict[str, Any]) -> None:
                 flush=True,
             )
             # for lanray-tui's job details view, which plots these rows' numbers
-            metric = {"run": f"{world}w", **row}
+            metric = {"run": config["run"], **row}
             print("lanray-metric " + json.dumps(metric), flush=True)
+        if watcher:
+            # Ray Train's own signal (a barrier: every rank asks, once an epoch)
+            going = float(ray.train.get_preemption_info() is not None)
+        elif world > 1:
+            going = float(stats[2])
+        if going and epoch + 1 < config["epochs"]:
+            # This epoch's checkpoint is the just-in-time one: leave now, all ranks at once,
+            # so the drained node is free at once; Ray Train restarts the run on the nodes
+            # that remain, from this checkpoint (see FailureConfig in run()). First wait
+            # for rank 0's report: the others report no checkpoint and are done sooner, and
+            # an error of theirs seen while rank 0 still uploads would restart the run from
+            # the epoch before (seen in the lab: one epoch done again).
+            if world > 1:
+                dist.barrier()
+            raise RuntimeError(
+                f"a worker's node is being drained (its owner is back): checkpointed after "
+                f"epoch {epoch + 1}; the run goes on without it"
+            )
     nodes = _nodes_of_workers(world)
     if rank == 0:
-        ray.get(config["sink"].done.remote(train_s, nodes))
+        ray.get(config["sink"].done.remote(nodes))
+
+
+def node_draining() -> bool:
+    """Whether Ray is draining this worker's node: lanray-tui's agent drains a machine
+    whose owner came back (``ray drain-node``, with a deadline). One call to the GCS."""
+    try:
+        draining = ray._private.state.state.get_draining_nodes()
+    except Exception:  # the GCS did not answer: the next epoch asks again
+        return False
+    return ray.get_runtime_context().get_node_id() in draining
+
+
+def load_checkpoint() -> dict[str, Any] | None:
+    """The state in the run's last checkpoint (Ray Train hands it to a restarted run)."""
+    import ray.train
+    import torch
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(os.path.join(folder, "checkpoint.pt"), map_location="cpu")  # type: ignore[no-any-return]
+
+
+def resume_optimizer(opt: Any, schedule: Any, state: dict[str, Any], steps: int) -> None:
+    """The optimizer's saved moments, and the schedule moved on to step ``steps``. The
+    schedule is this run's own (its peak and length follow the number of workers, which
+    may differ from the run that saved the checkpoint), so the saved one's rates are not
+    taken."""
+    import warnings
+
+    mine = [{k: g[k] for k in ("initial_lr", "max_lr", "min_lr")} for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, rates in zip(opt.param_groups, mine, strict=True):
+        group.update(rates)
+    if steps:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "step() before optimizer.step()": on purpose
+            schedule.last_epoch = steps - 1
+            schedule.step()
 
 
 def report_epoch(model: Any, opt: Any, schedule: Any, row: dict[str, Any], rank: int) -> None:
@@ -337,19 +416,22 @@ def report_epoch(model: Any, opt: Any, schedule: Any, row: dict[str, Any], rank:
         ray.train.report(numbers, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def run_config(name: str, local: str) -> Any:
+def run_config(name: str, local: str, max_failures: int = 3) -> Any:
     """Where the run keeps its checkpoints: the cluster storage in a lanray-tui job, else
-    ``local`` on this machine."""
-    from ray.train import CheckpointConfig, RunConfig
+    ``local`` on this machine. Up to ``max_failures`` restarts from the last checkpoint
+    when a worker fails or leaves (a drained node's workers leave on purpose, see
+    train_loop; Ray Train counts that as a failure)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
     keep = CheckpointConfig(num_to_keep=2)
+    failures = FailureConfig(max_failures=max_failures)
     try:
         from lanray_tui import storage
     except ImportError:
         storage = None  # type: ignore[assignment]
     if storage is not None and storage.available():
-        return storage.run_config(name, checkpoint_config=keep)
-    return RunConfig(name=name, storage_path=local, checkpoint_config=keep)
+        return storage.run_config(name, checkpoint_config=keep, failure_config=failures)
+    return RunConfig(name=name, storage_path=local, checkpoint_config=keep, failure_config=failures)
 
 
 def save_to_cluster_storage(*files: Path) -> list[str]:
@@ -366,24 +448,61 @@ def save_to_cluster_storage(*files: Path) -> list[str]:
     return [os.environ["LANRAY_OUTPUT_DIR"] + f.name for f in files]
 
 
-@ray.remote(num_cpus=0)
-class MetricsSink:
-    """Where rank 0 sends each epoch's numbers: the driver reads them from here, whichever
-    machine the workers ran on (no shared file system needed)."""
+class RunLog:
+    """Where rank 0 sends each epoch's numbers (as the actor :data:`MetricsSink`): the
+    driver reads them from there, whichever machine the workers ran on (no shared file
+    system needed).
+
+    It also keeps the run's attempts. When Ray Train restarts the run (a worker's node
+    left), the new attempt resumes from the last checkpoint: the epochs the old one did
+    after it are dropped from the history (they are done again, never counted twice), and
+    their training time, with the epoch the old attempt was in when it stopped (counted as
+    at most one epoch's time), is the work lost."""
 
     def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.train_s = 0.0
+        self.rows: dict[int, dict[str, Any]] = {}  # by epoch (1, 2, ...)
+        self.train_s: dict[int, float] = {}  # each kept epoch's training time
+        self.attempts: list[dict[str, Any]] = []
+        self.lost_s = 0.0
         self.nodes: list[str] = []
+        self._begun: float | None = None  # when the epoch in progress began
 
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
+    def attempt(self, world: int, resumed_from: int) -> None:
+        """A start (or a restart) of the run, with ``resumed_from`` epochs done."""
+        redone = [e for e in self.rows if e > resumed_from]
+        self.lost_s += sum(self.train_s.pop(e) for e in redone)
+        for e in redone:
+            del self.rows[e]
+        if self._begun is not None:
+            typical = sorted(self.train_s.values())[len(self.train_s) // 2] if self.train_s else 0
+            self.lost_s += min(time.time() - self._begun, typical)
+        self._begun = None
+        self.attempts.append({"workers": world, "resumed_from_epoch": resumed_from})
 
-    def done(self, train_s: float, nodes: list[str]) -> None:
-        self.train_s, self.nodes = train_s, nodes
+    def begin(self, epoch: int) -> None:
+        self._begun = time.time()
+
+    def add(self, row: dict[str, Any], train_s: float) -> None:
+        self.rows[row["epoch"]] = row
+        self.train_s[row["epoch"]] = train_s
+        self._begun = None
+
+    def done(self, nodes: list[str]) -> None:
+        self.nodes = nodes
 
     def result(self) -> dict[str, Any]:
-        return {"history": self.rows, "train_s": self.train_s, "nodes": self.nodes}
+        return {
+            "history": [self.rows[e] for e in sorted(self.rows)],
+            "train_s": sum(self.train_s.values()),
+            "nodes": self.nodes,
+            "restarts": max(0, len(self.attempts) - 1),
+            "resumed_from_epoch": [a["resumed_from_epoch"] for a in self.attempts[1:]],
+            "workers_by_attempt": [a["workers"] for a in self.attempts],
+            "lost_work_s": self.lost_s,
+        }
+
+
+MetricsSink = ray.remote(num_cpus=0)(RunLog)
 
 
 def use_ray_interface_for_gloo() -> None:
@@ -411,22 +530,34 @@ def _nodes_of_workers(world: int) -> list[str]:
     return [str(n) for n in names]
 
 
-def run(workers: int, use_gpu: bool, config: dict[str, Any], storage: str) -> dict[str, Any]:
+def run(
+    workers: int, use_gpu: bool, config: dict[str, Any], storage: str, min_workers: int = 1
+) -> dict[str, Any]:
+    """One training run on ``workers`` workers. When a worker's node leaves, Ray Train
+    restarts the run from its last checkpoint on the nodes that remain (elastic: down to
+    ``min_workers``; when a node is lent again, a running group grows back to ``workers``
+    at Ray Train's next resize check, every ``elastic_resize_monitor_interval_s``)."""
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    sink = MetricsSink.remote()  # type: ignore[attr-defined]
+    # next to the driver (the head), not on a node that may be lent only for a while
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    sink = MetricsSink.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
     t0 = time.perf_counter()
+    low = max(1, min(min_workers, workers))
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={**config, "sink": sink},
+        train_loop_config={**config, "sink": sink, "run": f"{workers}w"},
         scaling_config=ScalingConfig(
-            num_workers=workers,
+            num_workers=(low, workers) if low < workers else workers,
             use_gpu=use_gpu,
             resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})},
             placement_strategy="SPREAD",
         ),
-        run_config=run_config(f"train_digits_{workers}w_{int(time.time())}", storage),
+        run_config=run_config(
+            f"train_digits_{workers}w_{int(time.time())}", storage, config["max_failures"]
+        ),
     )
     result = trainer.fit()
     wall = time.perf_counter() - t0
@@ -441,6 +572,10 @@ def run(workers: int, use_gpu: bool, config: dict[str, Any], storage: str) -> di
         "shares": last["shares"],
         "history": got["history"],
         "nodes": got["nodes"],
+        "restarts": got["restarts"],
+        "resumed_from_epoch": got["resumed_from_epoch"],
+        "workers_by_attempt": got["workers_by_attempt"],
+        "lost_work_s": got["lost_work_s"],
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
     }
 
@@ -467,13 +602,44 @@ def main() -> int:
         "averaged at each epoch's end (local SGD); step: the gradients are averaged at every "
         "step (DDP)",
     )
+    ap.add_argument(
+        "--min-workers",
+        type=int,
+        default=1,
+        help="when nodes leave, go on with as few as this many workers (default 1)",
+    )
+    ap.add_argument(
+        "--max-failures",
+        type=int,
+        default=3,
+        help="restarts from the last checkpoint when a worker fails or its node leaves",
+    )
+    ap.add_argument(
+        "--preemption-watcher",
+        action="store_true",
+        help="learn that a node drains from Ray Train's watcher actor (see below)",
+    )
     args = ap.parse_args()
 
-    # Ray Train's preemption watcher polls Ray for draining nodes from an actor of its own;
-    # on a node of 1 CPU that costs about a tenth of the core, taken from a training worker
-    # (measured in the lab). Without it a drained node still ends its worker, and Ray
-    # Train restarts the group as for any lost worker. Set it to 1 to keep the watcher.
+    # How a worker learns that its node is going (lanray-tui drains a machine whose owner
+    # came back). Ray Train's preemption watcher polls Ray for draining nodes from an actor
+    # of its own, every 5 s by default; on a node of 1 CPU that actor costs about a tenth
+    # of the core, taken from a training worker (measured in the lab), and its poll adds
+    # up to 5 s before the checkpoint. Instead, each worker asks the GCS once an epoch
+    # whether its own node drains (node_draining: one call, no actor) and the answer rides
+    # on the epoch's exchange of numbers. In the lab (bench/owner_returns.py --quick, 3
+    # nodes of 1 CPU) the owner's machine was free 4.1 and 5.9 s after the key this way,
+    # 7.2 s with the watcher. Set this to 1 to use Ray Train's watcher and
+    # ray.train.get_preemption_info() instead (--preemption-watcher).
+    if args.preemption_watcher:
+        os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "1"
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # A restart may be sized while the drained node is still listed (its Ray stops a
+    # moment after its workers leave, and Ray Train counts a draining node's CPUs): a
+    # worker group that cannot be placed is given up after 10 s instead of Ray Train's
+    # minute, and sized again with the nodes there are then. (This bounds only the wait
+    # for the placement group, which takes well under a second when the CPUs are free.)
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "10")
     ray.init(
         logging_level="WARNING",
         runtime_env={"worker_process_setup_hook": use_ray_interface_for_gloo},
@@ -494,6 +660,7 @@ def main() -> int:
         "balance": not args.no_balance,
         "seed": args.seed,
         "sync": args.sync,
+        "max_failures": args.max_failures,
     }
     storage = os.path.join(tempfile.gettempdir(), "lanray_train_digits")
     runs: dict[str, dict[str, Any]] = {}
@@ -501,7 +668,7 @@ def main() -> int:
         print("baseline: 1 worker", flush=True)
         runs["baseline"] = run(1, gpus >= 1, config, storage)
     print(f"data-parallel: {workers} worker(s)", flush=True)
-    runs["parallel"] = run(workers, use_gpu, config, storage)
+    runs["parallel"] = run(workers, use_gpu, config, storage, args.min_workers)
 
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     with open(args.metrics, "w") as f:
@@ -535,6 +702,14 @@ def main() -> int:
         f"{par['accuracy']:.4f}, training {par['train_s']:.2f} s (wall {par['wall_s']:.1f} s)",
         flush=True,
     )
+    if par["restarts"]:
+        print(
+            f"restarted {par['restarts']} time(s) when nodes left, resuming after epoch(s) "
+            f"{', '.join(map(str, par['resumed_from_epoch']))} with "
+            f"{' then '.join(map(str, par['workers_by_attempt']))} worker(s); "
+            f"work done again: {par['lost_work_s']:.1f} s",
+            flush=True,
+        )
     if base is not None:
         print(
             f"speed-up of the training loop: {results['speedup']:.2f}x; accuracy delta "

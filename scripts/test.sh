@@ -38,7 +38,7 @@ fi
 # own durations; the suite fails if either does. The lab run's output comes live.
 LAB=${LANRAY_TEST_LAB:-t}
 OWN_LABS=(tests/lab/test_installed.py tests/lab/test_capture.py tests/lab/test_hostile.py
-  tests/lab/test_lab.py)
+  tests/lab/test_lab.py tests/lab/test_owner_returns.py)
 rest_log=$(mktemp)
 trap 'rm -f "$rest_log"' EXIT
 echo "== pytest, two runs side by side: the lab tier, and the rest (its output at the end)"

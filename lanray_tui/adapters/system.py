@@ -272,6 +272,29 @@ def process_tree(root: int, parents: dict[int, int] | None = None) -> set[int]:
     return tree
 
 
+def process_title(pid: int) -> str:
+    """The process's title as ``ps`` shows it (its argv, which Ray's workers rewrite to
+    ``ray::IDLE``, ``ray::RayTrainWorker.run_train_fn``...), or "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return ""
+    return raw.split(b"\0", 1)[0].decode(errors="replace").strip()
+
+
+def ray_work(root: int) -> list[str] | None:
+    """The titles of the Ray workers below ``root`` that hold work: tasks and actors, live
+    or between calls (``ray::...``, less the pooled idle ones, ``ray::IDLE``). None when
+    no ``raylet`` runs below ``root`` (Ray runs elsewhere, in a container say, or not at
+    all): then this cannot tell."""
+    tree = process_tree(root)
+    titles = [process_title(pid) for pid in tree if pid != root]
+    if not any(t.endswith("/raylet") or t == "raylet" for t in titles):
+        return None
+    return sorted(t for t in titles if t.startswith("ray::") and t != "ray::IDLE")
+
+
 def is_descendant(pid: int, root: int, max_depth: int = 64) -> bool:
     """True if ``pid`` is ``root`` or below it (walks up the parent chain)."""
     for _ in range(max_depth):
@@ -322,12 +345,18 @@ def logins() -> list[Login]:
     return out
 
 
-def input_irq_count(path: str = "/proc/interrupts") -> int | None:
+#: Where :func:`input_irq_count` reads the interrupt counts instead of /proc/interrupts:
+#: the lab's seam for an owner's keystroke (its machines have no keyboard to press).
+INTERRUPTS_ENV = "LANRAY_TEST_INTERRUPTS"
+
+
+def input_irq_count(path: str = "") -> int | None:
     """Interrupts from built-in keyboards and touchpads so far (the i8042 PS/2 controller
     and HID-over-I2C devices), readable by every user; None if there are none.
 
     USB keyboards and mice do not show here (their interrupts are the USB controller's).
     """
+    path = path or os.environ.get(INTERRUPTS_ENV) or "/proc/interrupts"
     try:
         with open(path, encoding="ascii", errors="replace") as f:
             lines = f.read().splitlines()

@@ -64,6 +64,17 @@ def attention(node: NodeInfo, still: bool = True) -> int:
     return 4 if node.state == "ALIVE" else 5
 
 
+def lending_cell(node: NodeInfo) -> str:
+    """The Lending column: the state, "owner back, draining" while a node whose owner
+    came back drains, and "until 18:00" for a node lent until then."""
+    if "draining" in node.lending_reason:
+        what = "owner back" if node.lending == OWNER_BACK else node.lending
+        return f"{what}, draining"
+    if node.lending_until:
+        return f"{node.lending} {node.lending_until}"
+    return node.lending or "n/a"
+
+
 def row_order(node: NodeInfo, still: bool) -> tuple[int, bool, str, str]:
     """The nodes pane's order: by :func:`attention`, the head first, then by name and IP."""
     return attention(node, still), node.role != "head", node.name, node.ip
@@ -298,9 +309,7 @@ class NodeTable(DataTable[Text]):
                 node.role,
                 state,
                 node.link,
-                f"{node.lending} {node.lending_until}"
-                if node.lending_until
-                else node.lending or "n/a",
+                lending_cell(node),
                 _num(node.cpus),
             )
         ]

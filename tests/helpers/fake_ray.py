@@ -77,6 +77,7 @@ class FakeRayView:
         self.tasks = 0
         self.drains: list[tuple[str, int, str]] = []
         self.drain_ok = True
+        self.warmed = 0
 
     def nodes(self, timeout: float = 5.0) -> list[NodeInfo]:
         alive = bool(self.starter.started) and self.starter.current.poll() is None
@@ -92,3 +93,6 @@ class FakeRayView:
     def drain(self, node_id: str, deadline_s: int, reason: str) -> bool:
         self.drains.append((node_id, deadline_s, reason))
         return self.drain_ok
+
+    def warm(self) -> None:
+        self.warmed += 1

@@ -168,7 +168,7 @@ async def test_nodes_pane_puts_problems_first(fake: FakeAgent) -> None:
     lost = node_json("lost", "10.9.0.9")
     lost["link"] = "UNREACHABLE"
     busy = node_json("busy", "10.9.0.8")
-    busy["lending"] = {"state": "owner-active", "reason": "owner active: keyboard used 2 s ago"}
+    busy["lending"] = {"state": "owner-active", "reason": "owner back, draining (41 s left)"}
     withheld = node_json("away", "10.9.0.7", state="WITHHELD")
     withheld["lending"] = {"state": "on-battery", "reason": "on battery"}
     fake.nodes = [
@@ -198,6 +198,7 @@ async def test_nodes_pane_puts_problems_first(fake: FakeAgent) -> None:
         assert away_style and again_style and away_style != again_style
         assert any("red" in str(span.style) for span in by_name["lost"][4].spans)
         assert by_name["zeta"][0].style == "dim"
+        assert by_name["busy"][5].plain == "owner back, draining"
         assert away[5].plain == "on-battery"  # why it is withheld
 
 

@@ -4,6 +4,7 @@ drains and stops Ray at once; lending comes back only after the hysteresis; paus
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -128,17 +129,119 @@ async def test_the_host_does_not_pause(tmp_path: Path) -> None:
     assert not loop.node.lent.is_set()
 
 
-async def test_run_samples_every_second_and_closes_the_reader(tmp_path: Path) -> None:
+async def test_run_samples_every_second_reads_input_between_and_closes_the_reader(
+    tmp_path: Path,
+) -> None:
     loop, machine, _ = make(tmp_path)
     clock: FakeClock = loop.clock  # type: ignore[assignment]
+    samples: list[float] = []
+    reads: list[float] = []
+    real_sample, real_read = machine.sample, machine.__call__
+
+    def sample() -> Sample:
+        samples.append(clock.now)
+        return real_sample()
+
+    class Reader:
+        def __call__(self) -> InputIdle:
+            reads.append(clock.now)
+            return real_read()
+
+        def close(self) -> None:
+            machine.close()
+
+    machine.sample = sample  # type: ignore[method-assign]
+    loop.watcher = Reader()
 
     async def stop_later() -> None:
-        while len(clock.sleeps) < 3:
+        while len(clock.sleeps) < 12:
             await asyncio.sleep(0)
         loop.node.stopping.set()
 
     await asyncio.gather(loop.run(), stop_later())
-    assert clock.sleeps[:3] == [1.0, 1.0, 1.0] and machine.closed
+    assert clock.sleeps[:12] == [0.25] * 12 and machine.closed
+    assert [b - a for a, b in itertools.pairwise(samples)][:2] == [1.0, 1.0]
+    assert [b - a for a, b in itertools.pairwise(reads)][:4] == [0.25] * 4
+
+
+async def test_owner_back_between_samples_drains_within_a_quarter_second(
+    tmp_path: Path,
+) -> None:
+    loop, machine, view = make(tmp_path)
+    await loop.step()
+    t0 = loop.clock.monotonic()
+    drained_at: list[float] = []
+    real_drain = view.drain
+
+    def drain(node_id: str, deadline_s: int, reason: str) -> bool:
+        drained_at.append(loop.clock.monotonic())
+        return real_drain(node_id, deadline_s, reason)
+
+    view.drain = drain  # type: ignore[method-assign]
+    machine.idle = BACK
+    await loop.watch_input(1.0)
+    assert drained_at == [t0 + 0.25] and not loop.node.lent.is_set()
+    assert loop.node.lending["reason"].startswith("owner active: keyboard used")
+
+
+async def test_the_drain_counts_down_then_keeps_the_reason(tmp_path: Path) -> None:
+    loop, machine, view = make(tmp_path)
+    clock: FakeClock = loop.clock  # type: ignore[assignment]
+    view.tasks = 1
+    seen: list[str] = []
+    real_sleep = clock.sleep
+
+    async def sleep(seconds: float) -> None:
+        seen.append(loop.node.lending["reason"])
+        if len(seen) == 3:
+            view.tasks = 0
+        await real_sleep(seconds)
+
+    clock.sleep = sleep  # type: ignore[method-assign]
+    await loop.step()
+    machine.idle = BACK
+    await loop.step()
+    assert seen[:3] == [
+        "owner back, draining (30 s left)",
+        "owner back, draining (30 s left)",
+        "owner back, draining (29 s left)",
+    ]
+    assert not loop.node.lent.is_set() and "draining" not in loop.node.lending["reason"]
+
+
+def test_the_draining_reason() -> None:
+    from lanray_tui.core.agent.lending_loop import draining
+
+    assert draining("owner-active", "owner active: x", 41.2) == "owner back, draining (41 s left)"
+    assert draining("paused", "exam", 3) == "exam; draining (3 s left)"
+
+
+async def test_the_gcs_helper_is_warmed_once_per_ray_node(tmp_path: Path) -> None:
+    loop, _, view = make(tmp_path)
+    await loop.step()
+    assert view.warmed == 0  # the supervisor has not seen this node listed yet
+    assert await loop.supervisor.listed()
+    assert loop.supervisor.node_id == "id-me"
+    await loop.step()
+    await loop.step()
+    assert view.warmed == 1
+
+
+async def test_the_drain_asks_the_head_nothing_once_the_node_id_is_known(
+    tmp_path: Path,
+) -> None:
+    loop, _, view = make(tmp_path)
+    assert await loop.supervisor.listed()
+    asked: list[float] = []
+    real_nodes = view.nodes
+
+    def nodes(timeout: float = 5.0) -> list:  # type: ignore[type-arg]
+        asked.append(timeout)
+        return real_nodes(timeout)
+
+    view.nodes = nodes  # type: ignore[method-assign]
+    assert await loop.drain_and_wait(10, "owner back")
+    assert view.drains[-1][0] == "id-me" and asked == []
 
 
 async def test_lent_until_a_time_then_drains_and_leaves(tmp_path: Path) -> None:
@@ -181,3 +284,18 @@ async def test_the_host_ends_the_cluster_at_its_expiry(tmp_path: Path) -> None:
     await loop.step()
     assert loop.node.stop_cause is StopCause.LEAVE
     assert loop.node.detail == "the cluster's time is up"
+
+
+async def test_idle_since_the_start_by_another_clock_is_consent(tmp_path: Path) -> None:
+    """The input reader's "idle since I started" (wall clock) may fall a hair short of the
+    agent's age (monotonic clock): still no input since the start, so it lends."""
+    loop, machine, view = make(tmp_path)
+    clock: FakeClock = loop.clock  # type: ignore[assignment]
+    loop.started_at = clock.now - 0.050421
+    machine.idle = InputIdle(0.050237, "keyboard or touchpad")
+    await loop.step()
+    assert loop.node.lent.is_set() and not view.drains
+    clock.now += 5
+    machine.idle = InputIdle(0.1, "keyboard or touchpad")  # then a key: the owner
+    await loop.step()
+    assert not loop.node.lent.is_set() and view.drains

@@ -51,3 +51,6 @@ class HostRayView:
 
     def drain(self, node_id: str, deadline_s: int, reason: str) -> bool:
         return self.local.drain(node_id, deadline_s, reason)
+
+    def warm(self) -> None:
+        self.local.warm()

@@ -4,6 +4,13 @@ lend it by hand (pause, resume, stop_ray, restart_ray).
 
 Withholding drains this node in Ray first (no new work; running tasks get the deadline,
 what still runs then is retried elsewhere by Ray), then stops its Ray; the agent stays.
+
+The owner's machine is theirs quickly: between the samples (one a second) the owner's input
+is read four times a second, and a return starts the drain at once, through a GCS client
+kept ready while the node is lent (:meth:`.ray_link.RayLink.warm`) and with the node id
+known since Ray got ready. The drain ends as soon as no Ray worker of this node holds work
+(read from the node's own processes, which also sees actors between calls), else at the
+deadline; then Ray stops. Meanwhile the node says "owner back, draining (N s left)".
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
+from ...adapters import system
 from .. import protocol as p
 from ..errors import LanrayError
 from ..lending import Decision
@@ -24,6 +32,12 @@ from .supervisor import RaySupervisor
 log = logging.getLogger("lanray.agent")
 
 DRAIN_POLL_S = 0.5
+INPUT_POLL_S = 0.25  # the owner's input, between the samples
+SAMPLE_S = 1.0
+# The input reader says "idle since it started" on the wall clock, the loop counts its own
+# time on the monotonic one: the two differ by a little (measured: 0.2 ms after 50 ms), and
+# "idle a hair less than the agent's age" must not read as the owner at the keyboard.
+CONSENT_SLACK_S = 1.0
 
 
 class Sampler(Protocol):
@@ -67,6 +81,8 @@ class LendingLoop:
         self.drain_deadline_s = drain_deadline_s
         self.started_at = started_at
         self.sample: dict[str, Any] = {}
+        self._last: Sample | None = None
+        self._warmed = ""  # the Ray node id the GCS helper was started for
 
     # ----- the loop -----------------------------------------------------------------------
 
@@ -74,14 +90,37 @@ class LendingLoop:
         try:
             while not self.node.stopping.is_set():
                 await self.step()
-                await self.clock.sleep(1.0)
+                await self.watch_input(SAMPLE_S)
         finally:
             self.watcher.close()
+
+    async def watch_input(self, period: float) -> None:
+        """Until the next sample: read the owner's input every :data:`INPUT_POLL_S` while
+        lending, and withhold at once when the owner is back."""
+        left = period
+        while left > 1e-9 and not self.node.stopping.is_set():
+            pause = min(INPUT_POLL_S, left)
+            await self.clock.sleep(pause)
+            left -= pause
+            if left > 1e-9 and self._watching():
+                assert self._last is not None
+                await self.decide(self._last)
+
+    def _watching(self) -> bool:
+        node = self.node
+        return (
+            self.policy_on
+            and self._last is not None
+            and node.manual == "auto"
+            and node.lent.is_set()
+            and not node.stopping.is_set()
+        )
 
     async def step(self) -> None:
         self.sampler.ray_root_pid = self.supervisor.pid
         sample = await asyncio.to_thread(self.sampler.sample)
         self.sample = sample.to_json()
+        self._last = sample
         node = self.node
         if node.lend_until and self.clock.time() >= node.lend_until and not node.is_host:
             await self.end_lending()
@@ -93,8 +132,25 @@ class LendingLoop:
             return
         if not self.policy_on:
             return
+        await self.warm()
+        await self.decide(sample)
+
+    async def warm(self) -> None:
+        """While lent, keep the GCS client that drains this node ready (once per Ray)."""
+        node_id = self.supervisor.node_id
+        if not node_id or node_id == self._warmed or not self.node.lent.is_set():
+            return
+        self._warmed = node_id
+        try:
+            await asyncio.to_thread(self.ray.warm)
+        except LanrayError as exc:
+            log.warning("cannot keep a GCS client ready for draining: %s", exc)
+
+    async def decide(self, sample: Sample) -> None:
+        """Read the owner's input, ask the policy, follow its decision."""
         idle = await asyncio.to_thread(self.watcher)
-        if idle.seconds is not None and idle.seconds >= self.clock.monotonic() - self.started_at:
+        since_start = self.clock.monotonic() - self.started_at
+        if idle.seconds is not None and idle.seconds >= since_start - CONSENT_SLACK_S:
             # no input since lanray-tui was started by hand: that is consent
             idle = InputIdle(None, "", "no owner input since lanray-tui started")
         decision = self.policy.step(sample, idle, self.node.manual)
@@ -138,15 +194,22 @@ class LendingLoop:
         return p.LendingReply(view.get("state", "lending"), until=view.get("until", ""))
 
     async def withhold(self, state: str, reason: str, deadline: int) -> bool:
-        """Drain (no new work; running tasks get ``deadline``), then stop the worker."""
+        """Drain (no new work; running tasks get ``deadline``), then stop the worker.
+
+        No longer lent from the start: a raylet that is drained and idle ends by itself
+        (Ray 2.60), and the supervisor must take that for the end, not restart it."""
         self.node.lending = {"state": state, "reason": reason}
-        drained = await self.drain_and_wait(deadline, reason)
         self.node.lent.clear()
+        try:
+            drained = await self.drain_and_wait(deadline, reason, state)
+        finally:
+            self.node.lending = {"state": state, "reason": reason}
         await asyncio.to_thread(self.supervisor.stop_ray)
         return drained
 
-    async def drain_and_wait(self, deadline_s: int, reason: str) -> bool:
-        """Drain this node in Ray, then wait until no task runs on it or the deadline passes."""
+    async def drain_and_wait(self, deadline_s: int, reason: str, state: str = "") -> bool:
+        """Drain this node in Ray, then wait until no Ray work runs on it or the deadline
+        passes; meanwhile the lending reason counts down (for status and the host)."""
         try:
             node_id = await asyncio.to_thread(self.supervisor.my_node_id, 5.0)
         except LanrayError:
@@ -155,13 +218,27 @@ class LendingLoop:
             return False
         if not await asyncio.to_thread(self.ray.drain, node_id, deadline_s, reason):
             return False
+        log.info("draining this node in Ray (deadline %d s): %s", deadline_s, reason)
         end = self.clock.monotonic() + deadline_s
         while self.clock.monotonic() < end and self.supervisor.running:
+            if state:
+                left = end - self.clock.monotonic()
+                self.node.lending = {"state": state, "reason": draining(state, reason, left)}
             with contextlib.suppress(LanrayError):
-                if await asyncio.to_thread(self.ray.running_tasks, node_id) == 0:
+                if await asyncio.to_thread(self.work_left, node_id) == 0:
                     break
             await self.clock.sleep(DRAIN_POLL_S)
         return True
+
+    def work_left(self, node_id: str) -> int:
+        """How much Ray work this node still holds (blocking): its Ray workers with a task
+        or an actor, read from its own processes; where that cannot be told (Ray in a
+        container), the tasks Ray lists as running on it."""
+        root = self.supervisor.pid
+        work = system.ray_work(root) if root is not None else None
+        if work is None:
+            return self.ray.running_tasks(node_id)
+        return len(work)
 
     # ----- ops ----------------------------------------------------------------------------
 
@@ -216,6 +293,12 @@ class LendingLoop:
         log.info("restarting Ray by hand")
         await self.supervisor.restart_now("restarted by hand")
         return p.LendingReply("restarting")
+
+
+def draining(state: str, reason: str, left_s: float) -> str:
+    """The lending reason while the node drains: "owner back, draining (41 s left)"."""
+    left = f"draining ({max(0, round(left_s))} s left)"
+    return f"owner back, {left}" if state == "owner-active" else f"{reason}; {left}"
 
 
 def make_policy_parts(cfg: Any) -> tuple[Sampler, InputReader, Policy]:

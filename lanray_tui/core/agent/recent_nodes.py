@@ -71,3 +71,6 @@ class RecentNodes:
 
     def drain(self, node_id: str, deadline_s: int, reason: str) -> bool:
         return self.view.drain(node_id, deadline_s, reason)
+
+    def warm(self) -> None:
+        self.view.warm()

@@ -66,6 +66,7 @@ class RaySupervisor:
         self.admit = admit
         self._retried = False
         self._earlier: frozenset[str] | None = None  # see _earlier_nodes
+        self.node_id = ""  # this node's Ray node id, once the head lists it (per start)
 
     # ----- what other parts ask -----------------------------------------------------------
 
@@ -91,7 +92,10 @@ class RaySupervisor:
         )
 
     def my_node_id(self, timeout: float = 5.0) -> str:
-        """This node's ALIVE Ray node id, or "" (blocking)."""
+        """This node's ALIVE Ray node id, or "" (blocking). The id seen when this Ray got
+        ready is kept: a drain asks nothing of the head before it starts."""
+        if self.node_id and self.running:
+            return self.node_id
         return next((n.node_id for n in self.ray_view.nodes(timeout) if self.is_me(n)), "")
 
     async def listed(self, timeout: float = 3.0, not_in: frozenset[str] = frozenset()) -> bool:
@@ -102,7 +106,10 @@ class RaySupervisor:
             nodes = await asyncio.to_thread(self.ray_view.nodes, timeout)
         except LanrayError:
             return False
-        return any(self.is_me(n) and n.node_id not in not_in for n in nodes)
+        me = next((n for n in nodes if self.is_me(n) and n.node_id not in not_in), None)
+        if me is not None:
+            self.node_id = me.node_id
+        return me is not None
 
     async def _earlier_nodes(self) -> frozenset[str] | None:
         """The Ray nodes of this machine the head knows before a worker's start (None: cannot
@@ -151,6 +158,7 @@ class RaySupervisor:
         """Start Ray and follow it until it exits; False when the agent must stop."""
         node = self.node
         node.kick.clear()
+        self.node_id = ""
         self._retried = False  # a failed start waits its backoff in _start_failed
         if not await self._wait_turn():
             self._retried = True  # nothing started: nothing to clean up after
