@@ -17,7 +17,8 @@ Then, without Ray on the other nodes (simulated):
      member's) to n1's agent for 60 s; `sim300_agent_cpu_pct` is the host agent's CPU, and
      `sim300_heartbeat_p99_ms` the 99th percentile of a beat's round trip.
 
-    python bench/lab_scale.py [--nodes 16] [--limit 300] [--skip-bare] [--storm-only] [--json]
+    python bench/lab_scale.py [--nodes 16] [--limit 300] [--skip-bare] [--storm-only]
+                              [--sim-only] [--json]
 """
 
 from __future__ import annotations
@@ -252,6 +253,40 @@ def storm(lab: Any, joiners: list[str], argv_for: Any, limit: float) -> tuple[fl
     return round(took, 1), alive
 
 
+def sim300(lab: Any, head: str, agent: psutil.Process) -> dict[str, Any]:
+    """d.: 300 simulated nodes beat to n1's agent from n2 for SIM_SECONDS."""
+    out: dict[str, Any] = {}
+    tls_dir = Path(lab.node("n1").root).parent / "sim-tls"
+    from lanray_tui.core.cluster_ca import NodeTls
+
+    host_tls = NodeTls(Path(lab.node("n1").env()["XDG_DATA_HOME"]) / "lanray-tui" / "tls")
+    sim = NodeTls(tls_dir)
+    sim.store(host_tls.sign(sim.request("sim", [lab.node("n2").address])),
+              host_tls.ca_cert.read_bytes())  # fmt: skip
+    from lanray_tui.core import config
+
+    api_port = str(config.load()["cluster.api_port"])
+    gen = subprocess.Popen(
+        __import__("lanray_tui.core.lab", fromlist=["exec_argv"]).exec_argv(
+            lab, "n2",
+            [sys.executable, INSIDE, "--sim-inside", head, api_port, str(tls_dir), "300",
+             str(SIM_SECONDS)],
+            cwd=str(ROOT), env={k: v for k, v in os.environ.items() if k != "LANRAY_NO_LAN"},
+        ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(10)  # connections made, beats at a steady rate
+    out["sim300_agent_cpu_pct"] = round(cpu_pct(agent, SIM_SECONDS - 20), 2)
+    t0 = time.perf_counter()
+    checked(on_node(lab, "n1", [*LANRAY, "status", "--json"]), "status")
+    out["sim300_status_json_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    stdout, stderr = gen.communicate(timeout=SIM_SECONDS + 60)
+    sim_out = last_json(stdout) if stdout.strip() else {"error": stderr[-300:]}
+    out["sim300_heartbeat_p99_ms"] = sim_out.get("p99_ms")
+    out["sim300"] = {**sim_out, "note": "simulated nodes: no Ray on them"}
+    return out
+
+
 def agent_line(lab: Any, node: str) -> str:
     """What ``node``'s agent says of itself now, or the end of its log: for a failed storm."""
     p = on_node(lab, node, [*LANRAY, "status", "--json"], timeout=60)
@@ -269,6 +304,8 @@ def main() -> int:
     ap.add_argument("--limit", type=float, default=300.0, help="seconds a storm may take")
     ap.add_argument("--skip-bare", action="store_true", help="no bare `ray start` storm")
     ap.add_argument("--storm-only", action="store_true", help="the storm, then stop")
+    ap.add_argument("--sim-only", action="store_true",
+                    help="only d. (2 nodes: n1 hosts, n2 runs the simulated nodes)")  # fmt: skip
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--sim-inside", nargs=5, metavar=("HOST", "PORT", "TLS", "N", "S"),
                     help=argparse.SUPPRESS)  # fmt: skip
@@ -284,6 +321,14 @@ def main() -> int:
 
     out: dict[str, Any] = {"nodes": args.nodes}
     names = [f"n{i}" for i in range(1, args.nodes + 1)]
+    if args.sim_only:
+        with bench_lab("scale", 2) as lab:
+            head = lab.node("n1").address
+            checked(on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach"]), "host")
+            out = {"nodes": 2, **sim300(lab, head, agent_process(lab, "n1"))}
+            on_node(lab, "n1", [*LANRAY, "leave"], timeout=120)
+        print(json.dumps(out) if args.json else out)
+        return 0
     with bench_lab("scale", args.nodes) as lab:
         head = lab.node("n1").address
         checked(on_node(lab, "n1", [*LANRAY, "host", "--headless", "--detach"]), "host")
@@ -323,34 +368,7 @@ def main() -> int:
         # d. 300 simulated nodes against n1's agent (the real nodes leave first)
         for n in reversed(names[1:]):
             on_node(lab, n, [*LANRAY, "leave"], timeout=120)
-        tls_dir = Path(lab.node("n1").root).parent / "sim-tls"
-        from lanray_tui.core.cluster_ca import NodeTls
-
-        host_tls = NodeTls(Path(lab.node("n1").env()["XDG_DATA_HOME"]) / "lanray-tui" / "tls")
-        sim = NodeTls(tls_dir)
-        sim.store(host_tls.sign(sim.request("sim", [lab.node("n2").address])),
-                  host_tls.ca_cert.read_bytes())  # fmt: skip
-        from lanray_tui.core import config
-
-        api_port = str(config.load()["cluster.api_port"])
-        gen = subprocess.Popen(
-            __import__("lanray_tui.core.lab", fromlist=["exec_argv"]).exec_argv(
-                lab, "n2",
-                [sys.executable, INSIDE, "--sim-inside", head, api_port, str(tls_dir), "300",
-                 str(SIM_SECONDS)],
-                cwd=str(ROOT), env={k: v for k, v in os.environ.items() if k != "LANRAY_NO_LAN"},
-            ),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        time.sleep(10)  # connections made, beats at a steady rate
-        out["sim300_agent_cpu_pct"] = round(cpu_pct(agent, SIM_SECONDS - 20), 2)
-        t0 = time.perf_counter()
-        checked(on_node(lab, "n1", [*LANRAY, "status", "--json"]), "status")
-        out["sim300_status_json_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        stdout, stderr = gen.communicate(timeout=SIM_SECONDS + 60)
-        sim_out = last_json(stdout) if stdout.strip() else {"error": stderr[-300:]}
-        out["sim300_heartbeat_p99_ms"] = sim_out.get("p99_ms")
-        out["sim300"] = {**sim_out, "note": "simulated nodes: no Ray on them"}
+        out.update(sim300(lab, head, agent))
 
         if not args.skip_bare:
             on_node(lab, "n1", [*LANRAY, "leave"], timeout=120)
