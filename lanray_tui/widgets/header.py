@@ -35,6 +35,7 @@ class ClusterHeader(Static):
         self.code = ""
         self.code_note = "join code: asking the agent…" if agent.role == "host" else ""
         self.problem = ""
+        self._shows: tuple[str, tuple[object, ...]] | None = None  # what the last update showed
 
     def on_mount(self) -> None:
         self._redraw()
@@ -119,4 +120,10 @@ class ClusterHeader(Static):
         return out
 
     def _redraw(self) -> None:
-        self.update(self.text())
+        # Each poll sets the agent and the nodes again, mostly to what they were: an update
+        # lays out the whole screen (the header's height may change), so only a change does.
+        text = self.text()
+        shows = (text.plain, tuple(text.spans))
+        if shows != self._shows:
+            self._shows = shows
+            self.update(text)

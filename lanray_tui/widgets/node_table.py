@@ -135,12 +135,13 @@ class NodeTable(DataTable[Text]):
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
         self._known: dict[str, tuple[NodeInfo, bool]] = {}  # id -> (node, still listed)
         self._history: dict[str, tuple[History, History, History]] = {}  # cpu, mem, gpu
-        self._shown: list[tuple[str, list[str], bool]] = []
+        self._shown: list[tuple[str, list[str], bool]] = []  # node id, cells' text, alive
         self.sort_by = next(iter(SORTS))
         self.filter_text = ""
         self.filtering = False  # keys type the filter (see on_key)
         self._cells: LRUCache[Any, SegmentLines] = LRUCache(2000)  # see _render_cell
         self._typed = ""
+        self._title: Content | None = None  # the title last set
 
     def on_mount(self) -> None:
         for label in COLUMNS:
@@ -189,8 +190,8 @@ class NodeTable(DataTable[Text]):
         return (known[0], self.histories(node_id)) if known is not None else None
 
     def selected_id(self) -> str | None:
-        keys = self._shown_keys()
-        return keys[self.cursor_row] if 0 <= self.cursor_row < len(keys) else None
+        row = self.cursor_row
+        return self._shown[row][0] if self.row_count and 0 <= row < len(self._shown) else None
 
     def update_nodes(self, nodes: list[NodeInfo]) -> None:
         """Show this poll's nodes; ones seen before but not listed now read ``gone``.
@@ -222,7 +223,7 @@ class NodeTable(DataTable[Text]):
 
     def action_start_filter(self) -> None:
         self.filtering, self._typed = True, self.filter_text
-        self.border_title = self.title()
+        self._set_title()
 
     def on_key(self, event: events.Key) -> None:
         """While filtering: a character or Backspace edits the filter, Enter keeps it, Esc
@@ -262,19 +263,38 @@ class NodeTable(DataTable[Text]):
         rows = [(n, still) for n, still in rows if matches(n, still, self.filter_text)]
         shown = [self._row(node, still) for node, still in rows]
         plain = [(i, [c.plain for c in cells], a) for i, cells, a in shown]
-        if plain == self._shown:
-            self.border_title = self.title()
-            return
-        self._shown = plain
-        self.border_title = self.title()
-        keep = None
-        if self.row_count and 0 <= self.cursor_row < len(self._shown_keys()):
-            keep = self._shown_keys()[self.cursor_row]
+        if plain != self._shown:
+            ids = [node_id for node_id, _, _ in shown]
+            if ids == [node_id for node_id, _, _ in self._shown] and self.row_count == len(ids):
+                self._update_cells(shown)
+            else:
+                self._rebuild(shown)
+            self._shown = plain
+        self._set_title()
+
+    def _update_cells(self, shown: list[tuple[str, list[Text], bool]]) -> None:
+        """The same rows in the same order (a poll, mostly): only the cells that changed.
+        Rebuilding the table instead would lay out and paint the whole screen each poll."""
+        keys = [column.lower() for column in COLUMNS]
+        for (node_id, cells, _), (_, before, _) in zip(shown, self._shown, strict=True):
+            for key, cell, text in zip(keys, cells, before, strict=True):
+                if cell.plain != text:
+                    self.update_cell(node_id, key, cell, update_width=True)
+
+    def _rebuild(self, shown: list[tuple[str, list[Text], bool]]) -> None:
+        """Other rows or another order (a filter, a sort, a node came or went)."""
+        keep = self.selected_id()
         self.clear()
         for node_id, row, _alive in shown:
             self.add_row(*row, key=node_id)
         if keep is not None and keep in {node_id for node_id, _, _ in shown}:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
+
+    def _set_title(self) -> None:
+        """The title, set only when it changes (setting it lays out the screen)."""
+        title = self.title()
+        if title != self._title:
+            self._title = self.border_title = title
 
     def _record(self, nodes: list[NodeInfo]) -> None:
         """Remember this poll's nodes (the others as no longer listed) and their figures."""
@@ -327,6 +347,3 @@ class NodeTable(DataTable[Text]):
             for cell in cells:
                 cell.stylize("dim")
         return node.node_id, cells, alive
-
-    def _shown_keys(self) -> list[str]:
-        return [str(row.key.value) for row in self.ordered_rows]
