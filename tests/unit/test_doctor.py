@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lanray_tui.adapters import netprobe
+from lanray_tui.adapters import netprobe, nftables
 from lanray_tui.cli import main
 from lanray_tui.core import doctor, doctor_run
 from lanray_tui.core.agent.control_server import ControlServer
@@ -322,10 +322,15 @@ def test_the_nft_input_chain_that_drops_is_the_one_to_fix() -> None:
             },
         ]
     }
-    assert netprobe.input_chain(ruleset) == ("inet lrdoctor", "input")
-    assert netprobe.input_chain({"nftables": ruleset["nftables"][:2]}) == ("inet a", "in")
-    assert netprobe.input_chain({}) == ("inet filter", "input")
-    assert netprobe.input_chain("junk") == ("inet filter", "input")
+    assert nftables.input_chain(ruleset) == ("inet lrdoctor", "input")
+    # lanray-tui's own guard table rejects too, but it is not the owner's chain to fix
+    guard = {"family": "inet", "table": "lanray_guard", "name": "input", "hook": "input"}
+    ours = {"rule": {**guard, "chain": "input", "expr": [{"reject": None}]}}
+    first = [ruleset["nftables"][0], {"chain": guard}, ours, *ruleset["nftables"][1:2]]
+    assert nftables.input_chain({"nftables": first}) == ("inet a", "in")
+    assert nftables.input_chain({"nftables": ruleset["nftables"][:2]}) == ("inet a", "in")
+    assert nftables.input_chain({}) == ("inet filter", "input")
+    assert nftables.input_chain("junk") == ("inet filter", "input")
 
 
 def test_udp_listen_sees_the_destination_and_exchange_gets_the_answer() -> None:
