@@ -207,6 +207,8 @@ def _status(args: argparse.Namespace) -> int:
     for n in infos:
         if n.state == "WITHHELD":
             print(f"{n.name} withheld: {n.lending_reason}")
+        if n.guard_warning:
+            print(f"{n.name}: {n.guard_warning}")
     rows = [("NAME", "IP", "ROLE", "STATE", "LINK", "LENDING", "CPUS", "CPU%", "GPUS", "MEMORY")]
     for n in infos:
         rows.append(

@@ -462,3 +462,32 @@ def host_side(ray: RayPorts, found: Mapping[int, str], own_fw: Firewall) -> Resu
     _, value = _port_value(ray, found)
     fix = open_ports_command(own_fw, [*ray.roles, ray.worker_range])
     return Result("host_ports", title, Mark.PASS, f"{value}; joiners need them open: {fix}")
+
+
+def http_guard(view: Mapping[str, Any], from_agent: bool) -> Result:
+    """Ray's plain-HTTP ports: loopback only (the agent's nftables guard), or open to the LAN
+    with the command that closes them. ``from_agent``: the running agent's own word; else
+    what an agent run by this user would do (no agent runs)."""
+    from .guard import GuardState, GuardView
+
+    title = "Ray's HTTP ports"
+    g = GuardView.from_json(dict(view))
+    if g is None:
+        return Result("http_guard", title, Mark.SKIP, "the agent does not say (an older one?)")
+    ports = " ".join(map(str, g.ports))
+    if g.state is GuardState.ON:
+        admit = "".join(
+            f"; {' '.join(map(str, p))} also from the host {a}" for a, p in g.admit.items()
+        )
+        if from_agent:
+            return Result("http_guard", title, Mark.PASS, f"{ports}: loopback only{admit}")
+        value = f"no agent runs; its guard will close {ports} to the LAN"
+        return Result("http_guard", title, Mark.PASS, value)
+    if g.state is GuardState.OFF:
+        value = f"{ports} open to the LAN: {g.reason}"
+        if not from_agent:
+            value = f"no agent runs; an agent run by this user leaves {value}"
+        return Result("http_guard", title, Mark.WARN, value, g.fix)
+    if g.state is GuardState.NOT_NEEDED:
+        return Result("http_guard", title, Mark.SKIP, g.reason)
+    return Result("http_guard", title, Mark.SKIP, "guarded once Ray starts")
