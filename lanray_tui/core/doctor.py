@@ -144,14 +144,15 @@ class RayPorts:
     @classmethod
     def from_config(cls, get: Any, head: bool) -> RayPorts:
         """``get`` reads a dotted config key. ``head``: the head's (with the GCS), else the
-        ones every node listens on. Workers: the range's ends and its middle."""
+        ones every node listens on for the others. Workers: the range's ends and its middle."""
         roles: dict[int, str] = {}
         if head:
             roles[get("ray.gcs_port")] = "GCS"
         roles[get("ray.object_manager_port")] = "object manager"
         roles[get("ray.node_manager_port")] = "node manager"
         roles[get("ray.dashboard_agent_grpc_port")] = "dashboard agent"
-        roles[get("ray.runtime_env_agent_port")] = "runtime env agent"
+        # not Ray's plain-HTTP ports (the runtime-env agent's, the metrics'): only the node
+        # itself uses them, and the agent's guard keeps them from the LAN (see .guard)
         lo, hi = get("ray.min_worker_port"), get("ray.max_worker_port")
         for p in dict.fromkeys((lo, (lo + hi) // 2, hi)):
             roles.setdefault(p, "worker")
