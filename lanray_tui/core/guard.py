@@ -189,6 +189,17 @@ def preview(get: Callable[[str], Any], head: bool, node_ip: str, head_address: s
     return plan(get, head, node_ip, head_address, lambda _cmds: nftables.permission())
 
 
+def remove_left() -> None:
+    """Take away a table that an agent which is gone left behind (``leave --force``), when
+    this process may; never raises. Nothing under LANRAY_NO_LAN=1 (the suite's root
+    namespace)."""
+    if os.environ.get("LANRAY_NO_LAN") == "1" or nftables.permission():
+        return
+    why = nftables.remove(TABLE)
+    if why:
+        log.warning("the guard on Ray's HTTP ports stays: %s", why)
+
+
 class PortGuard:
     """This node's guard: set before Ray starts, removed when it stops or the agent exits."""
 

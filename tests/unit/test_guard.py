@@ -136,6 +136,9 @@ sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]
 g.around(ray_process.NativeRay(sleeper)).stop()  # Ray stops: the table goes with it
 out["after_stop"] = nftables.exists(guard.TABLE)
 out["state_after"] = g.view.state.value
+guard.PortGuard(get).apply(head=True, node_ip="10.0.0.5", head_address="10.0.0.5")
+guard.remove_left()  # leave --force: an agent that is gone left it
+out["left"] = nftables.exists(guard.TABLE)
 print(json.dumps(out))
 """
 
@@ -156,6 +159,7 @@ needs_nft_root = pytest.mark.skipif(
 
 @needs_nft_root
 def test_the_real_nft_sets_the_table_replaces_it_whole_and_removes_it_with_ray() -> None:
+    """Also: ``leave --force`` takes away a table that a gone agent left."""
     got = in_netns("unshare", "--net")
     assert got["permission"] == "" and got["state"] == "on" and got["reason"] == ""
     assert got["exists"] is True
@@ -168,6 +172,7 @@ def test_the_real_nft_sets_the_table_replaces_it_whole_and_removes_it_with_ray()
     )
     assert got["again"] == listed  # applied twice: the same rules once
     assert got["after_stop"] is False and got["state_after"] == "pending"
+    assert got["left"] is False
 
 
 @needs_nft_root
@@ -179,6 +184,7 @@ def test_without_cap_net_admin_the_real_nft_fails_and_the_guard_says_so() -> Non
     assert got["state"] == "off" and got["reason"] == nftables.NOT_PERMITTED
     assert got["exists"] is None  # the ruleset cannot even be read
     assert got["state_after"] == "off"  # stopping Ray leaves the view as it was
+    assert got["left"] is None  # and leave --force tries nothing it may not do
 
 
 def test_the_doctor_says_it_in_one_line_with_the_command() -> None:
