@@ -209,6 +209,8 @@ def _status(args: argparse.Namespace) -> int:
             print(f"{n.name} withheld: {n.lending_reason}")
         elif "draining" in n.lending_reason:  # "n3 owner back, draining (41 s left)"
             print(f"{n.name} {n.lending_reason}")
+        if n.guard_warning:
+            print(f"{n.name}: {n.guard_warning}")
     rows = [("NAME", "IP", "ROLE", "STATE", "LINK", "LENDING", "CPUS", "CPU%", "GPUS", "MEMORY")]
     for n in infos:
         rows.append(

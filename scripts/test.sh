@@ -7,6 +7,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
   command -v tmux >/dev/null || need+=(tmux)
   command -v ip >/dev/null || need+=(iproute2)
+  command -v nft >/dev/null || need+=(nftables)
   command -v debootstrap >/dev/null || need+=(debootstrap)
   command -v dockerd >/dev/null || need+=(docker.io)
   if [ ${#need[@]} -gt 0 ]; then

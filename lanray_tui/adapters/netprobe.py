@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import select
 import shutil
@@ -23,6 +22,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import nftables
 
 SYS_NET = Path("/sys/class/net")
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python does not export it
@@ -374,7 +375,7 @@ def firewall() -> Firewall:
     if shutil.which("ufw") and _ufw_enabled():
         return Firewall("ufw")
     if shutil.which("nft"):
-        table, chain = _nft_input_chain()
+        table, chain = nftables.input_chain_in_use()
         return Firewall("nft", table, chain)
     if shutil.which("iptables"):
         return Firewall("iptables")
@@ -388,41 +389,3 @@ def _ufw_enabled() -> bool:
     with contextlib.suppress(OSError):  # not root: ufw's own config says whether it is on
         return "ENABLED=yes" in Path("/etc/ufw/ufw.conf").read_text()
     return False
-
-
-def _nft_input_chain() -> tuple[str, str]:
-    code, out = _run(["nft", "-j", "list", "ruleset"])
-    if code != 0:
-        return "inet filter", "input"
-    try:
-        return input_chain(json.loads(out))
-    except ValueError:
-        return "inet filter", "input"
-
-
-def input_chain(ruleset: object) -> tuple[str, str]:
-    """From ``nft -j list ruleset``: the base chain on the input hook that drops something
-    (else the first one), as ("FAMILY TABLE", "CHAIN"); ("inet filter", "input") when none."""
-    items = ruleset.get("nftables", []) if isinstance(ruleset, dict) else []
-    chains: list[tuple[str, str, str]] = []
-    dropping: set[tuple[str, str, str]] = set()
-    for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict):
-            continue
-        c = item.get("chain")
-        if isinstance(c, dict) and c.get("hook") == "input" and c.get("family") in ("inet", "ip"):
-            key = (str(c.get("family")), str(c.get("table")), str(c.get("name")))
-            chains.append(key)
-            if c.get("policy") == "drop":
-                dropping.add(key)
-        r = item.get("rule")
-        if isinstance(r, dict):
-            text = json.dumps(r.get("expr", []))
-            if '"drop"' in text or '"reject"' in text:
-                dropping.add((str(r.get("family")), str(r.get("table")), str(r.get("chain"))))
-    for key in chains:
-        if key in dropping:
-            return f"{key[0]} {key[1]}", key[2]
-    if chains:
-        return f"{chains[0][0]} {chains[0][1]}", chains[0][2]
-    return "inet filter", "input"

@@ -95,6 +95,15 @@ class RaySpec:
             argv += ["--labels", ",".join(f"{k}={v}" for k, v in self.labels.items())]
         return argv
 
+    def env(self) -> dict[str, str]:
+        """The ports ``ray start`` takes from its environment, not its flags: the head's
+        dashboard and autoscaler metrics exporters (when the spec names them)."""
+        if not self.head:
+            return {}
+        names = {"dashboard_metrics_port": "DASHBOARD_METRIC_PORT",
+                 "autoscaler_metrics_port": "AUTOSCALER_METRIC_PORT"}  # fmt: skip
+        return {var: str(self.ports[k]) for k, var in names.items() if k in self.ports}
+
 
 def auth_env(
     token: str, tls_env: Mapping[str, str], base: Mapping[str, str] | None = None
@@ -187,7 +196,7 @@ class AdoptedRay:
 
 def start(spec: RaySpec, token: str, tls_env: Mapping[str, str], log_path: Path) -> NativeRay:
     """Start ``ray start --block`` in its own session, its output appended to ``log_path``."""
-    env = auth_env(token, tls_env)
+    env = {**auth_env(token, tls_env), **spec.env()}
     spec.temp_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:

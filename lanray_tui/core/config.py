@@ -113,6 +113,8 @@ SCHEMA: dict[str, Rule] = {
     "ray.dashboard_agent_grpc_port": PORT,
     "ray.runtime_env_agent_port": PORT,
     "ray.metrics_export_port": PORT,
+    "ray.dashboard_metrics_port": PORT,
+    "ray.autoscaler_metrics_port": PORT,
     "ray.min_worker_port": PORT,
     "ray.max_worker_port": PORT,
     "ray.include_dashboard": Rule(BOOL),

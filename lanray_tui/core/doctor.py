@@ -144,14 +144,15 @@ class RayPorts:
     @classmethod
     def from_config(cls, get: Any, head: bool) -> RayPorts:
         """``get`` reads a dotted config key. ``head``: the head's (with the GCS), else the
-        ones every node listens on. Workers: the range's ends and its middle."""
+        ones every node listens on for the others. Workers: the range's ends and its middle."""
         roles: dict[int, str] = {}
         if head:
             roles[get("ray.gcs_port")] = "GCS"
         roles[get("ray.object_manager_port")] = "object manager"
         roles[get("ray.node_manager_port")] = "node manager"
         roles[get("ray.dashboard_agent_grpc_port")] = "dashboard agent"
-        roles[get("ray.runtime_env_agent_port")] = "runtime env agent"
+        # not Ray's plain-HTTP ports (the runtime-env agent's, the metrics'): only the node
+        # itself uses them, and the agent's guard keeps them from the LAN (see .guard)
         lo, hi = get("ray.min_worker_port"), get("ray.max_worker_port")
         for p in dict.fromkeys((lo, (lo + hi) // 2, hi)):
             roles.setdefault(p, "worker")
@@ -462,3 +463,32 @@ def host_side(ray: RayPorts, found: Mapping[int, str], own_fw: Firewall) -> Resu
     _, value = _port_value(ray, found)
     fix = open_ports_command(own_fw, [*ray.roles, ray.worker_range])
     return Result("host_ports", title, Mark.PASS, f"{value}; joiners need them open: {fix}")
+
+
+def http_guard(view: Mapping[str, Any], from_agent: bool) -> Result:
+    """Ray's plain-HTTP ports: loopback only (the agent's nftables guard), or open to the LAN
+    with the command that closes them. ``from_agent``: the running agent's own word; else
+    what an agent run by this user would do (no agent runs)."""
+    from .guard import GuardState, GuardView
+
+    title = "Ray's HTTP ports"
+    g = GuardView.from_json(dict(view))
+    if g is None:
+        return Result("http_guard", title, Mark.SKIP, "the agent does not say (an older one?)")
+    ports = " ".join(map(str, g.ports))
+    if g.state is GuardState.ON:
+        admit = "".join(
+            f"; {' '.join(map(str, p))} also from the host {a}" for a, p in g.admit.items()
+        )
+        if from_agent:
+            return Result("http_guard", title, Mark.PASS, f"{ports}: loopback only{admit}")
+        value = f"no agent runs; its guard will close {ports} to the LAN"
+        return Result("http_guard", title, Mark.PASS, value)
+    if g.state is GuardState.OFF:
+        value = f"{ports} open to the LAN: {g.reason}"
+        if not from_agent:
+            value = f"no agent runs; an agent run by this user leaves {value}"
+        return Result("http_guard", title, Mark.WARN, value, g.fix)
+    if g.state is GuardState.NOT_NEEDED:
+        return Result("http_guard", title, Mark.SKIP, g.reason)
+    return Result("http_guard", title, Mark.SKIP, "guarded once Ray starts")

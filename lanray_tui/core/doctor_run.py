@@ -144,12 +144,34 @@ def _docker(cfg: Config, gpus: int) -> doctor.Result:
     return doctor.docker(kind, None, engine.has_nvidia(), gpus, ids)
 
 
+def _http_guard(cfg: Config) -> doctor.Result:
+    """The running agent's guard on Ray's HTTP ports; with no agent, the one it would set."""
+    from .cluster_ca import NodeTls
+    from .control import ControlClient
+    from .guard import preview
+
+    paths = cfg.paths()
+    try:
+        view = ControlClient(paths.socket).info(timeout=3.0).guard
+    except LanrayError:
+        view = {}
+    if view:
+        return doctor.http_guard(view, from_agent=True)
+    creds = credentials.load(paths.credentials)
+    host = creds is None or NodeTls(paths.tls_dir).ca_key.is_file()  # the CA stays on the host
+    node_ip = cfg["ray.node_ip"] or netinfo.ip_for_host()
+    head = creds.head_address if creds is not None else ""
+    return doctor.http_guard(preview(cfg.__getitem__, host, node_ip, head).to_json(), False)
+
+
 def _local(cfg: Config) -> list[doctor.Result]:
-    """The checks that need no host: the GPU, Docker, raw sockets."""
+    """The checks that need no host: the guard on Ray's HTTP ports, the GPU, Docker, raw
+    sockets."""
     count, why = nvml.gpu_count_and_reason()
     driver, cuda = nvml.driver_versions() if count else ("", "")
     perm = arp.permission()
     return [
+        _http_guard(cfg),
         doctor.gpu(count, why, driver, cuda),
         _docker(cfg, count),
         doctor.raw_sockets(perm.allowed, perm.reason, os.path.realpath(sys.executable)),

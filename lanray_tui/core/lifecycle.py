@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..adapters import system
-from . import credentials, netinfo, texts
+from . import credentials, guard, netinfo, texts
 from .config import Config
 from .control import AgentError, ControlClient
 from .credentials import Credentials
@@ -219,6 +219,7 @@ def stop_orphan_ray(paths: Paths) -> int:
     if system.pid_alive(pid):
         raise LanrayError(f"Ray (pid {pid}) did not stop; try again as its owner")
     ray_record.forget(paths.ray_record)
+    guard.remove_left()  # the agent that set the guard on Ray's HTTP ports is gone: so is Ray
     return pid
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .resources import Sample
 
+from .guard import GuardView
 from .types import GIB, NodeInfo
 
 #: The control protocol's version (see :mod:`.protocol`), sent in ``info``. 2: typed requests;
@@ -51,11 +52,17 @@ def node_from_status(d: dict[str, Any]) -> NodeInfo:
         runtime=runtime,
         lending_reason=str((d.get("lending") or {}).get("reason", "")),
         lending_until=str((d.get("lending") or {}).get("until", "")),
+        guard_warning=_guard_warning(rt.get("guard")),
         ray_restarts=int(d.get("ray_restarts") or 0),
         agent_mb=_mb(rt.get("agent_mb")),
         ray_mb=_mb(rt.get("ray_mb")),
         sample=sample,
     )
+
+
+def _guard_warning(doc: Any) -> str:
+    view = GuardView.from_json(doc)
+    return view.warning() if view is not None else ""
 
 
 def _mb(value: Any) -> float | None:
@@ -92,6 +99,7 @@ class AgentInfo:
     ray_version: str
     link: str = "n/a"  # a worker's view of the host: "UP" | "LOST"
     lending: dict[str, str] = field(default_factory=dict)  # {"state", "reason"}
+    guard: dict[str, Any] = field(default_factory=dict)  # this node's guard.GuardView JSON
     # The agent's protocol: an AgentInfo made here speaks this code's; one read from an
     # agent that does not say is 0 (older than the handshake).
     protocol: int = PROTOCOL_VERSION

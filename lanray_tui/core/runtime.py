@@ -336,7 +336,7 @@ def _start_docker(
         name=container_name(role),
         image=image,
         command=command,
-        environment={**ray_process.auth_env(token, tls, base={}), **tls},
+        environment={**ray_process.auth_env(token, tls, base={}), **tls, **spec.env()},
         labels=labels,
         network=network,
         shm_size=shm_size_bytes(),

@@ -152,6 +152,7 @@ class NodeInfo:
     runtime: str = ""  # "native" | "docker running" | ...
     lending_reason: str = ""
     lending_until: str = ""  # "until 18:00": when the node stops lending and leaves
+    guard_warning: str = ""  # Ray's HTTP ports are open to the LAN: why, and the fix
     ray_restarts: int = 0  # earlier Ray nodes of this machine (restarts, rejoins)
     agent_mb: float | None = None  # the lanray-tui agent's resident memory
     ray_mb: float | None = None  # Ray's processes' resident memory (native runtime)

@@ -24,7 +24,7 @@ from tests.helpers.labkit import LANRAY, Node
 pytestmark = needs_root
 HEAD_DRIVER = Path(__file__).resolve().parents[1] / "drivers" / "doctor_head.py"
 NAME = (LAB + "d")[:8]  # its own lab: the session's shared one may be up beside it
-RAY_PORTS = ["6379", "6380", "6381", "6382", "6383"]  # GCS and the fixed node ports
+RAY_PORTS = ["6379", "6380", "6381", "6382"]  # GCS and the fixed node ports
 TABLE = "lrdoctor"
 
 
@@ -138,8 +138,8 @@ def test_a_healthy_path_passes_and_the_back_check_waits_for_pairing(
     for key in ("mtu", "loss", "isolation"):
         assert checks[key]["mark"] == "pass", checks[key]
     assert checks["interface"]["value"] == f"eth0 {n2.address} (wired)"
-    assert "open 6379 6380 6381 6382 6383" in checks["ports_to_host"]["value"]
-    assert "open 6380 6381 6382 6383" in checks["ports_from_host"]["value"]
+    assert "open 6379 6380 6381 6382" in checks["ports_to_host"]["value"]
+    assert "open 6380 6381 6382" in checks["ports_from_host"]["value"]
     assert checks["mtu"]["value"] == "eth0 1500, path 1500"
     assert checks["docker"]["value"] == "not the docker runtime"
     assert checks["raw_sockets"]["mark"] == "pass"
@@ -296,7 +296,7 @@ def test_the_real_host_agent_dials_back(doclab: dict[str, Any]) -> None:
         assert back["value"].startswith("6381 object manager: dropped: timeout; open 6380"), back
         assert back["fix"] == f"sudo nft insert rule inet {TABLE} input tcp dport 6381 accept"
         assert checks["ports_to_host"]["mark"] == "pass"  # the real head's Ray listens
-        assert "open 6379 6380 6381 6382 6383" in checks["ports_to_host"]["value"]
+        assert "open 6379 6380 6381 6382" in checks["ports_to_host"]["value"]
     finally:
         nft_clear(node_ns)
         n1.leave()

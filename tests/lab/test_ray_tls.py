@@ -5,26 +5,33 @@ n1 hosts (its CA signed its own certificate) and n2 joined by token (its certifi
 the authenticated exchange). Then: both nodes ALIVE, tasks on both nodes, a job with a
 working_dir uploaded over Ray's gRPC, ``status`` on both nodes; a client with the token but
 without a certificate gets nothing from the head's GCS; the dashboard and the Jobs API
-answer nothing on LAN addresses, and `lanray-tui dashboard` on n2 forwards to them.
+answer nothing on LAN addresses, and `lanray-tui dashboard` on n2 forwards to them; Ray's
+other plain-HTTP ports reset a peer (the agents' nftables guard), and a job's log still
+reaches the head from the node its driver ran on.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lanray_tui.core import config, guard
 from lanray_tui.core import lab as labmod
 from lanray_tui.core.cluster_ca import NodeTls
 from tests.conftest import needs_root
 from tests.helpers.labkit import LANRAY, Node, node_states, wait_for
 
 pytestmark = needs_root
+# the agents guard Ray's plain-HTTP ports with nft (scripts/test.sh installs nftables)
+needs_nft = pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft (nftables)")
 
 # a lab of its own (the session's lab may be up with the name LAB): at most 8 characters
 GCS_PORT, DASHBOARD_PORT, AGENT_HTTP_PORT, CLIENT_PORT = 6379, 8265, 52365, 10001
@@ -174,11 +181,10 @@ def test_the_dashboard_answers_on_the_heads_loopback_only(tls_cluster: dict[str,
     for node in (n1, n2):
         got = http(node, n1.address, DASHBOARD_PORT, "GET", "/api/version")
         assert got == {"connected": False, "error": "ConnectionRefusedError"}, got
-    # the dashboard agents' HTTP port listens on every node's address, but wants the token
-    for host in (n1.address, n2.address):
-        body = json.dumps({"entrypoint": "true", "submission_id": "no-token"})
-        got = http(n2, host, AGENT_HTTP_PORT, "POST", "/api/job_agent/jobs/", body)
-        assert got["reply"].startswith("HTTP/1.1 401"), got
+    # a node's own dashboard agent (by its own LAN address: that arrives on lo) wants the token
+    body = json.dumps({"entrypoint": "true", "submission_id": "no-token"})
+    got = http(n2, n2.address, AGENT_HTTP_PORT, "POST", "/api/job_agent/jobs/", body)
+    assert got["reply"].startswith("HTTP/1.1 401"), got
     # 'lanray-tui dashboard' on n2: a local forward, over mutual TLS, to the head's loopback
     forward = n2.popen([*LANRAY, "dashboard", "--port", "18265"], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT)  # fmt: skip
@@ -192,22 +198,105 @@ def test_the_dashboard_answers_on_the_heads_loopback_only(tls_cluster: dict[str,
         forward.wait(10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ray 2.60's dashboard agent serves /api/job_agent/ on the node's LAN address with "
-    "the token only (no flag binds it to loopback): a token holder without a certificate "
-    "can submit a job on the head through it",
-)
+@needs_nft
 def test_a_token_without_a_certificate_cannot_submit_through_a_dashboard_agent(
     tls_cluster: dict[str, Any],
 ) -> None:
+    """Ray's dashboard agent serves /api/job_agent/ on the node's LAN address with the token
+    only (no flag binds it to loopback): the agent's guard resets a peer's connection."""
     n1, n2 = tls_cluster["n1"], tls_cluster["n2"]
     body = json.dumps({"entrypoint": "true", "submission_id": "token-only"})
     argv = [sys.executable, "-c", HTTP_PROBE, n1.address, str(AGENT_HTTP_PORT), "POST"]
     p = n2.run([*argv, "/api/job_agent/jobs/", body], timeout=30, env={"PROBE_TOKEN": n1.token()})
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout)
-    assert not got["connected"] or not got["reply"].startswith("HTTP/1.1 200"), got
+    assert got == {"connected": False, "error": "ConnectionRefusedError"}, got
+
+
+# Ray's ports that speak TLS (gRPC), and lanray-tui's own (TLS too): every other port that
+# listens on a LAN address is plain HTTP, and must be in the guard's list.
+TLS_PORTS = {GCS_PORT, 6380, 6381, 6382, CLIENT_PORT, 47475, 47476, 47477}
+WORKER_PORTS = range(10002, 10101)
+
+
+def lan_listeners(node: Node) -> set[int]:
+    """The TCP ports that listen on something other than loopback on ``node``."""
+    out = node.run(["ss", "-Hltn"], check=True).stdout
+    ports = set()
+    for line in out.splitlines():
+        local = line.split()[3]
+        address, port = local.rsplit(":", 1)
+        if "127.0.0.1" not in address and address not in ("[::1]",):
+            ports.add(int(port))
+    return ports
+
+
+@needs_nft
+def test_no_plain_http_port_of_ray_answers_a_peer_and_each_node_still_reaches_its_own(
+    tls_cluster: dict[str, Any],
+) -> None:
+    """Every plain-HTTP port Ray listens on (the dashboard agent, runtime-env agent, metrics
+    exporters; the head's dashboard and autoscaler metrics) resets a peer's connection, a
+    member's (n2) or a stranger's (n3, never paired); the node itself reaches them by its
+    own LAN address; a joined node's dashboard agent takes the host's address too."""
+    n1, n2, n3 = tls_cluster["n1"], tls_cluster["n2"], tls_cluster["n3"]
+    ports = guard.http_ports(config.load().__getitem__)
+    for node in (n1, n2):  # both agents say the guard is on
+        rows = {r["ip"]: r for r in node.status()["nodes"] if r["state"] == "ALIVE"}
+        for ip in (n1.address, n2.address):
+            assert rows[ip]["runtime"]["guard"]["state"] == "on", rows[ip]["runtime"]
+    # nothing that listens on the LAN is plain HTTP unless the guard names it
+    for node in (n1, n2):
+        found = {p for p in lan_listeners(node) if p not in WORKER_PORTS} - TLS_PORTS
+        assert found <= set(ports), (node.name, sorted(found - set(ports)))
+    head_http = lan_listeners(n1) & set(ports)
+    assert head_http == {6383, 6384, 44217, 44227, AGENT_HTTP_PORT}, head_http
+    assert lan_listeners(n2) & set(ports) == {6383, 6384, AGENT_HTTP_PORT}
+    refused = {"connected": False, "error": "ConnectionRefusedError"}
+    for port in sorted(head_http):
+        for peer in (n2, n3):
+            assert http(peer, n1.address, port, "GET", "/") == refused, (peer.name, port)
+        own = http(n1, n1.address, port, "GET", "/")  # the head, by its own LAN address
+        assert own["connected"] and own["reply"].startswith("HTTP/1."), (port, own)
+    for port in (6383, 6384, AGENT_HTTP_PORT):
+        assert http(n3, n2.address, port, "GET", "/") == refused, port
+        own = http(n2, n2.address, port, "GET", "/")
+        assert own["connected"] and own["reply"].startswith("HTTP/1."), (port, own)
+        from_host = http(n1, n2.address, port, "GET", "/")
+        if port == AGENT_HTTP_PORT:  # the host's dashboard reads job logs there
+            assert from_host["connected"], from_host
+        else:
+            assert from_host == refused, (port, from_host)
+
+
+@needs_nft
+def test_the_log_of_a_job_whose_driver_runs_on_the_worker_reaches_the_host(
+    tls_cluster: dict[str, Any],
+) -> None:
+    """A job that asks for resources may get its driver on a joined node; the head's
+    dashboard then reads its log from that node's dashboard agent, which the guard lets the
+    host's address reach (here: a driver pinned to n2 through Ray's own Jobs API)."""
+    n1, n2 = tls_cluster["n1"], tls_cluster["n2"]
+    sid = f"guard-logs-{uuid.uuid4().hex[:8]}"
+    body = json.dumps(
+        {
+            "entrypoint": "echo driver on $(hostname -I)",
+            "submission_id": sid,
+            "entrypoint_resources": {f"node:{n2.address}": 0.01},
+        }
+    )
+    token = {"PROBE_TOKEN": n1.token()}
+
+    def ask(method: str, path: str, data: str = "") -> str:
+        argv = [sys.executable, "-c", HTTP_PROBE, "127.0.0.1", str(DASHBOARD_PORT), method, path]
+        p = n1.run([*argv, data] if data else argv, timeout=30, env=token)
+        assert p.returncode == 0, p.stderr
+        return str(json.loads(p.stdout).get("reply", ""))
+
+    assert ask("POST", "/api/jobs/", body).startswith("HTTP/1.1 200"), sid
+    wait_for(lambda: '"SUCCEEDED"' in ask("GET", f"/api/jobs/{sid}"), 120, interval=2)
+    logs = ask("GET", f"/api/jobs/{sid}/logs")
+    assert logs.startswith("HTTP/1.1 200") and f"driver on {n2.address}" in logs, logs
 
 
 H2C_PROBE = """

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lanray_tui.adapters import netprobe
+from lanray_tui.adapters import netprobe, nftables
 from lanray_tui.cli import main
 from lanray_tui.core import doctor, doctor_run
 from lanray_tui.core.agent.control_server import ControlServer
@@ -28,7 +28,6 @@ DEFAULTS = {
     "ray.object_manager_port": 6381,
     "ray.node_manager_port": 6380,
     "ray.dashboard_agent_grpc_port": 6382,
-    "ray.runtime_env_agent_port": 6383,
     "ray.min_worker_port": 10002,
     "ray.max_worker_port": 10100,
 }
@@ -94,7 +93,6 @@ def test_the_ports_come_from_the_config_with_a_sample_of_the_worker_range() -> N
         6381: "object manager",
         6380: "node manager",
         6382: "dashboard agent",
-        6383: "runtime env agent",
         10002: "worker",
         10051: "worker",
         10100: "worker",
@@ -108,7 +106,7 @@ def test_the_ports_come_from_the_config_with_a_sample_of_the_worker_range() -> N
 def test_a_dropped_port_to_the_host_fails_with_the_fix_on_the_host(fw: Firewall) -> None:
     r = doctor.ports_to_host(HEAD, all_open(HEAD, p6380="timeout"), "10.0.0.1", fw)
     assert r.mark is Mark.FAIL
-    assert r.value.startswith("6380 node manager: dropped: timeout; open 6379 6381 6382 6383")
+    assert r.value.startswith("6380 node manager: dropped: timeout; open 6379 6381 6382")
     assert r.value.endswith("reachable, nothing listening 10002 10051 10100")
     assert r.fix == "on the host 10.0.0.1: " + doctor.open_ports_command(fw, [6380])
 
@@ -322,10 +320,15 @@ def test_the_nft_input_chain_that_drops_is_the_one_to_fix() -> None:
             },
         ]
     }
-    assert netprobe.input_chain(ruleset) == ("inet lrdoctor", "input")
-    assert netprobe.input_chain({"nftables": ruleset["nftables"][:2]}) == ("inet a", "in")
-    assert netprobe.input_chain({}) == ("inet filter", "input")
-    assert netprobe.input_chain("junk") == ("inet filter", "input")
+    assert nftables.input_chain(ruleset) == ("inet lrdoctor", "input")
+    # lanray-tui's own guard table rejects too, but it is not the owner's chain to fix
+    guard = {"family": "inet", "table": "lanray_guard", "name": "input", "hook": "input"}
+    ours = {"rule": {**guard, "chain": "input", "expr": [{"reject": None}]}}
+    first = [ruleset["nftables"][0], {"chain": guard}, ours, *ruleset["nftables"][1:2]]
+    assert nftables.input_chain({"nftables": first}) == ("inet a", "in")
+    assert nftables.input_chain({"nftables": ruleset["nftables"][:2]}) == ("inet a", "in")
+    assert nftables.input_chain({}) == ("inet filter", "input")
+    assert nftables.input_chain("junk") == ("inet filter", "input")
 
 
 def test_udp_listen_sees_the_destination_and_exchange_gets_the_answer() -> None:

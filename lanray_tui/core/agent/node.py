@@ -176,6 +176,7 @@ class Wiring:
             ask_host=None if node.is_host else self._status_from_host,
             pairing=self.host.pairing_view if self.host is not None else dict,
             recent_nodes=self.recent.recent if self.recent is not None else None,
+            guard=lambda: self.starter.guard.view.to_json(),
         )
         self.server = ControlServer(
             forward_to=None if node.is_host else self._host_api,
@@ -406,6 +407,7 @@ class Wiring:
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
         await asyncio.to_thread(self.supervisor.stop_ray)
+        await asyncio.to_thread(self.starter.guard.remove)  # also when Ray had exited itself
         if self.node.stop_cause is StopCause.LEAVE:
             with contextlib.suppress(LanrayError):
                 await asyncio.to_thread(runtime.remove_ray, self.cfg, self.node.creds.cluster_id)

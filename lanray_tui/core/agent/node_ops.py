@@ -42,6 +42,7 @@ class NodeOps:
         ask_host: AskHost | None = None,
         pairing: Callable[[], dict[str, Any]] = dict,
         recent_nodes: Callable[[], list[NodeInfo]] | None = None,
+        guard: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.node = node
         self.ray = ray
@@ -54,6 +55,7 @@ class NodeOps:
         self.pairing = pairing
         # the host's last node list while young (RecentNodes.recent); else ask Ray each time
         self.recent_nodes = recent_nodes
+        self.guard = guard  # the guard on this node's Ray HTTP ports (guard.GuardView's JSON)
 
     def info(self) -> AgentInfo:
         n, c = self.node, self.node.creds
@@ -71,6 +73,7 @@ class NodeOps:
             ray_version=ray_process.ray_version(),
             link=n.link,
             lending=n.lending_view(),
+            guard=self.guard(),
         )
 
     async def op_info(self, req: p.InfoRequest) -> AgentInfo:

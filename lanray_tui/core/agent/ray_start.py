@@ -13,6 +13,7 @@ from typing import Any
 from ...adapters import ray_process, system
 from .. import credentials, ray_record, ray_tls, runtime
 from ..config import Config
+from ..guard import PortGuard
 from ..paths import Paths
 from .state import NodeState
 
@@ -51,10 +52,12 @@ def label_value(name: str) -> str:
 
 class RayStarter:
     """The supervisor's ``start``: adopt this node's running Ray (an earlier agent's), else
-    start one with the configured runtime (the docker runtime adopts its own containers)."""
+    start one with the configured runtime (the docker runtime adopts its own containers).
+    Ray's plain-HTTP ports are guarded before it starts, until it stops (:mod:`..guard`)."""
 
     def __init__(self, cfg: Config, paths: Paths, node: NodeState) -> None:
         self.cfg, self.paths, self.node = cfg, paths, node
+        self.guard = PortGuard(cfg.__getitem__)
         self._memory: tuple[float, int | None, dict[str, float | None]] = (-1e9, None, {})
 
     @property
@@ -80,12 +83,13 @@ class RayStarter:
         n, want = self.node, self.record()
         tls_dir = self.paths.tls_dir
         ray_tls.ray_env(tls_dir)  # no certificate: one line, and Ray does not start
+        self.guard.apply(n.is_host, n.node_ip, n.creds.head_address)
         if self.native:
             pid = ray_record.adoptable(self.paths.ray_record, want)
             if pid is not None:
                 log.info("adopting the running Ray (pid %d) that an earlier agent started", pid)
                 progress(f"adopting the running Ray (pid {pid})")
-                return ray_process.AdoptedRay(pid)
+                return self.guard.around(ray_process.AdoptedRay(pid))
         spec = ray_spec(self.cfg, self.paths, n.is_host, n.node_ip, n.creds.gcs_address)
         ray = runtime.start_ray(
             self.cfg,
@@ -99,7 +103,7 @@ class RayStarter:
         )
         if self.native:
             ray_record.record_started(self.paths.ray_record, ray.pid, want)
-        return ray
+        return self.guard.around(ray)
 
     def adopt_node_ip(self, ray: ray_process.RayHandle) -> None:
         """A container on its own network has its own address: Ray (and, on the host, the
@@ -117,6 +121,7 @@ class RayStarter:
         container and whether it runs."""
         kind = str(self.cfg["runtime.kind"])
         view: dict[str, Any] = {"kind": kind, **self.memory(ray.pid if running and ray else None)}
+        view["guard"] = self.guard.view.to_json()
         if kind == "docker":
             view["container"] = str(getattr(ray, "name", "") or "")
             lent = self.node.lent.is_set()
