@@ -78,6 +78,9 @@ def details_text(node: NodeInfo, hist: tuple[History, History, History]) -> Text
         out.append(
             f"; Ray restarted {node.ray_restarts} time{'s' if node.ray_restarts > 1 else ''}"
         )
+    if node.guard_warning:
+        out.append("\n")
+        out.append(f"! {node.guard_warning}", "bold")
     out.append("\n\n")
     if res is None:
         out.append("no readings from this node yet (its agent reports once a second)")

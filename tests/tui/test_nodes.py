@@ -287,3 +287,15 @@ async def test_the_header_warns_from_ten_minutes_before_the_cluster_ends(
         fake.ends_at = time.time() + 8 * 60 + 30
         await wait_for(pilot, lambda: "the cluster ends at" in header.text().plain, "warning")
         assert "(in 8 min)" in header.text().plain
+
+
+def test_node_details_warn_when_rays_http_ports_are_open_to_the_lan() -> None:
+    from lanray_tui.core.models import NodeInfo
+    from lanray_tui.core.sparkline import History
+    from lanray_tui.screens.node_details import details_text
+
+    hist = (History(60), History(60), History(60))
+    beta = node_json("beta", "10.9.0.2")
+    assert "HTTP ports" not in details_text(NodeInfo(**beta), hist).plain
+    warned = NodeInfo(**beta, guard_warning="Ray's HTTP ports are open: run X")
+    assert "! Ray's HTTP ports are open: run X" in details_text(warned, hist).plain
