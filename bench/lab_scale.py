@@ -4,8 +4,10 @@ In a 16-node lab (real Ray on every node):
   a. the storm: n1 hosts, makes one code for 15 machines, and 15 joins start at the same
      instant; `join_storm_s` is the time until n1's `status` lists all 16 ALIVE, and
      `join_storm_alive` how many are ALIVE then (or at the limit);
-  b. with 16 nodes heartbeating: the host agent's CPU (over 30 s) and RSS, `status --json`
-     on n1 (the whole command, median of 5), and the TUI on n1 (headless, 80x24 and 200x50):
+  b. with 16 nodes heartbeating: the host agent's CPU (over 30 s) and RSS, the machine's CPU
+     by process kind over 20 s (`cpu_by_kind_16`: the lanray-tui agents, each of Ray's own
+     processes, Ray's workers; percent of one core, and the load), `status --json` on n1
+     (the whole command, median of 5), and the TUI on n1 (headless, 80x24 and 200x50):
      the worst key over scrolling, sorting and filtering the nodes pane, each key's latency
      the median of its presses (5 rounds; the slowest single press is reported too), once
      the machine settled after the storm;
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -205,6 +208,50 @@ def cpu_pct(proc: psutil.Process, seconds: float) -> float:
     return 100.0 * (sum(proc.cpu_times()[:2]) - c0) / (time.monotonic() - t0)
 
 
+def kind(proc: psutil.Process) -> str:
+    """What a process of the lab is, for the CPU breakdown: a lanray-tui agent, one of
+    Ray's own processes by its name, or something else."""
+    try:
+        cmd = " ".join(proc.cmdline())
+        name = proc.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "gone"
+    if "lanray_tui" in cmd and (" host " in f"{cmd} " or " join " in f"{cmd} "):
+        return "lanray-tui agent"
+    if "lanray_tui.adapters.ray_gcs serve" in cmd:
+        return "lanray-tui GCS helper"
+    ray_parts = ("gcs_server", "raylet", "dashboard/agent.py", "runtime_env/agent",
+                 "log_monitor", "dashboard.py", "monitor.py", "ray.util.client.server")  # fmt: skip
+    for part in ray_parts:
+        if part in cmd:
+            return f"ray {part.split('/')[-1].removesuffix('.py')}"
+    if name.startswith("ray::") or "default_worker.py" in cmd:
+        return "ray workers"
+    return "other"
+
+
+def cpu_by_kind(seconds: float) -> dict[str, float]:
+    """Every process's CPU over ``seconds``, summed by :func:`kind` (percent of one core),
+    with the load average at the end: where this machine's CPU goes."""
+    before = {}
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            before[proc.pid] = (proc, sum(proc.cpu_times()[:2]))
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    took = time.monotonic() - t0
+    out: dict[str, float] = {}
+    for proc, c0 in before.values():
+        try:
+            used = sum(proc.cpu_times()[:2]) - c0
+        except psutil.Error:
+            continue
+        k = kind(proc)
+        out[k] = out.get(k, 0.0) + 100.0 * used / took
+    ranked = dict(sorted(((k, round(v, 1)) for k, v in out.items()), key=lambda kv: -kv[1]))
+    return {**ranked, "load_1min": round(os.getloadavg()[0], 2)}
+
+
 def alive_count(lab: Any) -> int:
     """ALIVE machines as n1's status lists them; 0 while it does not answer in time (a
     storm on 2 cores can keep the host busy past a minute)."""
@@ -347,6 +394,7 @@ def main() -> int:
         agent = agent_process(lab, "n1")
         time.sleep(10)  # the joins' own start-up settles
         out["host_agent_cpu_pct_16"] = round(cpu_pct(agent, 30.0), 2)
+        out["cpu_by_kind_16"] = cpu_by_kind(20.0)  # the whole machine, idle with 16 nodes
         out["host_agent_rss_mb_16"] = round(agent.memory_info().rss / 2**20, 1)
         times = []
         for _ in range(5):
