@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from webdav4.fsspec import WebdavFileSystem
+from webdav4.client import Client, HTTPError
+from webdav4.fsspec import UploadFile, WebdavFileSystem
 
 from .core.errors import LanrayError
 from .core.storage_layout import StorageError, base_uri, job_path, parse
@@ -73,18 +74,53 @@ def client_context(tls_dir: str = "") -> ssl.SSLContext:
     return ctx
 
 
+class _DavClient(Client):
+    """webdav4's client, but one path's properties are asked with ``Depth: 0``: webdav4
+    asks ``Depth: 1``, so the server lists a whole folder to answer for the folder (every
+    ``info``, ``isdir`` and ``makedirs`` of a folder; a checkpoint's files written into one
+    folder cost O(n) each)."""
+
+    def info(self, path: str) -> dict[str, Any]:
+        from webdav4.client import _prepare_result_info
+
+        result = self.propfind(path, headers={"Depth": "0"})
+        details = _prepare_result_info(
+            result.responses[self.join_url(path).path], self.base_url, detail=True
+        )
+        assert not isinstance(details, str)
+        return details
+
+
+class _Upload(UploadFile):
+    """``open(path, "wb")``: spooled, sent on close through :meth:`ClusterFS.upload_fileobj`
+    (its folders made only when the storage does not know them)."""
+
+    fs: ClusterFS
+
+    def commit(self) -> None:
+        self.seek(0)
+        self.fs.upload_fileobj(self, self.path, chunk_size=self.blocksize)
+
+
 class ClusterFS(WebdavFileSystem):
     """The storage area at ``uri`` (``webdavs://HOST:PORT/``); paths are relative to it.
 
     ``tls_dir``: this node's TLS folder, for a command that knows it from its config (a
-    job's processes leave it out: see :func:`tls_files`)."""
+    job's processes leave it out: see :func:`tls_files`).
+
+    A file is written with one PUT once its folder is known to exist: folders this instance
+    made or found are remembered, and one that went away since (removed by another node or
+    by the cap) is made again when the storage answers 409, and the file sent again."""
 
     protocol = ("webdavs",)
 
     def __init__(self, uri: str, tls_dir: str = "", **kwargs: Any) -> None:
         self.uri = parse(uri).base
+        self._dirs: set[str] = set()  # folders known to exist: uploads into them skip MKCOL
         kwargs.setdefault("timeout", TIMEOUT_S)
-        super().__init__(parse(uri).https, verify=client_context(tls_dir), **kwargs)
+        kwargs.setdefault("chunk_size", self.blocksize)
+        client = _DavClient(parse(uri).https, verify=client_context(tls_dir), **kwargs)
+        super().__init__(parse(uri).https, client=client)
 
     @classmethod
     def _strip_protocol(cls, path: str) -> str:
@@ -93,11 +129,84 @@ class ClusterFS(WebdavFileSystem):
         return str(super()._strip_protocol(path)).strip("/")
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
-        if "w" in mode or "a" in mode:  # a job writes 'jobs/<id>/a/b.csv' without making 'a/'
-            parent = self._strip_protocol(path).rpartition("/")[0]
-            if parent:
-                self.makedirs(parent, exist_ok=True)
+        if "w" in mode:  # a job writes 'jobs/<id>/a/b.csv' without making 'a/': made on close
+            return _Upload(self, path=path, mode=mode, block_size=kwargs.get("block_size"))
         return super()._open(path, mode, **kwargs)
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        """MKCOL first, its parents only when the storage says they are missing (webdav4
+        asks for each parent's properties first: two more requests a folder)."""
+        path = self._strip_protocol(path)
+        if not path:
+            if not exist_ok:
+                raise FileExistsError(path)
+            return
+        try:
+            self._mkdir(path, exist_ok=exist_ok)
+        except FileNotFoundError:  # 409: the parent is missing
+            self.makedirs(self._parent(path), exist_ok=True)
+            self._mkdir(path, exist_ok=exist_ok)
+        self._dirs.add(path)
+
+    def upload_fileobj(
+        self,
+        fobj: Any,
+        rpath: str,
+        callback: Any = None,
+        overwrite: bool = True,
+        size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """One PUT when the folder is known (put_file, pipe_file and open(.., "wb") all
+        come here); else its folders first."""
+        from fsspec.callbacks import Callback
+        from webdav4.fs_utils import peek_filelike_length
+
+        rpath = self._strip_protocol(rpath)
+        parent = self._parent(rpath)
+        start = fobj.tell() if fobj.seekable() else None
+        if parent and (start is None or parent not in self._dirs):
+            self.makedirs(parent, exist_ok=True)
+        size = peek_filelike_length(fobj) if size is None else size
+        callback = Callback.as_callback(callback)
+        if size is not None:
+            callback.set_size(size)
+
+        def put() -> None:
+            self.client.upload_fileobj(
+                fobj,
+                rpath,
+                overwrite=overwrite,
+                callback=callback.relative_update,
+                size=size,
+                **kwargs,
+            )
+
+        try:
+            put()
+        except HTTPError as exc:
+            if exc.status_code != 409 or start is None or not parent:
+                raise
+            self._dirs.discard(parent)  # removed since we last saw it: make it again
+            self.makedirs(parent, exist_ok=True)
+            fobj.seek(start)
+            put()
+
+    def rm_file(self, path: str) -> None:
+        self._dirs.clear()  # what is known to exist is known no longer
+        super().rm_file(path)
+
+    def rmdir(self, path: str) -> None:
+        self._dirs.clear()
+        super().rmdir(path)
+
+    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        self._dirs.clear()
+        super().rm(path, recursive=recursive, maxdepth=maxdepth)
+
+    def mv(self, path1: Any, path2: Any, recursive: bool = False, **kwargs: Any) -> None:
+        self._dirs.clear()
+        super().mv(path1, path2, recursive=recursive, **kwargs)
 
     def get_file(self, rpath: str, lpath: Any, callback: Any = None, **kwargs: Any) -> None:
         """One GET streamed straight into ``lpath`` (webdav4's own path asks for the

@@ -160,6 +160,72 @@ def test_results_come_home_with_their_folders(
         fetch(fs, "j-none", tmp_path / "x")
 
 
+def _requests(fs: Any) -> list[str]:
+    """What ``fs`` asks the storage from now on: 'METHOD path' (with a PROPFIND's depth)."""
+    seen: list[str] = []
+
+    def hook(request: httpx.Request) -> None:
+        depth = f" depth={request.headers['Depth']}" if "Depth" in request.headers else ""
+        seen.append(f"{request.method} {request.url.path.rstrip('/')}{depth}")
+
+    fs.client.http.event_hooks = {"request": [hook], "response": []}
+    return seen
+
+
+def test_files_written_into_a_known_folder_cost_one_request_each(area: Any) -> None:
+    """A checkpoint of many files: one PUT each once the folder is known (webdav4 asked for
+    the folder's properties with Depth 1 before each file: the whole listing, every time)."""
+    from lanray_tui.storage_fs import ClusterFS
+
+    fs = ClusterFS(area.uri)
+    seen = _requests(fs)
+    with fs.open("jobs/j-5/ckpt/a.json", "wb") as f:  # neither folder exists yet
+        f.write(b"a")
+    assert seen[-1] == "PUT /jobs/j-5/ckpt/a.json"
+    assert "PROPFIND /jobs/j-5 depth=1" not in seen
+    seen.clear()
+    for name in ("b.json", "c.json"):
+        with fs.open(f"jobs/j-5/ckpt/{name}", "wb") as f:
+            f.write(name.encode())
+    fs.pipe_file("jobs/j-5/ckpt/d.json", b"d")
+    assert seen == [f"PUT /jobs/j-5/ckpt/{n}.json" for n in "bcd"]
+    assert (area.root / "jobs/j-5/ckpt/c.json").read_bytes() == b"c.json"
+    # a folder's own properties, not its listing
+    seen.clear()
+    assert fs.info("jobs/j-5/ckpt")["type"] == "directory"
+    assert fs.isfile("jobs/j-5/ckpt/a.json") and not fs.isdir("jobs/j-5/ckpt/a.json")
+    assert all(r.endswith("depth=0") for r in seen), seen
+    with pytest.raises(FileNotFoundError):
+        fs.info("jobs/j-5/none")
+    fs.makedirs("jobs/j-5/ckpt", exist_ok=True)
+    with pytest.raises(FileExistsError):
+        fs.makedirs("jobs/j-5/ckpt")
+    with pytest.raises(NotADirectoryError):
+        fs.makedirs("jobs/j-5/ckpt/a.json/x")
+
+
+def test_a_folder_removed_behind_the_clients_back_is_made_again(area: Any, tmp_path: Path) -> None:
+    import shutil
+
+    from lanray_tui.storage_fs import ClusterFS
+
+    fs = ClusterFS(area.uri)
+    fs.pipe_file("jobs/j-6/out/a.bin", b"first")
+    shutil.rmtree(area.root / "jobs/j-6")  # the host's cap, or another node's --rm
+    data = os.urandom(1 << 20)
+    (tmp_path / "b.bin").write_bytes(data)
+    fs.put_file(str(tmp_path / "b.bin"), "jobs/j-6/out/b.bin")  # 409, folders, sent again
+    assert (area.root / "jobs/j-6/out/b.bin").read_bytes() == data
+    shutil.rmtree(area.root / "jobs/j-6")
+    with fs.open("jobs/j-6/out/c.bin", "wb") as f:
+        f.write(data)
+    assert (area.root / "jobs/j-6/out/c.bin").read_bytes() == data
+    fs.rm("jobs/j-6", recursive=True)  # its own removal: folders known no longer
+    seen = _requests(fs)
+    fs.pipe_file("jobs/j-6/out/d.bin", b"d")
+    assert seen[0].startswith("MKCOL") and seen[-1] == "PUT /jobs/j-6/out/d.bin"
+
+
 def test_the_cap_removes_the_oldest_job_folders(area: Any) -> None:
     area.cap_bytes = 10
     for name, age in (("j-old", 100), ("j-new", 0)):
