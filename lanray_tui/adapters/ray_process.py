@@ -96,13 +96,27 @@ class RaySpec:
         return argv
 
     def env(self) -> dict[str, str]:
-        """The ports ``ray start`` takes from its environment, not its flags: the head's
-        dashboard and autoscaler metrics exporters (when the spec names them)."""
-        if not self.head:
-            return {}
-        names = {"dashboard_metrics_port": "DASHBOARD_METRIC_PORT",
-                 "autoscaler_metrics_port": "AUTOSCALER_METRIC_PORT"}  # fmt: skip
-        return {var: str(self.ports[k]) for k, var in names.items() if k in self.ports}
+        """What ``ray start`` takes from its environment, not its flags: how the raylet
+        connects to its own object store (:data:`STORE_CONNECT`), and the ports of the
+        head's dashboard and autoscaler metrics exporters (when the spec names them)."""
+        env = dict(STORE_CONNECT)
+        if self.head:
+            names = {"dashboard_metrics_port": "DASHBOARD_METRIC_PORT",
+                     "autoscaler_metrics_port": "AUTOSCALER_METRIC_PORT"}  # fmt: skip
+            env.update({var: str(self.ports[k]) for k, var in names.items() if k in self.ports})
+        return env
+
+
+#: Ray's raylet starts its object store in a thread, waits 500 µs, and connects to it; a
+#: try that comes before the store listens (on a busy machine, often: seen with TLS on, where
+#: the other processes' handshakes take the CPU then) waits a whole
+#: ``raylet_client_connect_timeout_milliseconds`` (1000) before the next of its
+#: ``raylet_client_num_connect_attempts`` (10). The same 10 s in 50 ms steps: a node starts
+#: up to a second sooner, and a store that is slow to come up has as long as before.
+STORE_CONNECT = {
+    "RAY_raylet_client_connect_timeout_milliseconds": "50",
+    "RAY_raylet_client_num_connect_attempts": "200",
+}
 
 
 def auth_env(

@@ -104,3 +104,16 @@ def test_the_tls_digest_names_the_files_ray_runs_with(tmp_path: Path, tls: NodeT
     assert len(before) == 64 and before == ray_tls.digest(tls.folder)
     tls.issue_own("n1", ["10.0.0.5", "10.0.0.6"])  # a new address: a new certificate
     assert ray_tls.digest(tls.folder) not in ("", before)
+
+
+@pytest.mark.parametrize("head", [True, False])
+def test_the_raylet_retries_its_store_in_short_steps_with_the_same_budget(
+    tmp_path: Path, head: bool
+) -> None:
+    # Ray's own: 10 tries a second apart (a try that comes before the store listens costs
+    # a whole second of the node's start); ours: the same 10 s in steps of at most 100 ms
+    spec = RaySpec(head=head, node_ip="10.0.0.5", temp_dir=tmp_path, ports=PORTS, address="h:1")
+    env = spec.env()
+    step = int(env["RAY_raylet_client_connect_timeout_milliseconds"])
+    tries = int(env["RAY_raylet_client_num_connect_attempts"])
+    assert step <= 100 and step * tries >= 10_000
