@@ -38,7 +38,8 @@ def test_two_nodes_alive(cluster: dict[str, Any]) -> None:
     assert "free: " in n1.lanray("status", check=True).stdout.splitlines()[1]
     rows = {n["ip"]: n for n in n1.status()["nodes"] if n["state"] == "ALIVE"}
     rt = rows[n1.address]["runtime"]
-    assert rt["kind"] == "native" and set(rt) == {"kind", "agent_mb", "ray_mb"}
+    assert rt["kind"] == "native" and set(rt) == {"kind", "agent_mb", "ray_mb", "guard"}
+    assert rt["guard"]["state"] == "on"  # the lab's agents run as root: Ray's HTTP is guarded
     # each agent's own memory beside its Ray's (issue 18), in MiB
     assert 10 < rt["agent_mb"] < 200 and rt["ray_mb"] > rt["agent_mb"]
     wait_for(lambda: (row_of(n1, n2.address).get("runtime") or {}).get("kind") == "native", 10)
