@@ -112,6 +112,7 @@ def result_of(output: str, what: str) -> dict[str, Any]:
     """A sample job's result: the last line starting with '{' in `submit --follow`'s output."""
     lines = output.strip().splitlines()
     if not lines or not lines[-1].startswith("SUCCEEDED"):
+        print("\n".join(lines[-40:]), file=sys.stderr)  # the job's last words: why
         die(f"{what} did not succeed: {lines[-1] if lines else 'no output'}")
     for line in reversed(lines):
         if line.startswith("{"):

@@ -541,8 +541,9 @@ def run(
     from ray.train.torch import TorchTrainer
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    # next to the driver (the head), not on a node that may be lent only for a while
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    # next to the driver (the head), not on a node that may be lent only for a while: a
+    # soft affinity was seen to place it on a lent node, and the run died with that node
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     sink = MetricsSink.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     low = max(1, min(min_workers, workers))
