@@ -86,6 +86,15 @@ def checked(p: subprocess.CompletedProcess[str], what: str) -> str:
     return p.stdout
 
 
+def report(result: dict[str, Any], as_json: bool) -> None:
+    """A benchmark's figures: one JSON object on the last line, or a key and value a line."""
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:20} {v}")
+
+
 def last_json(text: str) -> Any:
     return json.loads(text.strip().splitlines()[-1])
 

@@ -53,6 +53,7 @@ from _common import (
     host_on_n1,
     median,
     on_node,
+    report,
     result_of,
     settle,
 )
@@ -223,11 +224,7 @@ def main() -> int:
         "drain_deadline_s": DEADLINE_S,
         "preemption_signal": "ray_train_watcher" if args.preemption_watcher else "own",
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:20} {v}")
+    report(result, args.json)
     return 0
 
 

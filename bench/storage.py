@@ -31,7 +31,7 @@ import tempfile
 import time
 from typing import Any
 
-from _common import LANRAY, bench_lab, checked, host_on_n1, last_json, median, on_node
+from _common import LANRAY, bench_lab, checked, host_on_n1, last_json, median, on_node, report
 
 INSIDE = os.path.abspath(__file__)
 TCP_PORT = 47490
@@ -182,11 +182,7 @@ def main() -> int:
         "link_mbit": args.link_mbit or None,
         **{k: v for k, v in figures.items() if k not in ("file_mb", "runs")},
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:20} {v}")
+    report(result, args.json)
     return 0
 
 
