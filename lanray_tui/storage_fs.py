@@ -119,7 +119,11 @@ class ClusterFS(WebdavFileSystem):
         self._dirs: set[str] = set()  # folders known to exist: uploads into them skip MKCOL
         kwargs.setdefault("timeout", TIMEOUT_S)
         kwargs.setdefault("chunk_size", self.blocksize)
-        client = _DavClient(parse(uri).https, verify=client_context(tls_dir), **kwargs)
+        from .storage_net import transport
+
+        context = client_context(tls_dir)
+        kwargs.setdefault("transport", transport(context))
+        client = _DavClient(parse(uri).https, verify=context, **kwargs)
         super().__init__(parse(uri).https, client=client)
 
     @classmethod

@@ -382,3 +382,114 @@ def test_the_servers_threads_never_keep_a_process_alive(area: Any) -> None:
 
     ours = [t for t in threading.enumerate() if t.name.startswith("lanray-storage")]
     assert len(ours) > 1 and all(t.daemon for t in ours)
+
+
+# ----- the client's TLS in memory and the server's writer ------------------------------------
+
+
+def test_large_files_cross_whole_both_ways_in_one_connection(area: Any, tmp_path: Path) -> None:
+    """Sizes off every boundary (TLS records, the 1 MiB reads and blocks) come back byte for
+    byte; the connection is kept between requests."""
+    from lanray_tui.storage_fs import ClusterFS
+    from lanray_tui.storage_net import BulkTlsStream
+
+    fs = ClusterFS(area.uri)
+    for size in (0, 1, 16383, 16385, (1 << 20) + 7, (5 << 20) - 3):
+        data = os.urandom(size)
+        (tmp_path / "src").write_bytes(data)
+        fs.put_file(str(tmp_path / "src"), f"jobs/j-7/{size}.bin")
+        assert (area.root / f"jobs/j-7/{size}.bin").read_bytes() == data
+        fs.get_file(f"jobs/j-7/{size}.bin", str(tmp_path / "back"))
+        assert (tmp_path / "back").read_bytes() == data
+    pool = fs.client.http._transport._pool
+    assert len(pool.connections) == 1
+    stream = pool.connections[0]._connection._network_stream
+    assert isinstance(stream, BulkTlsStream)
+    assert stream.ssl_obj.version() == "TLSv1.3"
+
+
+def test_a_connection_the_server_closed_is_made_again(area: Any) -> None:
+    """The storage closed an idle kept connection between two requests."""
+    from lanray_tui.storage_fs import ClusterFS
+
+    area.server._server.timeout = 0.3  # cheroot closes connections idle this long
+    fs = ClusterFS(area.uri)
+    fs.pipe_file("jobs/j-8/a", b"a")
+    pool = fs.client.http._transport._pool
+    first = pool.connections[0]._connection._network_stream
+    deadline = time.monotonic() + 10
+    while not first.get_extra_info("is_readable") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first.get_extra_info("is_readable")  # closed by the server: EOF to read
+    assert fs.cat_file("jobs/j-8/a") == b"a"
+    assert pool.connections[0]._connection._network_stream is not first
+
+
+def test_a_server_of_another_cluster_is_refused_by_the_client(area: Any, tmp_path: Path) -> None:
+    from lanray_tui.core.storage_server import StorageArea
+    from lanray_tui.storage_fs import ClusterFS, errors
+
+    other = NodeTls(tmp_path / "other")
+    other.ensure_ca("cluster-b", "b")
+    other.issue_own("impostor", ["127.0.0.1"])
+    impostor = StorageArea(tmp_path / "stolen", other, "127.0.0.1", 0, max_gb=1.0)
+    impostor.start()
+    try:
+        with pytest.raises(errors(), match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            ClusterFS(impostor.uri).pipe_file("jobs/j-9/secret", b"for the cluster only")
+    finally:
+        impostor.stop()
+    assert not (tmp_path / "stolen/jobs/j-9").exists()
+
+
+def test_a_peer_that_never_speaks_tls_times_out_and_garbage_is_an_error(area: Any) -> None:
+    import socket
+    import threading
+
+    from lanray_tui.storage_fs import ClusterFS, errors
+
+    with socket.socket() as silent:  # accepts (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        uri = f"webdavs://127.0.0.1:{silent.getsockname()[1]}/"
+        t0 = time.monotonic()
+        with pytest.raises(httpx.ConnectTimeout):
+            ClusterFS(uri, timeout=0.5).pipe_file("x", b"x")
+        assert time.monotonic() - t0 < 5
+
+    with socket.socket() as liar:  # answers the handshake with an HTTP page
+        liar.bind(("127.0.0.1", 0))
+        liar.listen()
+
+        def answer() -> None:
+            conn, _ = liar.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+
+        threading.Thread(target=answer, daemon=True).start()
+        uri = f"webdavs://127.0.0.1:{liar.getsockname()[1]}/"
+        with pytest.raises(errors()):
+            ClusterFS(uri, timeout=5).pipe_file("x", b"x")
+
+
+def test_the_server_writes_a_body_without_copying_it_per_record(area: Any, tmp_path: Path) -> None:
+    """cheroot's own writer made a new bytes of the rest of the block for every TLS record it
+    sent; ours hands each block to ``sendall`` once (and still counts what it wrote)."""
+    from lanray_tui.adapters.webdav_server import _adapter_class
+
+    sent: list[int] = []
+
+    class Sock:
+        def sendall(self, data: Any) -> None:
+            sent.append(len(data))
+
+    adapter: Any = _adapter_class()
+    writer = adapter.makefile(object.__new__(adapter), Sock(), "wb")
+    writer.write(b"x" * (1 << 20))
+    writer.write(b"")
+    writer.write(b"tail")
+    writer.flush()
+    assert sent == [1 << 20, 0, 4] and writer.bytes_written == (1 << 20) + 4
+    with pytest.raises(TypeError):
+        writer.write("text")
