@@ -31,7 +31,17 @@ import tempfile
 import time
 from typing import Any
 
-from _common import LANRAY, bench_lab, checked, host_on_n1, last_json, median, on_node, report
+from _common import (
+    LANRAY,
+    bench_lab,
+    checked,
+    host_on_n1,
+    last_json,
+    median,
+    on_node,
+    report,
+    settle,
+)
 
 INSIDE = os.path.abspath(__file__)
 TCP_PORT = 47490
@@ -172,6 +182,7 @@ def main() -> int:
         join = host_on_n1(lab, 1)
         try:
             checked(on_node(lab, "n2", join), "join")
+            settle()  # n2's Ray is still starting its agents: not what is measured
             figures = measure(lab, args.mb, args.runs)
         finally:
             for node in ("n2", "n1"):
