@@ -5,8 +5,10 @@ In a 2-node lab (n1 hosts, n2 joined), n2 writes a file of --mb MB to the host's
 reads it back (webdav4's fsspec client over TLS with n2's certificate, WsgiDAV in cheroot on
 n1, as jobs and `lanray-tui results` use it), and copies the same file to and from a plain
 TCP server on n1 (no TLS, no HTTP: `socket.sendfile` on one side, 1 MiB reads written to a
-file on the other). Each copy ends when the receiver has written the whole file; the runs
-are interleaved, and the medians are reported in MB/s (1 MB = 10^6 bytes).
+file on the other), and inside bare TLS with the same certificates (1 MiB blocks, no HTTP:
+what any encrypted channel costs in Python here). Each copy ends when the receiver has
+written the whole file; the runs are interleaved, and the medians are reported in MB/s
+(1 MB = 10^6 bytes).
 
     python bench/storage.py [--mb N] [--runs N] [--link-mbit N] [--json]
 
@@ -16,7 +18,9 @@ n1's and n2's cables the speed of a LAN (a token bucket on the bridge side of ea
 directions), as between two real machines.
 
 JSON keys: storage_write_mb_s, storage_read_mb_s, tcp_write_mb_s, tcp_read_mb_s, and the
-ratios write_ratio and read_ratio (storage over TCP; the goal is >= 0.7).
+ratios write_ratio and read_ratio (storage over TCP; the goal is >= 0.7); tls_write_mb_s,
+tls_read_mb_s, and write_ratio_to_tls and read_ratio_to_tls (storage over bare TLS: what
+HTTP and WebDAV cost on top of the encryption).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -51,9 +56,19 @@ CHUNK = 1 << 20
 # ----- what runs inside the lab nodes ---------------------------------------------------------
 
 
+def node_tls() -> Any:
+    """This lab node's certificate, key and CA (its agent's TLS folder)."""
+    from lanray_tui.core.cluster_ca import NodeTls
+    from lanray_tui.core.paths import Paths
+
+    return NodeTls(Paths.from_env().tls_dir)
+
+
 def tcp_server(host: str, port: int, src: str, sink: str) -> None:
-    """n1: 'W' receives into ``sink`` (then answers b'k'), 'R' sends ``src``; forever."""
+    """n1, forever: 'W' receives into ``sink`` (then answers b'k'), 'R' sends ``src``; 'w'
+    and 'r' the same inside TLS with the cluster's certificates (1 MiB blocks each way)."""
     srv = socket.create_server((host, port), reuse_port=True)
+    tls = node_tls().server_context()
     print("ready", flush=True)
     while True:
         conn, _ = srv.accept()
@@ -67,6 +82,43 @@ def tcp_server(host: str, port: int, src: str, sink: str) -> None:
             elif mode == b"R":
                 with open(src, "rb") as f:
                     conn.sendfile(f)
+            elif mode in (b"w", b"r"):
+                with tls.wrap_socket(conn, server_side=True) as sconn:
+                    if mode == b"w":
+                        size = int.from_bytes(exactly(sconn, 8), "big")
+                        receive(sconn, sink, size)
+                        sconn.sendall(b"k")
+                    else:
+                        with open(src, "rb") as f:
+                            while block := f.read(CHUNK):
+                                sconn.sendall(block)
+
+
+def receive(conn: socket.socket, dest: str, size: int = -1) -> None:
+    """Into ``dest``: ``size`` bytes, or until the sender closes; one 1 MiB buffer."""
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    left = size if size >= 0 else 1 << 62
+    with open(dest, "wb") as f:
+        while left:
+            try:
+                n = conn.recv_into(view[: min(CHUNK, left)])
+            except ssl.SSLEOFError:
+                n = 0
+            if not n:
+                break
+            f.write(view[:n])
+            left -= n
+
+
+def exactly(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        more = conn.recv(n - len(data))
+        if not more:
+            raise ConnectionError("closed early")
+        data += more
+    return data
 
 
 def tcp_copy(host: str, port: int, mode: str, src: str, dest: str) -> float:
@@ -85,6 +137,25 @@ def tcp_copy(host: str, port: int, mode: str, src: str, dest: str) -> float:
     return time.perf_counter() - t0
 
 
+def tls_copy(host: str, port: int, mode: str, src: str, dest: str) -> float:
+    """The same copy inside TLS ('w' or 'r'): what any encrypted channel in Python costs
+    here, with no HTTP and no WebDAV."""
+    context = node_tls().client_context()
+    t0 = time.perf_counter()
+    with socket.create_connection((host, port)) as raw:
+        raw.sendall(mode.encode())
+        with context.wrap_socket(raw, server_hostname=host) as conn:
+            if mode == "w":
+                conn.sendall(os.path.getsize(src).to_bytes(8, "big"))
+                with open(src, "rb") as f:
+                    while block := f.read(CHUNK):
+                        conn.sendall(block)
+                assert conn.recv(1) == b"k"
+            else:
+                receive(conn, dest)
+    return time.perf_counter() - t0
+
+
 def client(host: str, storage_port: int, src: str, runs: int) -> None:
     """n2: the copies, interleaved; prints the seconds of each as JSON."""
     from lanray_tui.storage_fs import ClusterFS
@@ -92,14 +163,18 @@ def client(host: str, storage_port: int, src: str, runs: int) -> None:
     fs = ClusterFS(f"webdavs://{host}:{storage_port}/")
     fs.ls("")  # the connection and the server's feature check, as a job's first call does
     back = src + ".back"
-    times: dict[str, list[float]] = {k: [] for k in ("dav_w", "dav_r", "tcp_w", "tcp_r")}
+    keys = ("dav_w", "dav_r", "tcp_w", "tcp_r", "tls_w", "tls_r")
+    times: dict[str, list[float]] = {k: [] for k in keys}
     size = os.path.getsize(src)
     for _ in range(runs):
         times["tcp_w"].append(tcp_copy(host, TCP_PORT, "W", src, ""))
         t0 = time.perf_counter()
         fs.put_file(src, "bench/file.bin")
         times["dav_w"].append(time.perf_counter() - t0)
+        times["tls_w"].append(tls_copy(host, TCP_PORT, "w", src, ""))
         times["tcp_r"].append(tcp_copy(host, TCP_PORT, "R", "", back))
+        assert os.path.getsize(back) == size
+        times["tls_r"].append(tls_copy(host, TCP_PORT, "r", "", back))
         assert os.path.getsize(back) == size
         t0 = time.perf_counter()
         fs.get_file("bench/file.bin", back)
@@ -162,9 +237,14 @@ def measure(lab: Any, mb: int, runs: int) -> dict[str, Any]:
         "storage_read_mb_s": rate("dav_r"),
         "tcp_write_mb_s": rate("tcp_w"),
         "tcp_read_mb_s": rate("tcp_r"),
+        "tls_write_mb_s": rate("tls_w"),
+        "tls_read_mb_s": rate("tls_r"),
     }
     result["write_ratio"] = round(result["storage_write_mb_s"] / result["tcp_write_mb_s"], 2)
     result["read_ratio"] = round(result["storage_read_mb_s"] / result["tcp_read_mb_s"], 2)
+    for way in ("write", "read"):  # the storage next to a bare TLS copy
+        ratio = result[f"storage_{way}_mb_s"] / result[f"tls_{way}_mb_s"]
+        result[f"{way}_ratio_to_tls"] = round(ratio, 2)
     return result
 
 
