@@ -101,13 +101,7 @@ class BulkTlsStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._sock.close()
 
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        raise NotImplementedError("TLS inside the storage's TLS")
+    # start_tls: httpcore's NotImplementedError (no TLS inside the storage's TLS)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "ssl_object":
