@@ -2,7 +2,9 @@
 
 Who may come in is decided by TLS alone: the context the caller gives requires a client
 certificate of the cluster's CA, so a connection without one ends in the handshake, before any
-HTTP. WebDAV itself then lets every client that got that far read and write.
+HTTP. WebDAV itself then lets every client that got that far read and write. The handshakes
+run in the workers, each with a deadline and a cap per address (:mod:`.webdav_tls`), so a
+stranger who connects and says nothing holds up nobody.
 
 Besides WebDAV, ``GET /.lanray/sizes`` answers JSON from the ``sizes`` callback (the host
 knows the job folders' sizes from its disk; a client would have to walk every folder).
@@ -66,41 +68,6 @@ def _with_sizes(app: WsgiApp, sizes: Callable[[], dict[str, Any]]) -> WsgiApp:
     return wrapped
 
 
-def _adapter_class() -> type:
-    """cheroot's TLS adapter, whose connections send a body's blocks whole.
-
-    cheroot's writer copies what is left of a block into a new ``bytes`` for each TLS record
-    it sends (16 KiB of a 1 MiB block at a time: 32 MiB copied per MiB sent), which made a
-    GET cost the server twice the CPU of the TLS itself: ours hands a block to ``sendall``.
-    (Its reader, reading a PUT's body, costs little beside the TLS: kept as it is.)"""
-    from cheroot.makefile import StreamReader, StreamWriter
-    from cheroot.ssl.builtin import BuiltinSSLAdapter
-
-    class SendallWriter(StreamWriter):
-        def __init__(self, sock: Any, mode: str = "wb", bufsize: int = 8192) -> None:
-            super().__init__(sock, mode, bufsize)
-            self._sendall = sock.sendall
-
-        def write(self, b: Any) -> int:
-            self._checkClosed()
-            if isinstance(b, str):
-                raise TypeError("can't write str to binary stream")
-            self.flush()  # nothing, unless written the buffered way before
-            self._sendall(b)
-            self.bytes_written += len(b)
-            return len(b)
-
-    class Adapter(BuiltinSSLAdapter):
-        def makefile(self, sock: Any, mode: str = "r", bufsize: int = -1) -> Any:
-            if bufsize < 0:
-                bufsize = 8192
-            if "r" in mode:
-                return StreamReader(sock, mode, bufsize)
-            return SendallWriter(sock, mode, bufsize)
-
-    return Adapter
-
-
 class DavServer:
     """WebDAV over ``root`` on ``host:port``, in threads of its own.
 
@@ -122,6 +89,8 @@ class DavServer:
     ) -> None:
         from cheroot import wsgi
 
+        from .webdav_tls import GatedAdapter
+
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.root = root
         self._server = wsgi.Server(
@@ -130,7 +99,7 @@ class DavServer:
             numthreads=threads,
             server_name="lanray-storage",
         )
-        adapter = _adapter_class()(str(cert), str(key))
+        adapter = GatedAdapter(str(cert), str(key))
         adapter.context = context
         self._server.ssl_adapter = adapter
         self._server.error_log = self._error_log  # type: ignore[method-assign]

@@ -107,7 +107,8 @@ def forge(cluster_id: str, head: str, seconds: str) -> dict[str, Any]:
 
 
 def hold(host: str, port: str, count: str, seconds: str) -> dict[str, Any]:
-    """``count`` connections to the pairing port, each with half a frame, held open."""
+    """``count`` connections to ``port``, each with two bytes (half a pairing frame's
+    header, or of a TLS record's), held open."""
     socks, refused = [], 0
     for _ in range(int(count)):
         s = socket.socket()
@@ -277,6 +278,27 @@ def member_api(host: str, port: str, data_dir: str) -> dict[str, Any]:
     return out
 
 
+def member_storage(host: str, port: str, data_dir: str, rounds: str = "3") -> dict[str, Any]:
+    """A member writes and reads the cluster storage: each round on a new connection; the
+    seconds each round took, or the first error."""
+    from pathlib import Path
+
+    from lanray_tui.storage_fs import ClusterFS, errors
+
+    took: list[float] = []
+    for i in range(int(rounds)):
+        t0 = time.monotonic()
+        try:
+            fs = ClusterFS(f"webdavs://{host}:{port}/", tls_dir=str(Path(data_dir) / "tls"))
+            fs.pipe_file(f"jobs/j-member/{i}", b"member")
+            if fs.cat_file(f"jobs/j-member/{i}") != b"member":
+                return {"took_s": took, "error": "read back something else"}
+        except errors() as exc:
+            return {"took_s": took, "error": f"{type(exc).__name__}: {exc}"}
+        took.append(round(time.monotonic() - t0, 3))
+    return {"took_s": took, "error": None}
+
+
 def replay(host: str, port: str, path: str) -> dict[str, Any]:
     """A worker's recorded bytes to the cluster API, sent again from here."""
     with open(path, "rb") as f:
@@ -423,6 +445,7 @@ ATTACKS: dict[str, Callable[..., dict[str, Any]]] = {
     "guess": guess,
     "api": api,
     "member_api": member_api,
+    "member_storage": member_storage,
     "replay": replay,
     "ray_ports": ray_ports,
     "http": http,

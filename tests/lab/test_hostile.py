@@ -39,6 +39,7 @@ pytestmark = needs_root
 NAME = LAB[:6] + "h"
 API_PORT = 47476
 PAIRING_PORT = 47475
+STORAGE_PORT = 47477
 # the head's gRPC ports (lanray-tui's defaults): GCS, node manager, object manager,
 # dashboard agent, Ray client server
 RAY_GRPC_PORTS = "6379,6380,6381,6382,10001"
@@ -145,9 +146,10 @@ def served(hex_text: str) -> bool:
 
 
 def test_the_host_stays_usable_while_a_stranger_attacks(hc: dict[str, Node]) -> None:
-    """Beacons (malformed, oversized, a forged host), 200 held pairing connections, wrong
-    codes, a replayed SPAKE2 message and malformed cluster-API requests, all at once: the
-    worker's heartbeats stay on time, ``status`` answers, a job runs."""
+    """Beacons (malformed, oversized, a forged host), 200 held pairing connections, 30 held
+    storage connections that never finish their TLS handshake, wrong codes, a replayed SPAKE2
+    message and malformed cluster-API requests, all at once: the worker's heartbeats stay on
+    time, ``status`` answers, a job runs, and the worker reads and writes the storage."""
     n1, n2, n3 = hc["n1"], hc["n2"], hc["n3"]
     broadcast = n1.lab.broadcast
     cluster_id = n1.status()["agent"]["cluster_id"]
@@ -164,10 +166,17 @@ def test_the_host_stays_usable_while_a_stranger_attacks(hc: dict[str, Node]) -> 
         forger = n3.popen(
             [*STRANGER, "forge", cluster_id, n1.address, "12"], stdout=subprocess.PIPE
         )
+        at_storage = n3.popen(
+            [*STRANGER, "hold", n1.address, str(STORAGE_PORT), "30", "12"],
+            stdout=subprocess.PIPE,
+        )
         try:
             assert held.stdout is not None and forger.stdout is not None
+            assert at_storage.stdout is not None
             assert held.stdout.readline().strip() == "holding"
             assert forger.stdout.readline().strip() == "ready"
+            assert at_storage.stdout.readline().strip() == "holding"
+            storage = attack(n2, "member_storage", n1.address, str(STORAGE_PORT), str(data_dir(n2)))
             job = n1.lanray("submit", "--", "python", "-c", "print('usable')", timeout=120)
             assert job.returncode == 0, job.stderr
             job_id = job.stdout.split()[-1]
@@ -186,12 +195,14 @@ def test_the_host_stays_usable_while_a_stranger_attacks(hc: dict[str, Node]) -> 
         finally:
             held_out, _ = held.communicate(timeout=60)
             forger_out, _ = forger.communicate(timeout=60)
+            storage_out, _ = at_storage.communicate(timeout=60)
     ages = [s["age"] for s in watch.samples if s.get("age") is not None]
     slowest = max((s["took_s"] for s in watch.samples), default=None)
     print(  # shown when an assertion fails (and with -s)
         f"status asked {len(watch.samples)} times (slowest {slowest} s), heartbeat age at most"
         f" {max(ages, default=None)} s; held {held_out.strip()}; forged {forger_out.strip()};"
-        f" member {member}; pairing {guesses}; api "
+        f" member {member}; storage held {storage_out.strip()}, member {storage};"
+        f" pairing {guesses}; api "
         + json.dumps({k: bytes.fromhex(v)[:80].decode(errors="replace") for k, v in api.items()})
     )
     assert beacons["sent"] > 0
@@ -201,6 +212,12 @@ def test_the_host_stays_usable_while_a_stranger_attacks(hc: dict[str, Node]) -> 
 
     # the host stayed usable
     assert watch.samples and not watch.problems(), watch.samples
+    # ... its storage too: the member was served at once (cheroot shook hands in its one
+    # accepting thread, for up to 10 s a connection), and the stranger's connections that
+    # never finished their handshake were all closed, well before the stranger let go
+    assert storage["error"] is None and max(storage["took_s"]) < 3.0, storage
+    held_storage = json.loads(storage_out.splitlines()[-1])
+    assert held_storage["connected"] > 0 and held_storage["still_open"] == 0, held_storage
     assert final["state"] == "SUCCEEDED", final
     assert "usable" in n1.lanray("logs", job_id, check=True).stdout
     assert node_states(n1)[n2.address] == "ALIVE"

@@ -473,10 +473,10 @@ def test_a_peer_that_never_speaks_tls_times_out_and_garbage_is_an_error(area: An
             ClusterFS(uri, timeout=5).pipe_file("x", b"x")
 
 
-def test_the_server_writes_a_body_without_copying_it_per_record(area: Any, tmp_path: Path) -> None:
+def test_the_server_writes_a_body_without_copying_it_per_record() -> None:
     """cheroot's own writer made a new bytes of the rest of the block for every TLS record it
     sent; ours hands each block to ``sendall`` once (and still counts what it wrote)."""
-    from lanray_tui.adapters.webdav_server import _adapter_class
+    from lanray_tui.adapters.webdav_tls import GatedAdapter
 
     sent: list[int] = []
 
@@ -484,8 +484,7 @@ def test_the_server_writes_a_body_without_copying_it_per_record(area: Any, tmp_p
         def sendall(self, data: Any) -> None:
             sent.append(len(data))
 
-    adapter: Any = _adapter_class()
-    writer = adapter.makefile(object.__new__(adapter), Sock(), "wb")
+    writer = GatedAdapter.makefile(None, Sock(), "wb")  # type: ignore[arg-type]
     writer.write(b"x" * (1 << 20))
     writer.write(b"")
     writer.write(b"tail")
@@ -493,3 +492,134 @@ def test_the_server_writes_a_body_without_copying_it_per_record(area: Any, tmp_p
     assert sent == [1 << 20, 0, 4] and writer.bytes_written == (1 << 20) + 4
     with pytest.raises(TypeError):
         writer.write("text")
+
+
+# ----- strangers at the storage's door -------------------------------------------------------
+
+
+def test_the_gate_caps_unfinished_handshakes_per_address_and_in_all() -> None:
+    from lanray_tui.adapters.webdav_tls import Gate
+
+    gate = Gate(per_peer=2, total=3)
+    a1, a2 = gate.enter("10.0.0.9"), gate.enter("10.0.0.9")
+    assert a1 is not None and a2 is not None and gate.enter("10.0.0.9") is None
+    b1 = gate.enter("10.0.0.2")
+    assert b1 is not None and gate.enter("10.0.0.3") is None  # 3 in all
+    gate.leave(a1)
+    gate.leave(a1)  # twice: no change
+    assert gate.unfinished() == 2 and gate.unfinished("10.0.0.9") == 1
+    assert gate.enter("10.0.0.9") is not None
+
+
+def _silent(port: int, source: str, count: int) -> list[Any]:
+    import socket
+
+    held = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+        s.sendall(b"\x16\x03")  # the start of a TLS record, and then nothing
+        held.append(s)
+    return held
+
+
+def _closed_by_server(s: Any, within: float) -> bool:
+    s.settimeout(within)
+    try:
+        return bool(s.recv(1) == b"")
+    except TimeoutError:
+        return False
+    except OSError:  # reset
+        return True
+
+
+def test_a_stranger_who_connects_and_says_nothing_holds_up_nobody(
+    area: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cheroot shook hands in its one accepting thread for up to 10 s: one silent TCP
+    connection from a stranger stopped the storage for every member, and a member's request
+    then failed. Now: members are served at once; the stranger's connections over the cap
+    are closed at once, the others at the handshake's deadline; nothing stays counted."""
+    from lanray_tui.adapters import webdav_tls
+    from lanray_tui.storage_fs import ClusterFS
+
+    monkeypatch.setattr(webdav_tls, "HANDSHAKE_S", 2.0)
+    gate = area.server._server.ssl_adapter.gate
+    kept = ClusterFS(area.uri)
+    kept.pipe_file("jobs/j-10/a", b"a")
+    stranger = _silent(area.port, "127.0.0.2", webdav_tls.PER_PEER + 3)
+    try:
+        for _ in range(3):  # a member's new connections and its kept one, all at once
+            t0 = time.monotonic()
+            assert ClusterFS(area.uri).cat_file("jobs/j-10/a") == b"a"
+            assert kept.cat_file("jobs/j-10/a") == b"a"
+            assert time.monotonic() - t0 < 1.5
+        over = stranger[webdav_tls.PER_PEER :]
+        assert all(_closed_by_server(s, 1.0) for s in over)  # refused at the door
+        t0 = time.monotonic()
+        assert all(_closed_by_server(s, 5.0) for s in stranger[: webdav_tls.PER_PEER])
+        assert time.monotonic() - t0 < 4.0
+    finally:
+        for s in stranger:
+            s.close()
+    deadline = time.monotonic() + 5
+    while gate.unfinished() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gate.unfinished() == 0
+
+
+def test_a_handshake_trickled_a_byte_at_a_time_is_cut_at_its_deadline(
+    area: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import socket
+
+    from lanray_tui.adapters import webdav_tls
+
+    monkeypatch.setattr(webdav_tls, "HANDSHAKE_S", 1.5)
+    # a real client's first bytes (its ClientHello), one every 0.2 s
+    hello = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ssl.create_default_context().wrap_bio(*hello, server_hostname="x")
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    data = hello[1].read()
+    with socket.create_connection(("127.0.0.1", area.port), timeout=5) as s:
+        t0 = time.monotonic()
+        cut = None
+        for byte in data:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                cut = time.monotonic() - t0
+                break
+            s.setblocking(False)
+            try:
+                if s.recv(1) == b"":
+                    cut = time.monotonic() - t0
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                cut = time.monotonic() - t0
+                break
+            s.setblocking(True)
+            time.sleep(0.2)
+    assert cut is not None and 1.0 < cut < 3.5, cut
+    assert area.server._server.ssl_adapter.gate.unfinished() == 0
+
+
+def test_refused_and_finished_handshakes_leave_nothing_counted(area: Any, tmp_path: Path) -> None:
+    from lanray_tui.storage_fs import ClusterFS
+
+    other = NodeTls(tmp_path / "other")
+    other.ensure_ca("cluster-b", "b")
+    other.issue_own("intruder", ["127.0.0.1"])
+    foreign = ssl.create_default_context(cafile=str(area.tls.ca_cert))
+    foreign.load_cert_chain(other.cert, other.key)
+    for _ in range(10):
+        with pytest.raises((httpx.HTTPError, ssl.SSLError, OSError)):
+            _get(area, foreign)
+        ClusterFS(area.uri).pipe_file("jobs/j-11/a", b"a")
+    gate = area.server._server.ssl_adapter.gate
+    deadline = time.monotonic() + 5
+    while gate.unfinished() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gate.unfinished() == 0
