@@ -299,3 +299,26 @@ async def test_idle_since_the_start_by_another_clock_is_consent(tmp_path: Path) 
     machine.idle = InputIdle(0.1, "keyboard or touchpad")  # then a key: the owner
     await loop.step()
     assert not loop.node.lent.is_set() and view.drains
+
+
+async def test_a_raylet_that_ended_itself_leaves_nothing_to_wait_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray 2.60 ends a drained raylet once it is idle, and the task list may show its last
+    tasks RUNNING for a while after: the drain ends when the raylet is gone (in the lab it
+    waited its whole deadline, 60 s, on those). Ray that cannot be seen (in a container)
+    is still asked for its running tasks."""
+    from lanray_tui.adapters import system
+
+    loop, _, view = make(tmp_path)
+    view.tasks = 2  # what the task list still says
+    # before the drain, its first poll (the worker leaves), then no raylet any more
+    seen = iter([["ray::RayTrainWorker"], ["ray::RayTrainWorker"]])
+    monkeypatch.setattr(system, "ray_work", lambda root: next(seen, None))
+    t0 = loop.clock.monotonic()
+    assert await loop.drain_and_wait(10, "owner back")
+    assert 0 < loop.clock.monotonic() - t0 < 10
+    monkeypatch.setattr(system, "ray_work", lambda root: None)  # never seen: ask Ray
+    t0 = loop.clock.monotonic()
+    assert await loop.drain_and_wait(10, "owner back")
+    assert loop.clock.monotonic() - t0 == pytest.approx(10.0)

@@ -216,6 +216,9 @@ class LendingLoop:
             return False
         if not node_id:
             return False
+        # Ray's processes can be seen below ours (native Ray): once drained and idle, Ray
+        # 2.60 ends the raylet by itself, and then nothing of Ray's is left here to wait for
+        ours = await asyncio.to_thread(self.raylet_below_us)
         if not await asyncio.to_thread(self.ray.drain, node_id, deadline_s, reason):
             return False
         log.info("draining this node in Ray (deadline %d s): %s", deadline_s, reason)
@@ -225,20 +228,30 @@ class LendingLoop:
                 left = end - self.clock.monotonic()
                 self.node.lending = {"state": state, "reason": draining(state, reason, left)}
             with contextlib.suppress(LanrayError):
-                if await asyncio.to_thread(self.work_left, node_id) == 0:
+                if await asyncio.to_thread(self.work_left, node_id, ours) == 0:
                     break
             await self.clock.sleep(DRAIN_POLL_S)
         return True
 
-    def work_left(self, node_id: str) -> int:
+    def raylet_below_us(self) -> bool:
+        """A raylet runs below this agent's Ray (blocking): its workers can be seen."""
+        root = self.supervisor.pid
+        return root is not None and system.ray_work(root) is not None
+
+    def work_left(self, node_id: str, ours: bool = False) -> int:
         """How much Ray work this node still holds (blocking): its Ray workers with a task
-        or an actor, read from its own processes; where that cannot be told (Ray in a
-        container), the tasks Ray lists as running on it."""
+        or an actor, read from its own processes. ``ours``: a raylet ran below this agent's
+        Ray when the drain began; if it is gone, it ended itself (drained and idle), and
+        nothing is left (the task list would still show its last tasks RUNNING for a
+        while: a drain once waited its whole deadline on them). Where Ray's processes
+        cannot be seen (Ray in a container), the tasks Ray lists as running on it."""
         root = self.supervisor.pid
         work = system.ray_work(root) if root is not None else None
-        if work is None:
-            return self.ray.running_tasks(node_id)
-        return len(work)
+        if work is not None:
+            return len(work)
+        if ours:
+            return 0
+        return self.ray.running_tasks(node_id)
 
     # ----- ops ----------------------------------------------------------------------------
 
