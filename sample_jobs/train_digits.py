@@ -29,6 +29,7 @@ epochs they resumed, and how much training was done again; no epoch counts twice
 
     python train_digits.py [--epochs 12] [--workers N] [--batch-size 128] [--skip-baseline]
         [--sync epoch|step] [--no-balance] [--min-workers 1] [--max-failures 3]
+        [--resize-every 20]
         [--metrics ~/lanray_results/train_digits_metrics.jsonl]
         [--results ~/lanray_results/train_digits_results.json]
 """
@@ -47,6 +48,9 @@ from typing import Any
 import ray
 
 BATCH_SIZE, LR = 128, 3e-3  # the defaults: images per worker per step, its peak rate
+# Seconds between Ray Train's checks for nodes to grow back onto (its own default, 60, is
+# longer than a whole run of this sample in a small lab); each growth is a restart.
+RESIZE_EVERY_S = 20.0
 
 
 def load_data(seed: int = 0) -> tuple[Any, Any, Any, Any]:
@@ -531,12 +535,18 @@ def _nodes_of_workers(world: int) -> list[str]:
 
 
 def run(
-    workers: int, use_gpu: bool, config: dict[str, Any], storage: str, min_workers: int = 1
+    workers: int,
+    use_gpu: bool,
+    config: dict[str, Any],
+    storage: str,
+    min_workers: int = 1,
+    resize_every_s: float = RESIZE_EVERY_S,
 ) -> dict[str, Any]:
     """One training run on ``workers`` workers. When a worker's node leaves, Ray Train
     restarts the run from its last checkpoint on the nodes that remain (elastic: down to
     ``min_workers``; when a node is lent again, a running group grows back to ``workers``
-    at Ray Train's next resize check, every ``elastic_resize_monitor_interval_s``)."""
+    at Ray Train's next resize check, ``resize_every_s`` after the group's start: a restart
+    from the last checkpoint again)."""
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -552,6 +562,7 @@ def run(
         train_loop_config={**config, "sink": sink, "run": f"{workers}w"},
         scaling_config=ScalingConfig(
             num_workers=(low, workers) if low < workers else workers,
+            elastic_resize_monitor_interval_s=resize_every_s,
             use_gpu=use_gpu,
             resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})},
             placement_strategy="SPREAD",
@@ -616,6 +627,13 @@ def main() -> int:
         help="restarts from the last checkpoint when a worker fails or its node leaves",
     )
     ap.add_argument(
+        "--resize-every",
+        type=float,
+        default=RESIZE_EVERY_S,
+        help="seconds between Ray Train's checks for returned nodes to grow back onto "
+        f"(default {RESIZE_EVERY_S:g}; Ray's own is 60)",
+    )
+    ap.add_argument(
         "--preemption-watcher",
         action="store_true",
         help="learn that a node drains from Ray Train's watcher actor (see below)",
@@ -669,7 +687,7 @@ def main() -> int:
         print("baseline: 1 worker", flush=True)
         runs["baseline"] = run(1, gpus >= 1, config, storage)
     print(f"data-parallel: {workers} worker(s)", flush=True)
-    runs["parallel"] = run(workers, use_gpu, config, storage, args.min_workers)
+    runs["parallel"] = run(workers, use_gpu, config, storage, args.min_workers, args.resize_every)
 
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     with open(args.metrics, "w") as f:

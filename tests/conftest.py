@@ -22,6 +22,7 @@ TIERS = {
     "docker": "the docker runtime against a real dockerd (needs root)",
     "samples": "the sample jobs' training code in real processes (needs torch)",
     "storm": "a 9-node lab joining at once (needs root; a few minutes)",
+    "elastic": "a training run that shrinks and grows back with a lent machine (needs root)",
 }
 
 
@@ -39,7 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if tier is None:
             continue
         item.add_marker(getattr(pytest.mark, tier))
-        if tier in ("lab", "docker", "storm") and not ROOT:
+        if tier in ("lab", "docker", "storm", "elastic") and not ROOT:
             item.add_marker(pytest.mark.skip(reason=f"the {tier} tier needs root"))
 
 

@@ -26,22 +26,29 @@ PROBE = Path(__file__).resolve().parents[1] / "drivers" / "placed_on.py"
 #: one machine's CPUs, which would look like the owner at work), no lending again soon.
 LENDING = """lending:
   enabled: true
-  idle_minutes: 10
+  idle_minutes: {idle_minutes}
   max_owner_load: 1000
-  resume_after_s: 3600
+  resume_after_s: {resume_after_s}
   drain_deadline_s: {deadline}
 """
 
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
 
 
-def owner_files(folder: Path, deadline_s: int) -> tuple[Path, Path, dict[str, str]]:
+def owner_files(
+    folder: Path, deadline_s: int, idle_minutes: float = 10, resume_after_s: float = 3600
+) -> tuple[Path, Path, dict[str, str]]:
     """A config that lends while the owner is away and the owner's keyboard, in ``folder``;
-    returns them and the environment for the node's agent."""
+    returns them and the environment for the node's agent. By default, once the owner is
+    back the node is not lent again for the rest of a test."""
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o755)
     config = folder / "owner.yaml"
-    config.write_text(LENDING.format(deadline=deadline_s))
+    config.write_text(
+        LENDING.format(
+            deadline=deadline_s, idle_minutes=idle_minutes, resume_after_s=resume_after_s
+        )
+    )
     keys = folder / "interrupts"
     _write_keys(keys, 1)
     return config, keys, {INTERRUPTS_ENV: str(keys)}
@@ -52,6 +59,12 @@ def _write_keys(path: Path, count: int) -> None:
     tmp.write_text(f"           CPU0\n  1:   {count}   IO-APIC   1-edge      i8042\n")
     tmp.chmod(0o644)
     tmp.replace(path)
+
+
+def alive_row(host: Any, ip: str) -> dict[str, Any] | None:
+    """The host's ALIVE row for the node at ``ip``, if any."""
+    rows = [n for n in host.status()["nodes"] if n["ip"] == ip and n["state"] == "ALIVE"]
+    return rows[0] if rows else None
 
 
 def press_key(path: Path) -> float:

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import needs_root
-from tests.helpers.labkit import LANRAY, Node, agent_log, wait_for
+from tests.helpers.labkit import LANRAY, agent_log, wait_for
 from tests.helpers.ownerkit import (
+    alive_row,
     log_time,
     owner_files,
     placed_on,
@@ -43,11 +44,6 @@ pytestmark = [
 SCRIPT = Path(__file__).resolve().parents[2] / "sample_jobs" / "train_digits.py"
 EPOCHS = 6
 DEADLINE_S = 60  # lending.drain_deadline_s's default
-
-
-def alive_row(host: Node, ip: str) -> dict[str, Any] | None:
-    rows = [n for n in host.status()["nodes"] if n["ip"] == ip and n["state"] == "ALIVE"]
-    return rows[0] if rows else None
 
 
 def test_owner_returns_mid_training(cluster: dict[str, Any], tmp_path: Path) -> None:
