@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import needs_root
-from tests.helpers.labkit import LANRAY, agent_log, wait_for
-from tests.helpers.ownerkit import alive_row, owner_files, press_key
+from tests.helpers.labkit import LANRAY
+from tests.helpers.ownerkit import join_as_owned, press_key
 
 pytestmark = [
     needs_root,
@@ -44,22 +44,12 @@ def test_the_run_grows_back_when_the_laptop_is_lent_again(
     Train's next resize check the run grows back to every CPU, from the last checkpoint,
     and finishes SUCCEEDED."""
     n1, n3 = cluster["n1"], cluster["n3"]
-    n3.leave()
-    config, keys, env = owner_files(
-        tmp_path / "owner", DEADLINE_S, idle_minutes=0.1, resume_after_s=2
-    )
-    join = [*LANRAY, "--config", str(config), "join", n1.address, "--token", "-"]
-    p = n3.run(
-        [*join, "--headless", "--detach", "--cpus", "1"],
-        input=n1.token() + "\n",
-        env=env,
-        timeout=180,
-    )
-    assert p.returncode == 0, (p.stderr, agent_log(n3).read_text()[-2000:])
     job = None
     typing = threading.Event()
     try:
-        wait_for(lambda: alive_row(n1, n3.address), timeout=90, interval=1.0)
+        keys = join_as_owned(
+            n1, n3, tmp_path / "owner", DEADLINE_S, idle_minutes=0.1, resume_after_s=2
+        )
         rows = [r for r in n1.status()["nodes"] if r["state"] == "ALIVE"]
         workers = int(sum(r["cpus"] for r in rows))
         assert len(rows) == 3 and workers >= 3, rows

@@ -61,6 +61,26 @@ def _write_keys(path: Path, count: int) -> None:
     tmp.replace(path)
 
 
+def join_as_owned(host: Any, node: Any, folder: Path, deadline_s: int, **lending: float) -> Path:
+    """``node`` leaves and joins ``host`` again lending 1 CPU with the lending policy on
+    (:func:`owner_files`, ``lending`` its idle_minutes and resume_after_s); waits until the
+    host lists it ALIVE. Returns its keyboard (for :func:`press_key`)."""
+    from tests.helpers.labkit import agent_log, wait_for
+
+    node.leave()
+    config, keys, env = owner_files(folder, deadline_s, **lending)
+    p = node.lanray(
+        *("--config", str(config), "join", host.address, "--token", "-"),
+        *("--headless", "--detach", "--cpus", "1"),
+        input=host.token() + "\n",
+        env=env,
+        timeout=180,
+    )
+    assert p.returncode == 0, (p.stderr, agent_log(node).read_text()[-2000:])
+    wait_for(lambda: alive_row(host, node.address), timeout=90, interval=1.0)
+    return keys
+
+
 def alive_row(host: Any, ip: str) -> dict[str, Any] | None:
     """The host's ALIVE row for the node at ``ip``, if any."""
     rows = [n for n in host.status()["nodes"] if n["ip"] == ip and n["state"] == "ALIVE"]

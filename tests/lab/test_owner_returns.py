@@ -23,11 +23,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import needs_root
-from tests.helpers.labkit import LANRAY, agent_log, wait_for
+from tests.helpers.labkit import LANRAY, agent_log
 from tests.helpers.ownerkit import (
-    alive_row,
+    join_as_owned,
     log_time,
-    owner_files,
     placed_on,
     press_key,
     started_after,
@@ -51,19 +50,9 @@ def test_owner_returns_mid_training(cluster: dict[str, Any], tmp_path: Path) -> 
 
     n1, n2, n3 = cluster["n1"], cluster["n2"], cluster["n3"]
     lab = n1.lab
-    n3.leave()
-    config, keys, env = owner_files(tmp_path / "owner", DEADLINE_S)
-    join = [*LANRAY, "--config", str(config), "join", n1.address, "--token", "-"]
-    p = n3.run(
-        [*join, "--headless", "--detach", "--cpus", "1"],
-        input=n1.token() + "\n",
-        env=env,
-        timeout=180,
-    )
-    assert p.returncode == 0, (p.stderr, agent_log(n3).read_text()[-2000:])
     job = None
     try:
-        wait_for(lambda: alive_row(n1, n3.address), timeout=90, interval=1.0)
+        keys = join_as_owned(n1, n3, tmp_path / "owner", DEADLINE_S)
         assert n3.status()["agent"]["lending"]["state"] == "lending"
         argv = ["submit", str(SCRIPT), "--follow", "--", "--skip-baseline", "--workers", "3"]
         job = n1.popen(
